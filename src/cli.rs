@@ -1,0 +1,108 @@
+//! The command line: `bankgraph plaid-emulator`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::emulator::{self, EmulatorConfig, RunningEmulator};
+
+#[derive(Debug, Parser)]
+#[command(name = "bankgraph", version, about = "A GraphQL gateway for linking bank accounts through Plaid")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the offline Plaid emulator (Plaid's Sandbox API, signed webhooks, faults on demand).
+    PlaidEmulator(EmulatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, env = "PLAID_EMULATOR_ADDR", default_value = "127.0.0.1:8100")]
+    pub addr: SocketAddr,
+    /// The client_id the emulator accepts.
+    #[arg(long, env = "PLAID_EMULATOR_CLIENT_ID", default_value = emulator::DEFAULT_CLIENT_ID)]
+    pub client_id: String,
+    /// The secret the emulator accepts.
+    #[arg(long, env = "PLAID_EMULATOR_SECRET", default_value = emulator::DEFAULT_SECRET, hide_default_value = false)]
+    pub secret: String,
+    /// Proxy mode: the Fuse-Client-Id required under /v1/plaid.
+    #[arg(long, env = "PLAID_EMULATOR_PROXY_CLIENT_ID", default_value = emulator::DEFAULT_PROXY_CLIENT_ID)]
+    pub proxy_client_id: String,
+    /// Proxy mode: the Fuse-Api-Key required under /v1/plaid.
+    #[arg(long, env = "PLAID_EMULATOR_PROXY_API_KEY", default_value = emulator::DEFAULT_PROXY_API_KEY)]
+    pub proxy_api_key: String,
+    /// Seed of all generated data: the same seed gives the same items, accounts and history.
+    #[arg(long, env = "PLAID_EMULATOR_SEED", default_value_t = 20_200_914)]
+    pub seed: u64,
+    /// Transactions generated per new item, over 24 months (user_custom may override per item).
+    #[arg(long, env = "PLAID_EMULATOR_TRANSACTIONS_PER_ITEM", default_value_t = 1_500)]
+    pub transactions_per_item: usize,
+    /// Seconds between webhook delivery retries (Plaid retries twice, minutes apart).
+    #[arg(long, env = "PLAID_EMULATOR_WEBHOOK_RETRY_SECONDS", default_value_t = 5.0)]
+    pub webhook_retry_seconds: f64,
+}
+
+impl EmulatorArgs {
+    pub fn config(&self) -> anyhow::Result<EmulatorConfig> {
+        anyhow::ensure!(
+            self.webhook_retry_seconds.is_finite() && (0.0..=3600.0).contains(&self.webhook_retry_seconds),
+            "PLAID_EMULATOR_WEBHOOK_RETRY_SECONDS must be between 0 and 3600"
+        );
+        anyhow::ensure!(self.transactions_per_item <= 1_000_000, "PLAID_EMULATOR_TRANSACTIONS_PER_ITEM must be at most 1000000");
+        let mut cfg = EmulatorConfig {
+            client_id: self.client_id.clone(),
+            secret: self.secret.clone(),
+            proxy_client_id: self.proxy_client_id.clone(),
+            proxy_api_key: self.proxy_api_key.clone(),
+            seed: self.seed,
+            transactions_per_item: self.transactions_per_item,
+            ..EmulatorConfig::default()
+        };
+        cfg.webhook_policy.retry_delay = Duration::from_secs_f64(self.webhook_retry_seconds);
+        Ok(cfg)
+    }
+}
+
+/// Runs a parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::PlaidEmulator(args) => {
+            let running = RunningEmulator::start(args.config()?, args.addr).await?;
+            // Printed on stdout so scripts and tests can read the bound port.
+            println!("plaid emulator listening on {}", running.url());
+            tracing::info!(url = %running.url(), "plaid emulator started");
+            tokio::select! {
+                _ = shutdown_signal() => tracing::info!("plaid emulator stopping"),
+                _ = running.wait() => {}
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,285 @@
+//! `/emulator/…`: what is ours and not Plaid's. Completing a Link session offline, simulating
+//! activity at the bank, firing any webhook, faults, rate limits, the clock and key rotation.
+//! These endpoints take no credentials: the emulator is a test double on a private address.
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Emulator;
+use super::data;
+use super::errors::ApiError;
+use super::faults::{FaultRule, RateLimitMode};
+use super::handlers::{parse, state_item_view};
+use super::state::{Advance, login};
+
+pub fn router() -> Router<Emulator> {
+    Router::new()
+        .route("/emulator/health", get(|| async { Json(json!({"ok": true})) }))
+        .route("/emulator/link/complete", post(link_complete))
+        .route("/emulator/items/{item_id}", get(item_view))
+        .route("/emulator/items/{item_id}/transactions", get(item_transactions))
+        .route("/emulator/items/{item_id}/transactions/advance", post(advance))
+        .route("/emulator/items/{item_id}/webhook", post(fire))
+        .route("/emulator/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/emulator/settings", get(get_settings).post(set_settings))
+        .route("/emulator/clock/advance", post(advance_clock))
+        .route("/emulator/webhook_keys/rotate", post(rotate_key))
+        .route("/emulator/webhooks", get(deliveries))
+}
+
+/// An error from a control endpoint, in Plaid's shape.
+fn fail(e: ApiError) -> Response {
+    (e.status, Json(e.body)).into_response()
+}
+
+fn not_found(item_id: &str) -> Response {
+    fail(ApiError::with_message("ITEM_NOT_FOUND", format!("the emulator has no item {item_id}")))
+}
+
+#[derive(Deserialize)]
+struct LinkComplete {
+    link_token: String,
+    #[serde(default)]
+    institution_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Stands in for a user finishing Link: a new item for a create-mode token, a repaired item
+/// for an update-mode token. Answers what Link's `onSuccess` would get.
+async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>) -> Response {
+    let req: LinkComplete = match parse(body) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let now = emu.now();
+    let cfg = emu.config().clone();
+    let result = (|| {
+        let mut state = emu.state();
+        let rec = state
+            .link_tokens
+            .get(&req.link_token)
+            .cloned()
+            .filter(|r| r.expiration > now)
+            .ok_or_else(|| ApiError::code("INVALID_LINK_TOKEN"))?;
+        let username = req.username.as_deref().unwrap_or("user_good");
+        let password = req.password.as_deref().unwrap_or("pass_good");
+        let item_id = match &rec.item_id {
+            Some(item_id) => {
+                let item = state.items.get_mut(item_id).filter(|i| !i.removed).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+                login(username, password, item.institution.oauth)?;
+                if item.error.as_ref().is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED") {
+                    return Err(ApiError::code("USER_PERMISSION_REVOKED"));
+                }
+                item.error = None;
+                item.consent_expiration_time = None;
+                item.last_successful_update = now;
+                item_id.clone()
+            }
+            None => {
+                let inst_id = req.institution_id.as_deref().unwrap_or("ins_109508");
+                let inst = data::institution(inst_id).ok_or_else(|| ApiError::code("INVALID_INSTITUTION"))?;
+                if let Some(code) = inst.creation_error {
+                    return Err(ApiError::code(code));
+                }
+                let products = rec.request.products.clone().unwrap_or_default();
+                if products.iter().any(|p| !inst.products.contains(&p.as_str())) {
+                    return Err(ApiError::code("PRODUCTS_NOT_SUPPORTED"));
+                }
+                let user = login(username, password, inst.oauth)?;
+                state.create_item(
+                    now,
+                    inst,
+                    products,
+                    rec.request.webhook.clone().filter(|w| !w.is_empty()),
+                    user,
+                    cfg.transactions_per_item,
+                    cfg.history_days,
+                )
+            }
+        };
+        let public_token = state.issue_public_token(&item_id, now);
+        let item = state.items.get(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        Ok(json!({
+            "public_token": public_token,
+            "item_id": item_id,
+            "update_mode": rec.item_id.is_some(),
+            "metadata": {
+                "institution": {"name": item.institution.name, "institution_id": item.institution.id},
+                "accounts": item.accounts.iter().map(|a| json!({
+                    "id": a.account.account_id,
+                    "name": a.account.name,
+                    "mask": a.account.mask,
+                    "type": a.account.account_type,
+                    "subtype": a.account.subtype,
+                    "verification_status": null,
+                })).collect::<Vec<_>>(),
+                "link_session_id": uuid::Uuid::new_v4().to_string(),
+            },
+        }))
+    })();
+    emu.flush_outbox();
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn item_view(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>) -> Response {
+    match state_item_view(&emu.state(), &item_id) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(&item_id),
+    }
+}
+
+/// The item's current transactions, newest first: what a correct sync must end up with.
+async fn item_transactions(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>) -> Response {
+    let state = emu.state();
+    match state.items.get(&item_id) {
+        Some(item) => {
+            let all: Vec<_> = item.tx.newest_first().into_iter().map(|t| (*t).clone()).collect();
+            Json(json!({"item_id": item_id, "transactions": all})).into_response()
+        }
+        None => not_found(&item_id),
+    }
+}
+
+async fn advance(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>, body: Option<Json<Advance>>) -> Response {
+    let spec = body.map(|Json(a)| a).unwrap_or_default();
+    let now = emu.now();
+    let result = emu.state().advance(&item_id, &spec, now);
+    emu.flush_outbox();
+    match result {
+        Ok(summary) => Json(summary).into_response(),
+        Err(_) => not_found(&item_id),
+    }
+}
+
+#[derive(Deserialize)]
+struct Fire {
+    webhook_type: String,
+    webhook_code: String,
+    /// For `ITEM`/`ERROR`: the error code (default `ITEM_LOGIN_REQUIRED`).
+    #[serde(default)]
+    error_code: Option<String>,
+    /// For `USER_ACCOUNT_REVOKED`.
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+/// Sends any webhook, with the state change Plaid would make for it: `ITEM`/`ERROR` sets the
+/// error, `PENDING_EXPIRATION` sets `consent_expiration_time` 7 days out,
+/// `USER_PERMISSION_REVOKED` revokes, `LOGIN_REPAIRED` clears the error.
+async fn fire(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>, Json(f): Json<Fire>) -> Response {
+    let now = emu.now();
+    let sent = {
+        let mut state = emu.state();
+        let Some(item) = state.items.get_mut(&item_id) else { return not_found(&item_id) };
+        if item.webhook.is_none() {
+            return fail(ApiError::code("SANDBOX_WEBHOOK_INVALID"));
+        }
+        let extra = match (f.webhook_type.as_str(), f.webhook_code.as_str()) {
+            ("ITEM", "ERROR") | ("ITEM", "USER_PERMISSION_REVOKED") => {
+                let code = if f.webhook_code == "ERROR" {
+                    f.error_code.clone().unwrap_or_else(|| "ITEM_LOGIN_REQUIRED".into())
+                } else {
+                    "USER_PERMISSION_REVOKED".into()
+                };
+                let err = ApiError::code(&code);
+                let body = err.for_webhook();
+                item.error = Some(err);
+                item.last_failed_update = Some(now);
+                json!({"error": body})
+            }
+            ("ITEM", "PENDING_EXPIRATION") => {
+                let at = now + chrono::Duration::days(7);
+                item.consent_expiration_time = Some(at);
+                json!({"consent_expiration_time": at})
+            }
+            ("ITEM", "LOGIN_REPAIRED") => {
+                item.error = None;
+                json!({})
+            }
+            ("ITEM", "USER_ACCOUNT_REVOKED") => json!({"account_id": f.account_id}),
+            ("ITEM", "NEW_ACCOUNTS_AVAILABLE") | ("ITEM", "PENDING_DISCONNECT") => json!({"error": null}),
+            ("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE") => {
+                json!({"initial_update_complete": true, "historical_update_complete": true})
+            }
+            _ => json!({}),
+        };
+        state.queue(&item_id, &f.webhook_type, &f.webhook_code, extra)
+    };
+    emu.flush_outbox();
+    Json(json!({"webhook_fired": sent})).into_response()
+}
+
+async fn list_faults(AxState(emu): AxState<Emulator>) -> Response {
+    Json(json!({"faults": emu.state().faults.list()})).into_response()
+}
+
+async fn add_fault(AxState(emu): AxState<Emulator>, Json(body): Json<Value>) -> Response {
+    match parse::<FaultRule>(body) {
+        Ok(rule) => {
+            let rule = emu.state().faults.add(rule);
+            (StatusCode::CREATED, Json(rule)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn clear_faults(AxState(emu): AxState<Emulator>) -> Response {
+    let mut state = emu.state();
+    state.faults.clear();
+    state.windows.clear();
+    Json(json!({"faults": []})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    rate_limits: RateLimitMode,
+}
+
+async fn get_settings(AxState(emu): AxState<Emulator>) -> Response {
+    Json(json!({"rate_limits": emu.state().rate_mode})).into_response()
+}
+
+async fn set_settings(AxState(emu): AxState<Emulator>, Json(body): Json<Value>) -> Response {
+    match parse::<Settings>(body) {
+        Ok(s) => {
+            let mut state = emu.state();
+            state.rate_mode = s.rate_limits;
+            state.windows.clear();
+            Json(json!({"rate_limits": state.rate_mode})).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Clock {
+    seconds: i64,
+}
+
+/// Moves the emulator's clock (token expiry, webhook `iat`); negative moves it back.
+async fn advance_clock(AxState(emu): AxState<Emulator>, Json(c): Json<Clock>) -> Response {
+    emu.shared.clock_offset.fetch_add(c.seconds, std::sync::atomic::Ordering::Relaxed);
+    Json(json!({"now": emu.now()})).into_response()
+}
+
+async fn rotate_key(AxState(emu): AxState<Emulator>) -> Response {
+    match emu.rotate_key() {
+        Ok(kid) => Json(json!({"kid": kid})).into_response(),
+        Err(_) => fail(ApiError::code("INTERNAL_SERVER_ERROR")),
+    }
+}
+
+async fn deliveries(AxState(emu): AxState<Emulator>) -> Response {
+    Json(json!({"webhooks": emu.deliveries()})).into_response()
+}

@@ -1,0 +1,11 @@
+//! Plaid: the typed HTTP client, Plaid's wire shapes, its errors, and webhook verification.
+
+pub mod amount;
+pub mod client;
+pub mod error;
+pub mod webhook;
+pub mod wire;
+
+pub use client::{Exchanged, PlaidClient, PlaidClientConfig, TransactionsPaging};
+pub use error::{ErrorClass, PlaidError};
+pub use webhook::{Verified, WebhookRejection, WebhookVerifier};
