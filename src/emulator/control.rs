@@ -208,7 +208,10 @@ async fn fire(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>, Json
                 json!({})
             }
             ("ITEM", "USER_ACCOUNT_REVOKED") => json!({"account_id": f.account_id}),
-            ("ITEM", "NEW_ACCOUNTS_AVAILABLE") | ("ITEM", "PENDING_DISCONNECT") => json!({"error": null}),
+            ("ITEM", "NEW_ACCOUNTS_AVAILABLE") => json!({"error": null}),
+            ("ITEM", "PENDING_DISCONNECT") => {
+                json!({"reason": "INSTITUTION_MIGRATION", "disconnect_time": now + chrono::Duration::days(7)})
+            }
             ("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE") => {
                 json!({"initial_update_complete": true, "historical_update_complete": true})
             }

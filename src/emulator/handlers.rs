@@ -155,20 +155,22 @@ fn link_token_get(emu: &Emulator, _call: &Call, body: Value) -> Result<Value, Ap
     let state = emu.state();
     let rec = state.link_tokens.get(&req.link_token).ok_or_else(|| ApiError::code("INVALID_LINK_TOKEN"))?;
     let r = &rec.request;
-    to_value(&json!({
+    let mut metadata = json!({
+        "initial_products": r.products.clone().unwrap_or_default(),
+        "webhook": r.webhook,
+        "country_codes": r.country_codes,
+        "language": r.language,
+        "redirect_uri": r.redirect_uri,
+        "client_name": r.client_name,
+    });
+    if let Some(filters) = &r.account_filters {
+        metadata["account_filters"] = filters.clone();
+    }
+    Ok(json!({
         "link_token": req.link_token,
         "created_at": rec.created_at,
         "expiration": rec.expiration,
-        "metadata": {
-            "initial_products": r.products.clone().unwrap_or_default(),
-            "webhook": r.webhook,
-            "country_codes": r.country_codes,
-            "language": r.language,
-            "institution_data": null,
-            "account_filters": r.account_filters,
-            "redirect_uri": r.redirect_uri,
-            "client_name": r.client_name,
-        },
+        "metadata": metadata,
     }))
 }
 
@@ -519,8 +521,18 @@ fn sandbox_item_fire_webhook(emu: &Emulator, call: &Call, body: Value) -> Result
                 json!({"initial_update_complete": true, "historical_update_complete": true}),
             );
         }
-        "RECURRING_TRANSACTIONS_UPDATE" | "AUTH_DATA_UPDATE" => {
+        "RECURRING_TRANSACTIONS_UPDATE" => {
             state.queue(&id, &webhook_type, code, json!({"account_ids": account_ids}));
+        }
+        "AUTH_DATA_UPDATE" => {
+            let updated: serde_json::Map<String, Value> =
+                account_ids.iter().take(1).map(|a| (a.clone(), json!(["ACCOUNT_NUMBER"]))).collect();
+            state.queue(
+                &id,
+                &webhook_type,
+                code,
+                json!({"account_ids_with_new_auth": [], "account_ids_with_updated_auth": updated, "error": null}),
+            );
         }
         "NEW_ACCOUNTS_AVAILABLE" => {
             state.queue(&id, &webhook_type, code, json!({"error": null}));

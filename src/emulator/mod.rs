@@ -23,7 +23,7 @@ use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -122,7 +122,9 @@ impl Emulator {
 
     /// The emulator's clock: the wall clock plus any offset set by a test.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::seconds(self.shared.clock_offset.load(Ordering::Relaxed))
+        // Whole seconds, as Plaid writes its timestamps.
+        let now = Utc::now().trunc_subsecs(0);
+        now + chrono::Duration::seconds(self.shared.clock_offset.load(Ordering::Relaxed))
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
