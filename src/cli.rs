@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 
 #[derive(Debug, Parser)]
-#[command(name = "bankgraph", version, about = "A GraphQL gateway for linking bank accounts through Plaid")]
+#[command(
+    name = "bankgraph",
+    version,
+    about = "A GraphQL gateway for linking bank accounts through Plaid"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -57,7 +61,10 @@ impl EmulatorArgs {
             self.webhook_retry_seconds.is_finite() && (0.0..=3600.0).contains(&self.webhook_retry_seconds),
             "PLAID_EMULATOR_WEBHOOK_RETRY_SECONDS must be between 0 and 3600"
         );
-        anyhow::ensure!(self.transactions_per_item <= 1_000_000, "PLAID_EMULATOR_TRANSACTIONS_PER_ITEM must be at most 1000000");
+        anyhow::ensure!(
+            self.transactions_per_item <= 1_000_000,
+            "PLAID_EMULATOR_TRANSACTIONS_PER_ITEM must be at most 1000000"
+        );
         let mut cfg = EmulatorConfig {
             client_id: self.client_id.clone(),
             secret: self.secret.clone(),

@@ -25,7 +25,10 @@ pub fn router() -> Router<Emulator> {
         .route("/emulator/items/{item_id}/transactions", get(item_transactions))
         .route("/emulator/items/{item_id}/transactions/advance", post(advance))
         .route("/emulator/items/{item_id}/webhook", post(fire))
-        .route("/emulator/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/emulator/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/emulator/settings", get(get_settings).post(set_settings))
         .route("/emulator/clock/advance", post(advance_clock))
         .route("/emulator/webhook_keys/rotate", post(rotate_key))
@@ -38,7 +41,10 @@ fn fail(e: ApiError) -> Response {
 }
 
 fn not_found(item_id: &str) -> Response {
-    fail(ApiError::with_message("ITEM_NOT_FOUND", format!("the emulator has no item {item_id}")))
+    fail(ApiError::with_message(
+        "ITEM_NOT_FOUND",
+        format!("the emulator has no item {item_id}"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -73,9 +79,17 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
         let password = req.password.as_deref().unwrap_or("pass_good");
         let item_id = match &rec.item_id {
             Some(item_id) => {
-                let item = state.items.get_mut(item_id).filter(|i| !i.removed).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+                let item = state
+                    .items
+                    .get_mut(item_id)
+                    .filter(|i| !i.removed)
+                    .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
                 login(username, password, item.institution.oauth)?;
-                if item.error.as_ref().is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED") {
+                if item
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED")
+                {
                     return Err(ApiError::code("USER_PERMISSION_REVOKED"));
                 }
                 item.error = None;
@@ -106,7 +120,10 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
             }
         };
         let public_token = state.issue_public_token(&item_id, now);
-        let item = state.items.get(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = state
+            .items
+            .get(&item_id)
+            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         Ok(json!({
             "public_token": public_token,
             "item_id": item_id,
@@ -151,7 +168,11 @@ async fn item_transactions(AxState(emu): AxState<Emulator>, Path(item_id): Path<
     }
 }
 
-async fn advance(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>, body: Option<Json<Advance>>) -> Response {
+async fn advance(
+    AxState(emu): AxState<Emulator>,
+    Path(item_id): Path<String>,
+    body: Option<Json<Advance>>,
+) -> Response {
     let spec = body.map(|Json(a)| a).unwrap_or_default();
     let now = emu.now();
     let result = emu.state().advance(&item_id, &spec, now);
@@ -181,7 +202,9 @@ async fn fire(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>, Json
     let now = emu.now();
     let sent = {
         let mut state = emu.state();
-        let Some(item) = state.items.get_mut(&item_id) else { return not_found(&item_id) };
+        let Some(item) = state.items.get_mut(&item_id) else {
+            return not_found(&item_id);
+        };
         if item.webhook.is_none() {
             return fail(ApiError::code("SANDBOX_WEBHOOK_INVALID"));
         }
@@ -272,7 +295,9 @@ struct Clock {
 
 /// Moves the emulator's clock (token expiry, webhook `iat`); negative moves it back.
 async fn advance_clock(AxState(emu): AxState<Emulator>, Json(c): Json<Clock>) -> Response {
-    emu.shared.clock_offset.fetch_add(c.seconds, std::sync::atomic::Ordering::Relaxed);
+    emu.shared
+        .clock_offset
+        .fetch_add(c.seconds, std::sync::atomic::Ordering::Relaxed);
     Json(json!({"now": emu.now()})).into_response()
 }
 

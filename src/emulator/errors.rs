@@ -9,7 +9,8 @@ use crate::plaid::wire::PlaidErrorBody;
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: PlaidErrorBody,
+    /// Boxed: errors travel through every `Result` in the emulator.
+    pub body: Box<PlaidErrorBody>,
 }
 
 /// (error_type, HTTP status, error_message, display_message) of a known code.
@@ -20,7 +21,12 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
         "INVALID_PUBLIC_TOKEN" => ("INVALID_INPUT", 400, "could not find matching public token", None),
         "INVALID_ACCESS_TOKEN" => ("INVALID_INPUT", 400, "could not find matching access token", None),
         "INVALID_LINK_TOKEN" => ("INVALID_INPUT", 400, "invalid link_token provided", None),
-        "INVALID_ACCOUNT_ID" => ("INVALID_INPUT", 400, "failed to find requested account ID for requested item", None),
+        "INVALID_ACCOUNT_ID" => (
+            "INVALID_INPUT",
+            400,
+            "failed to find requested account ID for requested item",
+            None,
+        ),
         "INVALID_INSTITUTION" => ("INVALID_INPUT", 400, "invalid institution_id provided", None),
         "INVALID_PRODUCT" => (
             "INVALID_INPUT",
@@ -37,11 +43,31 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
         ),
         "INVALID_BODY" => ("INVALID_REQUEST", 400, "body could not be parsed as JSON", None),
         "INVALID_HEADERS" => ("INVALID_REQUEST", 400, "the request is missing a required header", None),
-        "INVALID_FIELD" => ("INVALID_REQUEST", 400, "one or more of the request fields are invalid", None),
-        "MISSING_FIELDS" => ("INVALID_REQUEST", 400, "the following required fields are missing", None),
-        "UNKNOWN_FIELDS" => ("INVALID_REQUEST", 400, "the following fields are not recognized by this endpoint", None),
+        "INVALID_FIELD" => (
+            "INVALID_REQUEST",
+            400,
+            "one or more of the request fields are invalid",
+            None,
+        ),
+        "MISSING_FIELDS" => (
+            "INVALID_REQUEST",
+            400,
+            "the following required fields are missing",
+            None,
+        ),
+        "UNKNOWN_FIELDS" => (
+            "INVALID_REQUEST",
+            400,
+            "the following fields are not recognized by this endpoint",
+            None,
+        ),
         "NOT_FOUND" => ("INVALID_REQUEST", 400, "not found", None),
-        "INVALID_CONFIGURATION" => ("INVALID_REQUEST", 400, "please ensure that the request body is formatted correctly", None),
+        "INVALID_CONFIGURATION" => (
+            "INVALID_REQUEST",
+            400,
+            "please ensure that the request body is formatted correctly",
+            None,
+        ),
         "ITEM_LOGIN_REQUIRED" => ("ITEM_ERROR", 400, LOGIN, None),
         "ITEM_NOT_FOUND" => (
             "ITEM_ERROR",
@@ -60,7 +86,9 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             "ITEM_ERROR",
             400,
             "no valid accounts were found for this item",
-            Some("No valid accounts were found at the financial institution. Please visit your financial institution's website to confirm accounts are available."),
+            Some(
+                "No valid accounts were found at the financial institution. Please visit your financial institution's website to confirm accounts are available.",
+            ),
         ),
         "NO_AUTH_ACCOUNTS" => (
             "ITEM_ERROR",
@@ -72,7 +100,9 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             "ITEM_ERROR",
             400,
             "the account is locked. prompt the user to visit the institution's site and unlock their account",
-            Some("The financial institution indicated that your account is locked. Please visit your financial institution's website to unlock your account."),
+            Some(
+                "The financial institution indicated that your account is locked. Please visit your financial institution's website to unlock your account.",
+            ),
         ),
         "INVALID_CREDENTIALS" => (
             "ITEM_ERROR",
@@ -80,35 +110,81 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             "the provided credentials were not correct",
             Some("The provided credentials were not correct. Please try again."),
         ),
-        "INVALID_MFA" => ("ITEM_ERROR", 400, "the provided MFA response(s) were not correct", Some("The provided code was not correct.")),
+        "INVALID_MFA" => (
+            "ITEM_ERROR",
+            400,
+            "the provided MFA response(s) were not correct",
+            Some("The provided code was not correct."),
+        ),
         "INVALID_SEND_METHOD" => ("ITEM_ERROR", 400, "the provided MFA send_method was invalid", None),
-        "INSUFFICIENT_CREDENTIALS" => ("ITEM_ERROR", 400, "insufficient authorization was provided to complete the request", None),
-        "ITEM_NOT_SUPPORTED" => ("ITEM_ERROR", 400, "this account is currently not supported", Some("Account not currently supported.")),
-        "MFA_NOT_SUPPORTED" => ("ITEM_ERROR", 400, "this account requires a software-based MFA which is not supported", None),
+        "INSUFFICIENT_CREDENTIALS" => (
+            "ITEM_ERROR",
+            400,
+            "insufficient authorization was provided to complete the request",
+            None,
+        ),
+        "ITEM_NOT_SUPPORTED" => (
+            "ITEM_ERROR",
+            400,
+            "this account is currently not supported",
+            Some("Account not currently supported."),
+        ),
+        "MFA_NOT_SUPPORTED" => (
+            "ITEM_ERROR",
+            400,
+            "this account requires a software-based MFA which is not supported",
+            None,
+        ),
         "USER_SETUP_REQUIRED" => (
             "ITEM_ERROR",
             400,
             "the account has not been fully set up. prompt the user to visit the issuing institution's site and finish the setup process",
-            Some("The given account is not fully setup. Please visit your financial institution's website to setup your account."),
+            Some(
+                "The given account is not fully setup. Please visit your financial institution's website to setup your account.",
+            ),
         ),
         "USER_INPUT_TIMEOUT" => ("ITEM_ERROR", 400, "user must retry this operation", None),
-        "ITEM_CONCURRENTLY_DELETED" => ("ITEM_ERROR", 400, "this item was deleted while the operation was in progress", None),
-        "ACCESS_NOT_GRANTED" => ("ITEM_ERROR", 400, "the user did not grant the necessary permissions for their account", None),
-        "COUNTRY_NOT_SUPPORTED" => ("INSTITUTION_ERROR", 400, "this country is not supported for this institution", None),
+        "ITEM_CONCURRENTLY_DELETED" => (
+            "ITEM_ERROR",
+            400,
+            "this item was deleted while the operation was in progress",
+            None,
+        ),
+        "ACCESS_NOT_GRANTED" => (
+            "ITEM_ERROR",
+            400,
+            "the user did not grant the necessary permissions for their account",
+            None,
+        ),
+        "COUNTRY_NOT_SUPPORTED" => (
+            "INSTITUTION_ERROR",
+            400,
+            "this country is not supported for this institution",
+            None,
+        ),
         "PAYMENT_INVALID_RECIPIENT" => ("PAYMENT_ERROR", 400, "payment recipient invalid", None),
         "INSTITUTION_DOWN" => (
             "INSTITUTION_ERROR",
             400,
             "this institution is not currently responding to this request. please try again soon",
-            Some("This financial institution is not currently responding to requests. We apologize for the inconvenience."),
+            Some(
+                "This financial institution is not currently responding to requests. We apologize for the inconvenience.",
+            ),
         ),
         "INSTITUTION_NOT_RESPONDING" => (
             "INSTITUTION_ERROR",
             400,
             "this institution is not currently responding to this request. please try again soon",
-            Some("This financial institution is not currently responding to requests. We apologize for the inconvenience."),
+            Some(
+                "This financial institution is not currently responding to requests. We apologize for the inconvenience.",
+            ),
         ),
-        "INSTITUTION_NOT_AVAILABLE" => ("INSTITUTION_ERROR", 400, "this institution is not available at this time", None),
+        "INSTITUTION_NOT_AVAILABLE" => (
+            "INSTITUTION_ERROR",
+            400,
+            "this institution is not available at this time",
+            None,
+        ),
         "INSTITUTION_NO_LONGER_SUPPORTED" => (
             "INSTITUTION_ERROR",
             400,
@@ -168,7 +244,7 @@ impl ApiError {
         let (error_type, status, message, display) = catalogue(code);
         ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            body: PlaidErrorBody {
+            body: Box::new(PlaidErrorBody {
                 error_type: error_type.to_string(),
                 error_code: code.to_string(),
                 error_message: message.to_string(),
@@ -177,7 +253,7 @@ impl ApiError {
                 status: None,
                 documentation_url: Some(format!("https://plaid.com/docs/errors/{}/", error_type.to_lowercase())),
                 suggested_action: None,
-            },
+            }),
         }
     }
 
@@ -189,7 +265,10 @@ impl ApiError {
     }
 
     pub fn missing(fields: &[&str]) -> Self {
-        ApiError::with_message("MISSING_FIELDS", format!("the following required fields are missing: {}", fields.join(", ")))
+        ApiError::with_message(
+            "MISSING_FIELDS",
+            format!("the following required fields are missing: {}", fields.join(", ")),
+        )
     }
 
     pub fn invalid_field(message: impl Into<String>) -> Self {
@@ -199,7 +278,7 @@ impl ApiError {
     /// This error as it appears inside a webhook or `item.error`: with `status`, without
     /// `request_id`.
     pub fn for_webhook(&self) -> PlaidErrorBody {
-        let mut b = self.body.clone();
+        let mut b = (*self.body).clone();
         b.request_id = None;
         b.status = Some(self.status.as_u16());
         b

@@ -137,8 +137,14 @@ impl RateWindows {
             RateLimitMode::Production => prod,
         };
         let now = Instant::now();
-        let window = self.calls.entry((endpoint.to_string(), item_id.to_string())).or_default();
-        while window.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+        let window = self
+            .calls
+            .entry((endpoint.to_string(), item_id.to_string()))
+            .or_default();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
             window.pop_front();
         }
         if window.len() as u32 >= limit {
@@ -160,9 +166,22 @@ mod tests {
     #[test]
     fn a_counted_fault_runs_out_and_latency_stacks_with_a_failure() {
         let mut f = Faults::default();
-        f.add(FaultRule { id: 0, endpoint: "/accounts/get".into(), times: Some(1), kind: FaultKind::HttpError { status: 500 } });
-        f.add(FaultRule { id: 0, endpoint: "*".into(), times: None, kind: FaultKind::Latency { ms: 5 } });
-        assert_eq!(f.take("/accounts/get"), vec![FaultKind::HttpError { status: 500 }, FaultKind::Latency { ms: 5 }]);
+        f.add(FaultRule {
+            id: 0,
+            endpoint: "/accounts/get".into(),
+            times: Some(1),
+            kind: FaultKind::HttpError { status: 500 },
+        });
+        f.add(FaultRule {
+            id: 0,
+            endpoint: "*".into(),
+            times: None,
+            kind: FaultKind::Latency { ms: 5 },
+        });
+        assert_eq!(
+            f.take("/accounts/get"),
+            vec![FaultKind::HttpError { status: 500 }, FaultKind::Latency { ms: 5 }]
+        );
         assert_eq!(f.take("/accounts/get"), vec![FaultKind::Latency { ms: 5 }]);
         assert_eq!(f.list().len(), 1);
     }
@@ -173,14 +192,28 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "i"), None);
         }
-        assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "i"), Some("BALANCE_LIMIT"));
-        assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "other"), None);
+        assert_eq!(
+            w.check(RateLimitMode::Production, "/accounts/balance/get", "i"),
+            Some("BALANCE_LIMIT")
+        );
+        assert_eq!(
+            w.check(RateLimitMode::Production, "/accounts/balance/get", "other"),
+            None
+        );
         assert_eq!(w.check(RateLimitMode::Off, "/accounts/balance/get", "i"), None);
     }
 
     #[test]
     fn fault_rules_read_as_flat_json() {
-        let r: FaultRule = serde_json::from_str(r#"{"endpoint":"/item/get","kind":"plaid_error","error_code":"ITEM_LOGIN_REQUIRED","times":2}"#).unwrap();
-        assert_eq!(r.kind, FaultKind::PlaidError { error_code: "ITEM_LOGIN_REQUIRED".into() });
+        let r: FaultRule = serde_json::from_str(
+            r#"{"endpoint":"/item/get","kind":"plaid_error","error_code":"ITEM_LOGIN_REQUIRED","times":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.kind,
+            FaultKind::PlaidError {
+                error_code: "ITEM_LOGIN_REQUIRED".into()
+            }
+        );
     }
 }

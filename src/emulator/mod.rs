@@ -102,7 +102,9 @@ pub struct Emulator {
 impl Emulator {
     pub fn new(config: EmulatorConfig) -> anyhow::Result<Self> {
         let key = SigningKey::generate(Utc::now().timestamp())?;
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
         Ok(Emulator {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::new(config.seed)),
@@ -241,15 +243,31 @@ impl Emulator {
 
     /// Every webhook sent so far (the last 10,000).
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
-        self.shared.deliveries.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.shared
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
-async fn plaid_entry(AxState(emu): AxState<Emulator>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn plaid_entry(
+    AxState(emu): AxState<Emulator>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     dispatch(emu, false, format!("/{path}"), headers, body).await
 }
 
-async fn proxy_entry(AxState(emu): AxState<Emulator>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn proxy_entry(
+    AxState(emu): AxState<Emulator>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     dispatch(emu, true, format!("/{path}"), headers, body).await
 }
 
@@ -258,7 +276,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Plaid credentials come in headers or in the body; a header wins when both are sent.
-fn check_credentials(cfg: &EmulatorConfig, headers: &HeaderMap, body: &mut serde_json::Map<String, Value>) -> Result<(), ApiError> {
+fn check_credentials(
+    cfg: &EmulatorConfig,
+    headers: &HeaderMap,
+    body: &mut serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
     let from_body = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
     let body_id = from_body(body.remove("client_id"));
     let body_secret = from_body(body.remove("secret"));
@@ -293,7 +315,10 @@ async fn dispatch(emu: Emulator, proxy: bool, endpoint: String, headers: HeaderM
         Ok(Outcome::Drop) => {
             // Headers go out, then the connection breaks before any body.
             let stream = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: dropped"))
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fault: dropped",
+                ))
             });
             Response::builder()
                 .status(StatusCode::OK)
@@ -313,17 +338,28 @@ enum Outcome {
     Drop,
 }
 
-async fn handle(emu: &Emulator, proxy: bool, endpoint: &str, headers: &HeaderMap, body: &[u8]) -> Result<Outcome, ApiError> {
+async fn handle(
+    emu: &Emulator,
+    proxy: bool,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Outcome, ApiError> {
     let cfg = emu.config();
     if proxy {
         let ok = header_str(headers, "fuse-client-id") == Some(cfg.proxy_client_id.as_str())
             && header_str(headers, "fuse-api-key") == Some(cfg.proxy_api_key.as_str());
         if !ok {
-            return Err(ApiError::with_message("INVALID_API_KEYS", "invalid or missing Fuse-Client-Id or Fuse-Api-Key header"));
+            return Err(ApiError::with_message(
+                "INVALID_API_KEYS",
+                "invalid or missing Fuse-Client-Id or Fuse-Api-Key header",
+            ));
         }
     }
     let mut value: Value = serde_json::from_slice(body).map_err(|_| ApiError::code("INVALID_BODY"))?;
-    let Value::Object(map) = &mut value else { return Err(ApiError::code("INVALID_BODY")) };
+    let Value::Object(map) = &mut value else {
+        return Err(ApiError::code("INVALID_BODY"));
+    };
     check_credentials(cfg, headers, map)?;
     let handler = handlers::lookup(endpoint).ok_or_else(|| ApiError::code("NOT_FOUND"))?;
     let injected = emu.state().faults.take(endpoint);
@@ -331,14 +367,22 @@ async fn handle(emu: &Emulator, proxy: bool, endpoint: &str, headers: &HeaderMap
         match fault {
             FaultKind::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
             FaultKind::HttpError { status } => {
-                return Err(ApiError::code(if status == 503 { "PLANNED_MAINTENANCE" } else { "INTERNAL_SERVER_ERROR" }));
+                return Err(ApiError::code(if status == 503 {
+                    "PLANNED_MAINTENANCE"
+                } else {
+                    "INTERNAL_SERVER_ERROR"
+                }));
             }
             FaultKind::PlaidError { error_code } => return Err(ApiError::code(&error_code)),
             FaultKind::RateLimit => return Err(ApiError::code(faults::rate_limit_code(endpoint))),
             FaultKind::DropConnection => return Ok(Outcome::Drop),
         }
     }
-    let call = Call { endpoint: endpoint.to_string(), now: emu.now(), proxy };
+    let call = Call {
+        endpoint: endpoint.to_string(),
+        now: emu.now(),
+        proxy,
+    };
     handler(emu, &call, value).map(Outcome::Body)
 }
 
@@ -368,7 +412,12 @@ impl RunningEmulator {
                 tracing::error!(error = %e, "plaid emulator stopped with an error");
             }
         });
-        Ok(RunningEmulator { addr, emulator, shutdown: Some(tx), task: Some(task) })
+        Ok(RunningEmulator {
+            addr,
+            emulator,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// `http://127.0.0.1:PORT`

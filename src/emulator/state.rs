@@ -17,9 +17,7 @@ use sha2::{Digest, Sha256};
 use super::data::{self, AccountFixture, InstitutionFixture, TransactionFactory};
 use super::errors::ApiError;
 use super::faults::{Faults, RateLimitMode, RateWindows};
-use crate::plaid::wire::{
-    Account, Item, LinkTokenCreateRequest, RemovedTransaction, Transaction,
-};
+use crate::plaid::wire::{Account, Item, LinkTokenCreateRequest, RemovedTransaction, Transaction};
 
 /// One entry of an item's change log; a sync cursor is a position in this log.
 #[derive(Debug, Clone)]
@@ -54,14 +52,21 @@ impl TxBook {
 
     fn remove(&mut self, id: &str) -> Option<Arc<Transaction>> {
         let t = self.current.remove(id)?;
-        self.log.push(Change::Removed { transaction_id: t.transaction_id.clone(), account_id: t.account_id.clone() });
+        self.log.push(Change::Removed {
+            transaction_id: t.transaction_id.clone(),
+            account_id: t.account_id.clone(),
+        });
         Some(t)
     }
 
     /// The current transactions, newest first (then by id, for a stable order).
     pub fn newest_first(&self) -> Vec<Arc<Transaction>> {
         let mut all: Vec<_> = self.current.values().cloned().collect();
-        all.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.transaction_id.cmp(&b.transaction_id)));
+        all.sort_by(|a, b| {
+            b.date
+                .cmp(&a.date)
+                .then_with(|| a.transaction_id.cmp(&b.transaction_id))
+        });
         all
     }
 }
@@ -78,7 +83,13 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let raw = format!("v1:{}:{}:{}:{}", self.item_index, self.pos, self.generation, u8::from(self.paging));
+        let raw = format!(
+            "v1:{}:{}:{}:{}",
+            self.item_index,
+            self.pos,
+            self.generation,
+            u8::from(self.paging)
+        );
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -123,7 +134,11 @@ pub struct ItemRecord {
 
 impl ItemRecord {
     pub fn billed_products(&self) -> Vec<String> {
-        self.products.iter().filter(|p| p.as_str() != "balance").cloned().collect()
+        self.products
+            .iter()
+            .filter(|p| p.as_str() != "balance")
+            .cloned()
+            .collect()
     }
 
     /// The Item object; `error` is filled only where Plaid fills it (`/item/get`).
@@ -133,7 +148,11 @@ impl ItemRecord {
             item_id: self.item_id.clone(),
             institution_id: Some(self.institution.id.to_string()),
             webhook: self.webhook.clone(),
-            error: if with_error { self.error.as_ref().map(|e| e.body.clone()) } else { None },
+            error: if with_error {
+                self.error.as_ref().map(|e| (*e.body).clone())
+            } else {
+                None
+            },
             available_products: self
                 .institution
                 .products
@@ -154,7 +173,11 @@ impl ItemRecord {
 
     /// Accounts that carry transactions (what `/transactions/sync` lists).
     pub fn transaction_accounts(&self) -> Vec<Account> {
-        self.accounts.iter().filter(|a| a.has_transactions).map(|a| a.account.clone()).collect()
+        self.accounts
+            .iter()
+            .filter(|a| a.has_transactions)
+            .map(|a| a.account.clone())
+            .collect()
     }
 
     pub fn has_product(&self, p: &str) -> bool {
@@ -163,7 +186,9 @@ impl ItemRecord {
 
     /// Applies a transaction's effect on the balances of its account.
     fn apply_to_balance(&mut self, t: &Transaction, posted_only: bool) {
-        let Some(a) = self.accounts.iter_mut().find(|a| a.account.account_id == t.account_id) else { return };
+        let Some(a) = self.accounts.iter_mut().find(|a| a.account.account_id == t.account_id) else {
+            return;
+        };
         let b = &mut a.account.balances;
         match a.account.account_type.as_str() {
             "credit" => {
@@ -179,6 +204,16 @@ impl ItemRecord {
             }
         }
     }
+}
+
+/// One page of `/transactions/sync`.
+#[derive(Debug)]
+pub struct SyncPage {
+    pub added: Vec<Transaction>,
+    pub modified: Vec<Transaction>,
+    pub removed: Vec<RemovedTransaction>,
+    pub next_cursor: String,
+    pub has_more: bool,
 }
 
 /// A webhook waiting to be sent.
@@ -257,24 +292,30 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                 || password.starts_with("mfa_questions_")
                 || password.starts_with("mfa_selections")
                 || password.starts_with("{\"recaptcha\"");
-            if ok { Ok(TestUser::default()) } else { Err(ApiError::code("INVALID_CREDENTIALS")) }
+            if ok {
+                Ok(TestUser::default())
+            } else {
+                Err(ApiError::code("INVALID_CREDENTIALS"))
+            }
         }
         "user_custom" => {
-            let cfg: Value = serde_json::from_str(password)
-                .map_err(|_| ApiError::invalid_field("override_password for user_custom must be a JSON configuration"))?;
+            let cfg: Value = serde_json::from_str(password).map_err(|_| {
+                ApiError::invalid_field("override_password for user_custom must be a JSON configuration")
+            })?;
             if let Some(code) = cfg.get("force_error").and_then(Value::as_str) {
                 return Err(ApiError::code(code));
             }
-            let transaction_count = match cfg.get("transaction_count") {
-                None => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .filter(|n| *n <= 1_000_000)
-                        .ok_or_else(|| ApiError::invalid_field("transaction_count must be an integer from 0 to 1000000"))?
-                        as usize,
-                ),
-            };
-            Ok(TestUser { seed: cfg.get("seed").and_then(Value::as_str).map(str::to_string), transaction_count })
+            let transaction_count =
+                match cfg.get("transaction_count") {
+                    None => None,
+                    Some(v) => Some(v.as_u64().filter(|n| *n <= 1_000_000).ok_or_else(|| {
+                        ApiError::invalid_field("transaction_count must be an integer from 0 to 1000000")
+                    })? as usize),
+                };
+            Ok(TestUser {
+                seed: cfg.get("seed").and_then(Value::as_str).map(str::to_string),
+                transaction_count,
+            })
         }
         _ => Err(ApiError::code("INVALID_CREDENTIALS")),
     }
@@ -320,7 +361,13 @@ fn yes() -> bool {
 
 impl Default for Advance {
     fn default() -> Self {
-        Advance { new: 3, post_pending: true, modify: 0, remove: 0, webhooks: true }
+        Advance {
+            new: 3,
+            post_pending: true,
+            modify: 0,
+            remove: 0,
+            webhooks: true,
+        }
     }
 }
 
@@ -393,7 +440,10 @@ impl State {
         let count = user.transaction_count.unwrap_or(default_count);
         let history = TransactionFactory::new(&accounts).history(&mut rng, now.date_naive(), history_days, count);
         let mut tx = TxBook::default();
-        let recent = history.iter().filter(|t| t.date >= now.date_naive() - ChronoDuration::days(30)).count();
+        let recent = history
+            .iter()
+            .filter(|t| t.date >= now.date_naive() - ChronoDuration::days(30))
+            .count();
         let total = history.len();
         for t in history {
             tx.add(t);
@@ -422,8 +472,18 @@ impl State {
         self.by_token.insert(access_token, item_id.clone());
         self.items.insert(item_id.clone(), item);
         if has_transactions {
-            self.queue(&item_id, "TRANSACTIONS", "INITIAL_UPDATE", json!({"error": null, "new_transactions": recent}));
-            self.queue(&item_id, "TRANSACTIONS", "HISTORICAL_UPDATE", json!({"error": null, "new_transactions": total}));
+            self.queue(
+                &item_id,
+                "TRANSACTIONS",
+                "INITIAL_UPDATE",
+                json!({"error": null, "new_transactions": recent}),
+            );
+            self.queue(
+                &item_id,
+                "TRANSACTIONS",
+                "HISTORICAL_UPDATE",
+                json!({"error": null, "new_transactions": total}),
+            );
         }
         item_id
     }
@@ -432,7 +492,11 @@ impl State {
         let token = format!("public-sandbox-{}", uuid::Uuid::new_v4());
         self.public_tokens.insert(
             token.clone(),
-            PublicTokenRecord { item_id: item_id.to_string(), expires_at: now + ChronoDuration::minutes(30), used: false },
+            PublicTokenRecord {
+                item_id: item_id.to_string(),
+                expires_at: now + ChronoDuration::minutes(30),
+                used: false,
+            },
         );
         token
     }
@@ -446,14 +510,21 @@ impl State {
                 "provided access token is in an invalid format. expected format: access-<environment>-<identifier>",
             ));
         }
-        let item_id = self.by_token.get(token).cloned().ok_or_else(|| ApiError::code("INVALID_ACCESS_TOKEN"))?;
+        let item_id = self
+            .by_token
+            .get(token)
+            .cloned()
+            .ok_or_else(|| ApiError::code("INVALID_ACCESS_TOKEN"))?;
         if self.items.get(&item_id).is_none_or(|i| i.removed) {
             return Err(ApiError::code("ITEM_NOT_FOUND"));
         }
         if let Some(code) = self.windows.check(self.rate_mode, endpoint, &item_id) {
             return Err(ApiError::code(code));
         }
-        let item = self.items.get_mut(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = self
+            .items
+            .get_mut(&item_id)
+            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         if access == Access::Data
             && let Some(err) = &item.error
         {
@@ -464,7 +535,9 @@ impl State {
 
     /// Queues a webhook for an item, if it has a webhook URL.
     pub fn queue(&mut self, item_id: &str, webhook_type: &str, code: &str, extra: Value) -> bool {
-        let Some(url) = self.items.get(item_id).and_then(|i| i.webhook.clone()) else { return false };
+        let Some(url) = self.items.get(item_id).and_then(|i| i.webhook.clone()) else {
+            return false;
+        };
         self.queue_to(Some(item_id), &url, webhook_type, code, extra);
         true
     }
@@ -481,7 +554,11 @@ impl State {
             }
         }
         body["environment"] = json!("sandbox");
-        self.outbox.push(OutgoingWebhook { item_id: item_id.map(str::to_string), url: url.to_string(), body });
+        self.outbox.push(OutgoingWebhook {
+            item_id: item_id.map(str::to_string),
+            url: url.to_string(),
+            body,
+        });
     }
 
     /// Puts an item in an error state and tells it, as Plaid does with `ITEM: ERROR`.
@@ -495,13 +572,11 @@ impl State {
     }
 
     /// One page of `/transactions/sync` from `cursor`.
-    pub fn sync_page(
-        &mut self,
-        item_id: &str,
-        cursor: Option<&str>,
-        count: usize,
-    ) -> Result<(Vec<Transaction>, Vec<Transaction>, Vec<RemovedTransaction>, String, bool), ApiError> {
-        let item = self.items.get_mut(item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+    pub fn sync_page(&mut self, item_id: &str, cursor: Option<&str>, count: usize) -> Result<SyncPage, ApiError> {
+        let item = self
+            .items
+            .get_mut(item_id)
+            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         let start = match cursor.filter(|c| !c.is_empty()) {
             None => 0,
             Some("now") => item.tx.log.len(),
@@ -523,14 +598,22 @@ impl State {
             match change {
                 Change::Added(t) => added.push((**t).clone()),
                 Change::Modified(t) => modified.push((**t).clone()),
-                Change::Removed { transaction_id, account_id } => removed.push(RemovedTransaction {
+                Change::Removed {
+                    transaction_id,
+                    account_id,
+                } => removed.push(RemovedTransaction {
                     transaction_id: transaction_id.clone(),
                     account_id: Some(account_id.clone()),
                 }),
             }
         }
         let has_more = end < item.tx.log.len();
-        let next = Cursor { item_index: item.index, pos: end, generation: item.tx.generation, paging: has_more };
+        let next = Cursor {
+            item_index: item.index,
+            pos: end,
+            generation: item.tx.generation,
+            paging: has_more,
+        };
         if first_sync {
             // Plaid switches sync webhooks on with the first call; the history is ready at once.
             let id = item.item_id.clone();
@@ -541,13 +624,22 @@ impl State {
                 json!({"initial_update_complete": true, "historical_update_complete": true}),
             );
         }
-        Ok((added, modified, removed, next.encode(), has_more))
+        Ok(SyncPage {
+            added,
+            modified,
+            removed,
+            next_cursor: next.encode(),
+            has_more,
+        })
     }
 
     /// Simulates new activity at the bank on one item.
     pub fn advance(&mut self, item_id: &str, spec: &Advance, now: DateTime<Utc>) -> Result<AdvanceSummary, ApiError> {
         let today = now.date_naive();
-        let item = self.items.get_mut(item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = self
+            .items
+            .get_mut(item_id)
+            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         let mut summary = AdvanceSummary::default();
         let mut rng = item.rng.clone();
         if spec.post_pending {
@@ -562,7 +654,11 @@ impl State {
                 posted.authorized_date = Some(p.date);
                 posted.date = today.max(p.date);
                 // Restaurants settle with the tip added.
-                if posted.category.as_ref().is_some_and(|c| c.iter().any(|s| s == "Restaurants")) {
+                if posted
+                    .category
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|s| s == "Restaurants"))
+                {
                     posted.amount = (posted.amount * rust_decimal::Decimal::new(118, 2)).round_dp(2);
                 }
                 item.apply_to_balance(&posted, true);
@@ -572,11 +668,18 @@ impl State {
             }
         }
         if spec.modify > 0 || spec.remove > 0 {
-            let mut posted: Vec<String> =
-                item.tx.current.values().filter(|t| !t.pending).map(|t| t.transaction_id.clone()).collect();
+            let mut posted: Vec<String> = item
+                .tx
+                .current
+                .values()
+                .filter(|t| !t.pending)
+                .map(|t| t.transaction_id.clone())
+                .collect();
             posted.sort();
-            let chosen: Vec<String> =
-                posted.choose_multiple(&mut rng, spec.modify + spec.remove).cloned().collect();
+            let chosen: Vec<String> = posted
+                .choose_multiple(&mut rng, spec.modify + spec.remove)
+                .cloned()
+                .collect();
             let (to_modify, to_remove) = chosen.split_at(spec.modify.min(chosen.len()));
             for id in to_modify {
                 if let Some(t) = item.tx.current.get(id) {
@@ -627,7 +730,12 @@ impl State {
                 );
             }
             if !summary.added.is_empty() {
-                self.queue(item_id, "TRANSACTIONS", "DEFAULT_UPDATE", json!({"error": null, "new_transactions": summary.added.len()}));
+                self.queue(
+                    item_id,
+                    "TRANSACTIONS",
+                    "DEFAULT_UPDATE",
+                    json!({"error": null, "new_transactions": summary.added.len()}),
+                );
             }
             if !summary.removed.is_empty() {
                 self.queue(
@@ -648,7 +756,6 @@ pub fn request_id() -> String {
     (0..15).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,7 +768,10 @@ mod tests {
             inst,
             vec!["transactions".into()],
             None,
-            TestUser { seed: None, transaction_count: Some(count) },
+            TestUser {
+                seed: None,
+                transaction_count: Some(count),
+            },
             count,
             730,
         );
@@ -669,18 +779,24 @@ mod tests {
     }
 
     /// Applies pages the way a client does, until `has_more` is false; returns the cursor.
-    fn sync_into(s: &mut State, id: &str, set: &mut HashMap<String, Transaction>, cursor: Option<String>, count: usize) -> String {
+    fn sync_into(
+        s: &mut State,
+        id: &str,
+        set: &mut HashMap<String, Transaction>,
+        cursor: Option<String>,
+        count: usize,
+    ) -> String {
         let mut cursor = cursor;
         loop {
-            let (a, m, r, next, more) = s.sync_page(id, cursor.as_deref(), count).unwrap();
-            for t in a.into_iter().chain(m) {
+            let page = s.sync_page(id, cursor.as_deref(), count).unwrap();
+            for t in page.added.into_iter().chain(page.modified) {
                 set.insert(t.transaction_id.clone(), t);
             }
-            for t in r {
+            for t in page.removed {
                 set.remove(&t.transaction_id);
             }
-            cursor = Some(next);
-            if !more {
+            cursor = Some(page.next_cursor);
+            if !page.has_more {
                 return cursor.unwrap_or_default();
             }
         }
@@ -688,7 +804,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { item_index: 3, pos: 1200, generation: 4, paging: true };
+        let c = Cursor {
+            item_index: 3,
+            pos: 1200,
+            generation: 4,
+            paging: true,
+        };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert!(c.encode().len() <= 256);
         assert_eq!(Cursor::decode("not-a-cursor"), None);
@@ -701,7 +822,17 @@ mod tests {
         let cursor = sync_into(&mut s, &id, &mut set, None, 100);
         assert_eq!(set.len(), 250);
         let summary = s
-            .advance(&id, &Advance { new: 4, post_pending: true, modify: 3, remove: 2, webhooks: true }, Utc::now())
+            .advance(
+                &id,
+                &Advance {
+                    new: 4,
+                    post_pending: true,
+                    modify: 3,
+                    remove: 2,
+                    webhooks: true,
+                },
+                Utc::now(),
+            )
             .unwrap();
         assert_eq!(summary.modified.len(), 3);
         // A second round posts what the first left pending.
@@ -710,14 +841,18 @@ mod tests {
         let expected: std::collections::HashSet<_> = s.items[&id].tx.current.keys().cloned().collect();
         assert_eq!(set.keys().cloned().collect::<std::collections::HashSet<_>>(), expected);
         let posted: Vec<_> = set.values().filter(|t| t.pending_transaction_id.is_some()).collect();
-        assert!(!posted.is_empty(), "pending transactions posted with a link to their pending id");
+        assert!(
+            !posted.is_empty(),
+            "pending transactions posted with a link to their pending id"
+        );
     }
 
     #[test]
     fn a_change_in_the_middle_of_pagination_fails_the_next_page() {
         let (mut s, id) = state_with_item(50);
-        let (_, _, _, cursor, more) = s.sync_page(&id, None, 10).unwrap();
-        assert!(more);
+        let page = s.sync_page(&id, None, 10).unwrap();
+        assert!(page.has_more);
+        let cursor = page.next_cursor;
         s.advance(&id, &Advance::default(), Utc::now()).unwrap();
         let err = s.sync_page(&id, Some(&cursor), 10).unwrap_err();
         assert_eq!(err.body.error_code, "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION");
@@ -728,9 +863,23 @@ mod tests {
     #[test]
     fn sandbox_credentials_behave_as_documented() {
         assert!(login("user_good", "pass_good", false).is_ok());
-        assert_eq!(login("user_good", "error_ITEM_LOCKED", false).unwrap_err().body.error_code, "ITEM_LOCKED");
-        assert_eq!(login("user_good", "wrong", false).unwrap_err().body.error_code, "INVALID_CREDENTIALS");
-        assert_eq!(login("user_custom", r#"{"seed":"abc","transaction_count":7}"#, false).unwrap().transaction_count, Some(7));
+        assert_eq!(
+            login("user_good", "error_ITEM_LOCKED", false)
+                .unwrap_err()
+                .body
+                .error_code,
+            "ITEM_LOCKED"
+        );
+        assert_eq!(
+            login("user_good", "wrong", false).unwrap_err().body.error_code,
+            "INVALID_CREDENTIALS"
+        );
+        assert_eq!(
+            login("user_custom", r#"{"seed":"abc","transaction_count":7}"#, false)
+                .unwrap()
+                .transaction_count,
+            Some(7)
+        );
         assert!(login("anyone", "", true).is_ok());
     }
 }

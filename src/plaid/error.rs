@@ -9,16 +9,28 @@ pub enum PlaidError {
     /// Plaid answered with its error object.
     #[error("plaid {endpoint} failed: {} {} (http {status}, request_id {})",
         .body.error_type, .body.error_code, .body.request_id.as_deref().unwrap_or("-"))]
-    Api { endpoint: &'static str, status: u16, body: PlaidErrorBody },
+    Api {
+        endpoint: &'static str,
+        status: u16,
+        body: Box<PlaidErrorBody>,
+    },
     /// No answer within the endpoint's timeout (after any retries).
     #[error("plaid {endpoint} timed out after {attempts} attempt(s)")]
     Timeout { endpoint: &'static str, attempts: u32 },
     /// The connection failed or dropped before a complete answer arrived.
     #[error("plaid {endpoint} transport failure after {attempts} attempt(s): {detail}")]
-    Transport { endpoint: &'static str, attempts: u32, detail: String },
+    Transport {
+        endpoint: &'static str,
+        attempts: u32,
+        detail: String,
+    },
     /// Plaid answered something that is not the documented shape.
     #[error("plaid {endpoint} returned an unreadable response (http {status}): {detail}")]
-    Decode { endpoint: &'static str, status: u16, detail: String },
+    Decode {
+        endpoint: &'static str,
+        status: u16,
+        detail: String,
+    },
 }
 
 /// How bankgraph should react to an error (plaid-reference §3.4).
@@ -74,17 +86,34 @@ impl PlaidError {
             PlaidError::Decode { .. } => return ErrorClass::Configuration,
         };
         match body.error_code.as_str() {
-            "ITEM_LOGIN_REQUIRED" | "ACCESS_NOT_GRANTED" | "PENDING_EXPIRATION" | "INVALID_UPDATED_USERNAME"
-            | "USER_SETUP_REQUIRED" | "ITEM_LOCKED" => ErrorClass::UserActionRequired,
-            "ITEM_NOT_FOUND" | "INVALID_ACCESS_TOKEN" | "USER_PERMISSION_REVOKED" | "ITEM_CONCURRENTLY_DELETED"
+            "ITEM_LOGIN_REQUIRED"
+            | "ACCESS_NOT_GRANTED"
+            | "PENDING_EXPIRATION"
+            | "INVALID_UPDATED_USERNAME"
+            | "USER_SETUP_REQUIRED"
+            | "ITEM_LOCKED" => ErrorClass::UserActionRequired,
+            "ITEM_NOT_FOUND"
+            | "INVALID_ACCESS_TOKEN"
+            | "USER_PERMISSION_REVOKED"
+            | "ITEM_CONCURRENTLY_DELETED"
             | "INSTITUTION_NO_LONGER_SUPPORTED" => ErrorClass::ItemGone,
             "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION" => ErrorClass::RestartSync,
-            "INTERNAL_SERVER_ERROR" | "PLANNED_MAINTENANCE" | "INSTITUTION_DOWN" | "INSTITUTION_NOT_RESPONDING"
-            | "INSTITUTION_NOT_AVAILABLE" | "PRODUCT_NOT_READY" | "LAST_UPDATED_DATETIME_OUT_OF_RANGE" => {
-                ErrorClass::Unavailable
-            }
-            "INVALID_PUBLIC_TOKEN" | "INVALID_LINK_TOKEN" | "INVALID_ACCOUNT_ID" | "INVALID_CREDENTIALS"
-            | "INVALID_MFA" | "NO_ACCOUNTS" | "NO_AUTH_ACCOUNTS" | "PRODUCTS_NOT_SUPPORTED" | "INVALID_INSTITUTION"
+            "INTERNAL_SERVER_ERROR"
+            | "PLANNED_MAINTENANCE"
+            | "INSTITUTION_DOWN"
+            | "INSTITUTION_NOT_RESPONDING"
+            | "INSTITUTION_NOT_AVAILABLE"
+            | "PRODUCT_NOT_READY"
+            | "LAST_UPDATED_DATETIME_OUT_OF_RANGE" => ErrorClass::Unavailable,
+            "INVALID_PUBLIC_TOKEN"
+            | "INVALID_LINK_TOKEN"
+            | "INVALID_ACCOUNT_ID"
+            | "INVALID_CREDENTIALS"
+            | "INVALID_MFA"
+            | "NO_ACCOUNTS"
+            | "NO_AUTH_ACCOUNTS"
+            | "PRODUCTS_NOT_SUPPORTED"
+            | "INVALID_INSTITUTION"
             | "INSTITUTION_NOT_FOUND" => ErrorClass::InvalidInput,
             _ => match body.error_type.as_str() {
                 "RATE_LIMIT_EXCEEDED" => ErrorClass::RateLimited,
