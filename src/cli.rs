@@ -1,30 +1,57 @@
-//! The command line: `bankgraph plaid-emulator`.
+//! The command line: `serve` (the default), `schema`, `token`, `migrate`, `plaid-emulator`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use secrecy::ExposeSecret;
+
+use crate::app::App;
+use crate::config::{JwtKey, Settings};
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "bankgraph",
-    version,
-    about = "A GraphQL gateway for linking bank accounts through Plaid"
-)]
+#[command(name = "bankgraph", version, about = "A GraphQL gateway for linking bank accounts through Plaid")]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Settings of `serve`, which is what a bare `bankgraph` runs.
+    #[command(flatten)]
+    pub serve: Settings,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway and the identity service (the default).
+    Serve(Settings),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Mint a caller token with the configured HS256 secret, for local use.
+    Token(TokenArgs),
+    /// Apply database migrations and exit (`serve` applies them too).
+    Migrate(Settings),
     /// Run the offline Plaid emulator (Plaid's Sandbox API, signed webhooks, faults on demand).
     PlaidEmulator(EmulatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The caller (JWT `sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Space-separated scopes.
+    #[arg(long, default_value = crate::auth::MANAGE_PAYMENT)]
+    pub scope: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,7 +109,38 @@ impl EmulatorArgs {
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::PlaidEmulator(args) => {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(settings)) => serve(settings).await,
+        Some(Command::Schema) => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Some(Command::Migrate(settings)) => {
+            let config = settings.resolve()?;
+            let db = crate::db::Db::connect(&config.database_url).await?;
+            db.migrate().await?;
+            println!("migrations applied to {}", crate::app::redact_url(&config.database_url));
+            Ok(())
+        }
+        Some(Command::Token(args)) => {
+            anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
+            anyhow::ensure!(args.ttl > 0 && args.ttl <= 31 * 24 * 3600, "--ttl must be 1 second to 31 days");
+            let config = args.settings.resolve()?;
+            let JwtKey::Secret(secret) = &config.jwt.key else {
+                anyhow::bail!("bankgraph token needs an HS256 secret (JWT_SECRET or the development secret)");
+            };
+            let token = crate::auth::mint_hs256(
+                secret.expose_secret().as_bytes(),
+                &args.sub,
+                &args.scope,
+                Duration::from_secs(args.ttl),
+                config.jwt.issuer.as_deref(),
+                config.jwt.audience.as_deref(),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Some(Command::PlaidEmulator(args)) => {
             let running = RunningEmulator::start(args.config()?, args.addr).await?;
             // Printed on stdout so scripts and tests can read the bound port.
             println!("plaid emulator listening on {}", running.url());
@@ -112,4 +170,13 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let config = settings.resolve()?;
+    let app = App::build(config).await?;
+    println!("{}", app.banner());
+    app.run(shutdown_signal()).await?;
+    tracing::info!("bankgraph stopped");
+    Ok(())
 }

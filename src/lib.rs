@@ -1,13 +1,27 @@
 //! bankgraph: a GraphQL gateway that lets apps link bank accounts through Plaid without ever
 //! holding a Plaid secret or access token, and the offline Plaid emulator it is tested against.
 //!
-//! Where things live:
+//! A request flows down, never back up:
+//! - [`http`]: axum routers (public GraphQL listener, internal listener).
+//! - [`auth`]: Bearer JWT verification and the caller.
+//! - [`graphql`]: the schema, its types and resolvers.
+//! - [`identity`]: the identity service (the system of record) and its store.
 //! - [`plaid`]: the typed Plaid client, wire shapes, errors, webhook verification.
+//! - [`domain`]: statuses, models, address validation.
+//! - [`db`]: SQLite / PostgreSQL pools and migrations.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
-//! - [`cli`]: the command line.
-//! - [`telemetry`]: logging set-up.
+//! - [`config`], [`app`], [`cli`], [`telemetry`], [`error`]: wiring.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
 pub mod emulator;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod identity;
 pub mod plaid;
 pub mod telemetry;

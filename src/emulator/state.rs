@@ -246,6 +246,9 @@ pub struct LinkTokenRecord {
 pub struct TestUser {
     pub seed: Option<String>,
     pub transaction_count: Option<usize>,
+    /// `microdeposits_good`: an Auth item whose checking account awaits automated
+    /// micro-deposit verification.
+    pub micro_deposits: bool,
 }
 
 /// The error codes a `user_good` password of `error_<CODE>` may force.
@@ -285,9 +288,11 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                     ApiError::code("INVALID_CREDENTIALS")
                 });
             }
+            if password == "microdeposits_good" {
+                return Ok(TestUser { micro_deposits: true, ..TestUser::default() });
+            }
             let ok = password == "pass_good"
                 || password == "credential_good"
-                || password == "microdeposits_good"
                 || password == "mfa_device"
                 || password.starts_with("mfa_questions_")
                 || password.starts_with("mfa_selections")
@@ -315,6 +320,7 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
             Ok(TestUser {
                 seed: cfg.get("seed").and_then(Value::as_str).map(str::to_string),
                 transaction_count,
+                micro_deposits: false,
             })
         }
         _ => Err(ApiError::code("INVALID_CREDENTIALS")),
@@ -436,7 +442,13 @@ impl State {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let item_id = data::plaid_id(&mut rng);
-        let accounts = data::accounts_for(institution, &mut rng);
+        let mut accounts = data::accounts_for(institution, &mut rng);
+        if user.micro_deposits {
+            accounts.retain(|a| a.account.subtype.as_deref() == Some("checking"));
+            for a in &mut accounts {
+                a.account.verification_status = Some("pending_automatic_verification".into());
+            }
+        }
         let count = user.transaction_count.unwrap_or(default_count);
         let history = TransactionFactory::new(&accounts).history(&mut rng, now.date_naive(), history_days, count);
         let mut tx = TxBook::default();

@@ -1,0 +1,178 @@
+//! Wiring: database, Plaid (or the in-process emulator), identity service, schema, listeners.
+//! `App::build` binds first, so tests can ask for port 0 and read the port back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, PlaidTarget};
+use crate::db::Db;
+use crate::emulator::{self, EmulatorConfig, RunningEmulator};
+use crate::http::{self, AppState};
+use crate::identity::store::Store;
+use crate::identity::{IdentityConfig, IdentityService, PlaidIdentity};
+use crate::plaid::{PlaidClient, PlaidClientConfig};
+
+/// A built, bound application, ready to run.
+pub struct App {
+    public: TcpListener,
+    internal: TcpListener,
+    state: AppState,
+    identity: PlaidIdentity,
+    emulator: Option<RunningEmulator>,
+    config: Config,
+}
+
+impl App {
+    /// Connects and migrates the database, starts the emulator when no Plaid credentials are
+    /// configured, and binds both listeners.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        Self::build_with_emulator(config, EmulatorConfig::default()).await
+    }
+
+    /// As [`App::build`], with the in-process emulator configured (when it is used).
+    pub async fn build_with_emulator(config: Config, emulator_config: EmulatorConfig) -> anyhow::Result<App> {
+        let db = Db::connect(&config.database_url).await?;
+        db.migrate().await?;
+        let (plaid_config, emulator) = match &config.plaid {
+            PlaidTarget::Emulator(addr) => {
+                let emu = RunningEmulator::start(emulator_config, *addr)
+                    .await
+                    .with_context(|| format!("could not start the Plaid emulator on {addr} (PLAID_EMULATOR_ADDR)"))?;
+                let cfg = PlaidClientConfig::new(
+                    emu.url().parse()?,
+                    emulator::DEFAULT_CLIENT_ID,
+                    SecretString::from(emulator::DEFAULT_SECRET),
+                );
+                (cfg, Some(emu))
+            }
+            PlaidTarget::Remote { base_url, client_id, secret, proxy_headers } => {
+                let mut cfg = PlaidClientConfig::new(base_url.clone(), client_id.clone(), secret.clone());
+                cfg.extra_headers = proxy_headers.clone();
+                if !proxy_headers.is_empty() {
+                    cfg.transactions_paging = crate::plaid::TransactionsPaging::Page;
+                    cfg.transactions_get_max_count = 100;
+                }
+                (cfg, None)
+            }
+        };
+        let plaid = PlaidClient::new(plaid_config)?;
+        let identity = PlaidIdentity::new(
+            Store::new(db),
+            plaid,
+            Arc::new(config.token_cipher()?),
+            IdentityConfig {
+                client_name: config.client_name.clone(),
+                language: config.language.clone(),
+                products: config.products.clone(),
+                country_codes: config.country_codes.clone(),
+                redirect_uri: config.redirect_uri.clone(),
+                android_package_name: config.android_package_name.clone(),
+                webhook_url: config.webhook_url.clone(),
+                refresh_interval: config.refresh_interval,
+            },
+        );
+        let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
+        let state = AppState {
+            schema: crate::graphql::schema(service.clone(), config.introspection),
+            auth: Arc::new(Authenticator::new(&config.jwt)?),
+            identity: service,
+        };
+        let public = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("could not listen on {} (BIND_ADDR)", config.bind_addr))?;
+        let internal = TcpListener::bind(config.internal_bind_addr)
+            .await
+            .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.internal_bind_addr))?;
+        Ok(App { public, internal, state, identity, emulator, config })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal.local_addr().expect("bound listener has an address")
+    }
+
+    /// The in-process emulator's URL, when bankgraph runs offline.
+    pub fn emulator_url(&self) -> Option<String> {
+        self.emulator.as_ref().map(|e| e.url())
+    }
+
+    pub fn identity(&self) -> &PlaidIdentity {
+        &self.identity
+    }
+
+    /// What a person starting the server needs to know, on stdout.
+    pub fn banner(&self) -> String {
+        let graphql = format!("http://{}{}", self.public_addr(), http::GRAPHQL_PATH);
+        let mut lines = vec![
+            format!("bankgraph {} is running", env!("CARGO_PKG_VERSION")),
+            format!("  GraphQL and GraphiQL: {graphql}"),
+            format!("  internal listener:    http://{} (webhooks, health)", self.internal_addr()),
+            format!("  database:             {}", redact_url(&self.config.database_url)),
+        ];
+        match &self.emulator {
+            Some(e) => lines.push(format!(
+                "  Plaid:                offline, against the built-in Plaid emulator at {} (no PLAID_CLIENT_ID/PLAID_SECRET set)",
+                e.url()
+            )),
+            None => {
+                if let PlaidTarget::Remote { base_url, .. } = &self.config.plaid {
+                    lines.push(format!("  Plaid:                {base_url}"));
+                }
+            }
+        }
+        if self.config.jwt.development {
+            let db = &self.config.database_url;
+            lines.push(format!(
+                "  a token to try it:    DATABASE_URL={db} bankgraph token --sub demo-user   (development JWT secret in {})",
+                self.config.dev_secrets_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            ));
+        }
+        lines.join("\n")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
+    /// waits for background work (up to 30 s).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let public = axum::serve(self.public, http::public_router(self.state.clone()))
+            .with_graceful_shutdown(wait(rx.clone()));
+        let internal =
+            axum::serve(self.internal, http::internal_router(self.state.clone())).with_graceful_shutdown(wait(rx.clone()));
+        let (a, b) = tokio::join!(public, internal);
+        a.context("public listener")?;
+        b.context("internal listener")?;
+        self.identity.shutdown(Duration::from_secs(30)).await;
+        if let Some(e) = self.emulator {
+            e.stop().await;
+        }
+        Ok(())
+    }
+}
+
+/// A database URL without its password, for logs and banners.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

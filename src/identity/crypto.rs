@@ -1,0 +1,138 @@
+//! Access-token custody: AES-256-GCM with a random 96-bit nonce, the associated data binding
+//! the ciphertext to its user and Plaid item, and a key id stored beside it for rotation.
+
+use std::collections::HashMap;
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// A sealed access token as stored: which key, and `base64(nonce || ciphertext || tag)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub blob: String,
+}
+
+/// The keys: one that seals, and older ones that can still open.
+pub struct TokenCipher {
+    current_id: String,
+    keys: HashMap<String, Aes256Gcm>,
+}
+
+impl std::fmt::Debug for TokenCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCipher").field("current_key_id", &self.current_id).finish_non_exhaustive()
+    }
+}
+
+/// A key's id: given, or the first 8 bytes of its SHA-256 in hex (not secret: it names a key).
+pub fn key_id_of(key: &[u8; 32]) -> String {
+    hex::encode(&Sha256::digest(key)[..8])
+}
+
+/// Decodes a base64 32-byte key.
+pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
+}
+
+fn aad(user_id: &str, item_id: &str) -> Vec<u8> {
+    let mut a = b"bankgraph:plaid-access-token:v1".to_vec();
+    for part in [user_id, item_id] {
+        a.push(0);
+        a.extend_from_slice(part.as_bytes());
+    }
+    a
+}
+
+impl TokenCipher {
+    /// `current` seals; `previous` only open tokens sealed before a rotation.
+    pub fn new(current: [u8; 32], current_id: Option<String>, previous: &[[u8; 32]]) -> Self {
+        let current_id = current_id.unwrap_or_else(|| key_id_of(&current));
+        let mut keys = HashMap::new();
+        for k in previous {
+            keys.insert(key_id_of(k), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(k)));
+        }
+        keys.insert(current_id.clone(), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&current)));
+        TokenCipher { current_id, keys }
+    }
+
+    pub fn current_key_id(&self) -> &str {
+        &self.current_id
+    }
+
+    pub fn seal(&self, token: &SecretString, user_id: &str, item_id: &str) -> anyhow::Result<Sealed> {
+        let cipher = self.keys.get(&self.current_id).ok_or_else(|| anyhow::anyhow!("current key missing"))?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = aad(user_id, item_id);
+        let ct = cipher
+            .encrypt(&nonce, Payload { msg: token.expose_secret().as_bytes(), aad: &aad })
+            .map_err(|_| anyhow::anyhow!("access token encryption failed"))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ct);
+        Ok(Sealed { key_id: self.current_id.clone(), blob: STANDARD.encode(blob) })
+    }
+
+    /// Opens a sealed token; fails if the key is unknown or the token was sealed for another
+    /// user or item (the associated data does not match).
+    pub fn open(&self, sealed: &Sealed, user_id: &str, item_id: &str) -> anyhow::Result<SecretString> {
+        let cipher = self
+            .keys
+            .get(&sealed.key_id)
+            .ok_or_else(|| anyhow::anyhow!("no key with id {} to open an access token", sealed.key_id))?;
+        let blob = STANDARD.decode(&sealed.blob).map_err(|_| anyhow::anyhow!("sealed access token is not base64"))?;
+        anyhow::ensure!(blob.len() > 12 + 16, "sealed access token is too short");
+        let (nonce, ct) = blob.split_at(12);
+        let aad = aad(user_id, item_id);
+        let plain = cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| anyhow::anyhow!("access token failed authentication (wrong key, user or item)"))?;
+        let text = String::from_utf8(plain).map_err(|_| anyhow::anyhow!("access token is not UTF-8"))?;
+        Ok(SecretString::from(text))
+    }
+
+    /// Whether this token should be sealed again with the current key.
+    pub fn is_stale(&self, sealed: &Sealed) -> bool {
+        sealed.key_id != self.current_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_only_for_its_user_and_item() {
+        let c = TokenCipher::new([7; 32], None, &[]);
+        let t = SecretString::from("access-sandbox-1234");
+        let s = c.seal(&t, "user-1", "item-1").unwrap();
+        assert!(!s.blob.contains("access"));
+        assert_eq!(c.open(&s, "user-1", "item-1").unwrap().expose_secret(), "access-sandbox-1234");
+        assert!(c.open(&s, "user-2", "item-1").is_err());
+        assert!(c.open(&s, "user-1", "item-2").is_err());
+        let s2 = c.seal(&t, "user-1", "item-1").unwrap();
+        assert_ne!(s.blob, s2.blob, "a fresh nonce every time");
+    }
+
+    #[test]
+    fn a_rotated_key_still_opens_old_tokens() {
+        let old = TokenCipher::new([1; 32], None, &[]);
+        let s = old.seal(&SecretString::from("access-x"), "u", "i").unwrap();
+        let new = TokenCipher::new([2; 32], None, &[[1; 32]]);
+        assert!(new.is_stale(&s));
+        assert_eq!(new.open(&s, "u", "i").unwrap().expose_secret(), "access-x");
+        let without = TokenCipher::new([2; 32], None, &[]);
+        assert!(without.open(&s, "u", "i").is_err());
+    }
+
+    #[test]
+    fn keys_are_32_bytes_of_base64() {
+        assert!(decode_key(&STANDARD.encode([0u8; 32])).is_ok());
+        assert!(decode_key(&STANDARD.encode([0u8; 16])).is_err());
+        assert!(decode_key("not base64!").is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! The identity service over Plaid and the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::task::TaskTracker;
+
+use super::crypto::TokenCipher;
+use super::store::{AccountFilter, Claim, ConnectionRow, NewConnection, Store, TransactionFilter};
+use super::{
+    AccountSummary, CompletedLink, DeviceOs, IdentityService, LinkToken, NO_ACTIVE_CONNECTION, RefreshOutcome,
+    RefreshStatus, VerifyMember,
+};
+use crate::domain::{Address, Balance, BalanceTrigger, BankAccount, BankTransaction, ConnectionStatus, RemovalReason};
+use crate::error::{AppError, AppResult, PlaidDetail};
+use crate::plaid::wire::{self, LinkTokenCreateRequest, LinkTokenUser};
+use crate::plaid::{ErrorClass, PlaidClient};
+
+/// What the identity service needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub client_name: String,
+    pub language: String,
+    pub products: Vec<String>,
+    pub country_codes: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub android_package_name: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Minimum time between two `refreshPlaidBankConnections` of one user.
+    pub refresh_interval: Duration,
+}
+
+/// The identity service: Plaid, the store, and the cipher of access tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct PlaidIdentity {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) plaid: PlaidClient,
+    pub(super) cipher: Arc<TokenCipher>,
+    pub(super) config: IdentityConfig,
+    /// At most one sync per connection at a time in this process.
+    pub(super) sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Background work, so shutdown can wait for it.
+    pub(super) tasks: TaskTracker,
+}
+
+/// An error as stored with a failed completion, to answer a replay the same way.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredError {
+    code: String,
+    message: String,
+    plaid: Option<PlaidDetail>,
+}
+
+impl StoredError {
+    fn of(e: &AppError) -> Self {
+        StoredError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            plaid: match e {
+                AppError::Plaid { detail, .. } => Some(detail.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    fn into_error(self) -> AppError {
+        match (self.code.as_str(), self.plaid) {
+            (_, Some(detail)) => AppError::Plaid { message: self.message, detail },
+            ("BAD_USER_INPUT", _) => AppError::BadInput(self.message),
+            ("NOT_FOUND", _) => AppError::NotFound(self.message),
+            ("CONFLICT", _) => AppError::Conflict(self.message),
+            ("NOT_CONFIGURED", _) => AppError::NotConfigured(self.message),
+            _ => AppError::Upstream(self.message),
+        }
+    }
+}
+
+/// Errors worth a retry with the same public token: nothing was decided.
+fn transient(e: &AppError) -> bool {
+    matches!(e, AppError::Upstream(_) | AppError::Internal(_) | AppError::RateLimited { .. })
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Accounts Link handed over that still wait for manual (micro-deposit) verification.
+fn needs_manual_verification(a: &wire::Account) -> bool {
+    matches!(
+        a.verification_status.as_deref(),
+        Some("pending_manual_verification") | Some("pending_automatic_verification") | Some("verification_expired")
+            | Some("verification_failed")
+    )
+}
+
+/// The status an item error puts a connection in.
+fn status_for(code: &str) -> Option<ConnectionStatus> {
+    match code {
+        "ITEM_LOGIN_REQUIRED" | "ACCESS_NOT_GRANTED" | "INVALID_UPDATED_USERNAME" => Some(ConnectionStatus::LoginRequired),
+        "USER_PERMISSION_REVOKED" | "ITEM_NOT_FOUND" | "INVALID_ACCESS_TOKEN" => Some(ConnectionStatus::Revoked),
+        "PENDING_EXPIRATION" => Some(ConnectionStatus::PendingExpiration),
+        _ => None,
+    }
+}
+
+impl PlaidIdentity {
+    pub fn new(store: Store, plaid: PlaidClient, cipher: Arc<TokenCipher>, config: IdentityConfig) -> Self {
+        PlaidIdentity {
+            inner: Arc::new(Inner {
+                store,
+                plaid,
+                cipher,
+                config,
+                sync_locks: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Waits for background work (syncs) to finish, up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!("background work still running at the end of the grace period");
+        }
+    }
+
+    fn open(&self, c: &ConnectionRow) -> AppResult<SecretString> {
+        Ok(self.inner.cipher.open(&c.sealed(), &c.user_id, &c.plaid_item_id)?)
+    }
+
+    fn link_request(&self, user_id: &str, device_os: Option<DeviceOs>, update: bool) -> AppResult<LinkTokenCreateRequest> {
+        let cfg = &self.inner.config;
+        let mut req = LinkTokenCreateRequest {
+            client_name: cfg.client_name.clone(),
+            language: cfg.language.clone(),
+            country_codes: cfg.country_codes.clone(),
+            user: LinkTokenUser { client_user_id: user_id.to_string() },
+            products: (!update).then(|| cfg.products.clone()),
+            webhook: cfg.webhook_url.clone(),
+            ..Default::default()
+        };
+        match device_os {
+            Some(os @ (DeviceOs::Ios | DeviceOs::Web)) => {
+                let uri = cfg.redirect_uri.clone().ok_or_else(|| {
+                    AppError::NotConfigured(format!(
+                        "PLAID_REDIRECT_URI is not configured; it is required for deviceOs {}.",
+                        if os == DeviceOs::Ios { "IOS" } else { "WEB" }
+                    ))
+                })?;
+                req.redirect_uri = Some(uri);
+            }
+            Some(DeviceOs::Android) => {
+                let name = cfg.android_package_name.clone().ok_or_else(|| {
+                    AppError::NotConfigured(
+                        "PLAID_ANDROID_PACKAGE_NAME is not configured; it is required for deviceOs ANDROID.".into(),
+                    )
+                })?;
+                req.android_package_name = Some(name);
+            }
+            None => {}
+        }
+        Ok(req)
+    }
+
+    /// The completion itself, claimed and recorded by [`IdentityService::complete_link`].
+    async fn complete(&self, user_id: &str, public_token: SecretString, item: Option<String>) -> AppResult<CompletedLink> {
+        match item {
+            Some(item_id) => self.relink(user_id, &item_id).await,
+            None => self.new_link(user_id, public_token).await,
+        }
+    }
+
+    /// Update mode finished: the server asks Plaid whether the item is healthy again, and only
+    /// then marks it `ACTIVE`. The access token does not change.
+    async fn relink(&self, user_id: &str, item_id: &str) -> AppResult<CompletedLink> {
+        let store = &self.inner.store;
+        let conn =
+            store.connection_by_item(user_id, item_id).await?.ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?;
+        let token = self.open(&conn)?;
+        let item = self.inner.plaid.item_get(&token).await?;
+        if let Some(err) = item.item.error {
+            if let Some(status) = status_for(&err.error_code) {
+                store.set_status(&conn.id, status, Utc::now()).await?;
+            }
+            return Err(AppError::Plaid {
+                message: format!("The connection still needs attention at the bank ({}); run Link again.", err.error_code),
+                detail: PlaidDetail {
+                    error_type: err.error_type,
+                    error_code: err.error_code,
+                    display_message: err.display_message,
+                    request_id: Some(item.request_id),
+                },
+            });
+        }
+        let accounts = self.inner.plaid.accounts_get(&token, None).await?;
+        let usable: Vec<wire::Account> = accounts.accounts.into_iter().filter(|a| !needs_manual_verification(a)).collect();
+        let sealed = if self.inner.cipher.is_stale(&conn.sealed()) {
+            self.inner.cipher.seal(&token, user_id, item_id)?
+        } else {
+            conn.sealed()
+        };
+        let ids = store
+            .repair_connection(&conn, item_id, &sealed, &usable, ConnectionStatus::Active, BalanceTrigger::Relink, false, Utc::now())
+            .await?;
+        self.spawn_sync(conn.id.clone());
+        self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids).await
+    }
+
+    /// A new Link session finished: exchange, then store; if storing fails, the new item is
+    /// removed at Plaid so nothing billed is left orphaned.
+    async fn new_link(&self, user_id: &str, public_token: SecretString) -> AppResult<CompletedLink> {
+        let exchanged = self.inner.plaid.item_public_token_exchange(&public_token).await?;
+        tracing::info!(item_id = %exchanged.item_id, "public token exchanged");
+        match self.store_new_item(user_id, &exchanged.access_token, &exchanged.item_id).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                match self.inner.plaid.item_remove(&exchanged.access_token).await {
+                    Ok(_) => tracing::warn!(item_id = %exchanged.item_id, "link failed after the exchange; the new item was removed at Plaid"),
+                    Err(re) => tracing::error!(item_id = %exchanged.item_id, error = %re,
+                        "link failed after the exchange and the new item could not be removed at Plaid: remove it by hand"),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_new_item(&self, user_id: &str, token: &SecretString, item_id: &str) -> AppResult<CompletedLink> {
+        let (plaid, store, cfg) = (&self.inner.plaid, &self.inner.store, &self.inner.config);
+        let fetched = plaid.accounts_get(token, None).await?;
+        let institution_id = fetched.item.institution_id.clone();
+        let institution_name = match &institution_id {
+            Some(id) => match plaid.institutions_get_by_id(id, &cfg.country_codes).await {
+                Ok(r) => r.institution.name,
+                Err(e) => {
+                    tracing::warn!(error = %e, institution_id = %id, "institution name unavailable");
+                    id.clone()
+                }
+            },
+            None => "Unknown institution".to_string(),
+        };
+        let (usable, manual): (Vec<_>, Vec<_>) = fetched.accounts.into_iter().partition(|a| !needs_manual_verification(a));
+        if usable.is_empty() {
+            return Err(AppError::BadInput(if manual.is_empty() {
+                "The bank returned no accounts for this connection.".into()
+            } else {
+                "These accounts need manual micro-deposit verification, which bankgraph does not support; link them \
+                 through the normal Plaid Link flow (instant login) instead."
+                    .into()
+            }));
+        }
+        let address = if cfg.products.iter().any(|p| p == "identity") { self.identity_address(token).await } else { None };
+        let now = Utc::now();
+        let sealed = self.inner.cipher.seal(token, user_id, item_id)?;
+
+        // The same login linked again as new: repair the existing connection onto the new item.
+        let duplicate = match &institution_id {
+            Some(inst) => store.connections_at(user_id, inst).await?.into_iter().find(|(_, accounts)| {
+                accounts.iter().any(|e| {
+                    usable.iter().any(|a| {
+                        e.mask == a.mask && e.name.as_deref() == Some(a.name.as_str()) && e.account_type == a.account_type
+                    })
+                })
+            }),
+            None => None,
+        };
+        if let Some((old, _)) = duplicate {
+            let old_token = self.open(&old)?;
+            let ids = store
+                .repair_connection(&old, item_id, &sealed, &usable, ConnectionStatus::Active, BalanceTrigger::Link, true, now)
+                .await?;
+            if let Some(addr) = &address
+                && !store.has_address(&old.id).await?
+            {
+                store.add_address(&old.id, user_id, addr, now).await?;
+            }
+            // The superseded item is still billed at Plaid until removed.
+            match plaid.item_remove(&old_token).await {
+                Ok(_) => tracing::info!(old_item_id = %old.plaid_item_id, new_item_id = %item_id, "duplicate link repaired; superseded item removed"),
+                Err(e) if e.class() == ErrorClass::ItemGone => {}
+                Err(e) => tracing::error!(old_item_id = %old.plaid_item_id, error = %e, "superseded item could not be removed at Plaid"),
+            }
+            self.spawn_sync(old.id.clone());
+            return self.result(&old.id, &institution_name, item_id, None, &usable, &ids).await;
+        }
+
+        let new = NewConnection {
+            user_id: user_id.to_string(),
+            plaid_item_id: item_id.to_string(),
+            institution_id,
+            institution_name: institution_name.clone(),
+            sealed,
+            accounts: usable.clone(),
+            address,
+        };
+        let (connection_id, ids) = store.create_connection(&new, ConnectionStatus::Active, now).await?;
+        self.spawn_sync(connection_id.clone());
+        self.result(&connection_id, &institution_name, item_id, Some(connection_id.clone()), &usable, &ids).await
+    }
+
+    /// The primary address of the first owner Plaid knows, if it is a valid one.
+    async fn identity_address(&self, token: &SecretString) -> Option<Address> {
+        let identity = match self.inner.plaid.identity_get(token).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "identity data unavailable");
+                return None;
+            }
+        };
+        let owners = identity.accounts.into_iter().flat_map(|a| a.owners.unwrap_or_default());
+        let addresses: Vec<wire::OwnerAddress> = owners.flat_map(|o| o.addresses).collect();
+        let a = addresses.iter().find(|a| a.primary).or(addresses.first())?;
+        let d = &a.data;
+        Address::parse(
+            &d.street,
+            None,
+            d.city.as_deref().unwrap_or_default(),
+            d.region.as_deref().unwrap_or_default(),
+            d.postal_code.as_deref().unwrap_or_default(),
+            d.country.as_deref().unwrap_or_default(),
+        )
+        .ok()
+    }
+
+    async fn result(
+        &self,
+        connection_id: &str,
+        institution_name: &str,
+        item_id: &str,
+        newly: Option<String>,
+        accounts: &[wire::Account],
+        ids: &[String],
+    ) -> AppResult<CompletedLink> {
+        let primary = accounts
+            .iter()
+            .position(|a| a.account_type == "depository" && a.subtype.as_deref() == Some("checking"))
+            .or(if accounts.is_empty() { None } else { Some(0) })
+            .and_then(|i| ids.get(i).cloned());
+        Ok(CompletedLink {
+            requires_address: !self.inner.store.has_address(connection_id).await?,
+            primary_account_id: primary,
+            connection_id: connection_id.to_string(),
+            newly_linked_connection_id: newly,
+            institution_name: institution_name.to_string(),
+            plaid_item_id: item_id.to_string(),
+            accounts: accounts
+                .iter()
+                .zip(ids)
+                .map(|(a, id)| AccountSummary {
+                    connection_id: connection_id.to_string(),
+                    account_id: id.clone(),
+                    bank_name: institution_name.to_string(),
+                    last_four: a.mask.clone(),
+                    account_type: a.account_type.clone(),
+                    subtype: a.subtype.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts a transaction sync of a connection in the background.
+    pub(super) fn spawn_sync(&self, connection_id: String) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.sync_connection(&connection_id).await {
+                tracing::warn!(connection_id = %connection_id, error = %format!("{e:#}"), "transaction sync failed");
+            }
+        });
+    }
+
+    async fn refresh_one(&self, conn: &ConnectionRow) -> Result<(), ()> {
+        let token = self.open(conn).map_err(|e| {
+            tracing::error!(connection_id = %conn.id, error = %e, "cannot open access token");
+        })?;
+        match self.inner.plaid.accounts_get(&token, None).await {
+            Ok(r) => {
+                if let Err(e) = self.inner.store.store_balances(conn, &r.accounts, BalanceTrigger::Refresh, Utc::now()).await {
+                    tracing::error!(connection_id = %conn.id, error = %format!("{e:#}"), "storing balances failed");
+                    return Err(());
+                }
+                self.spawn_sync(conn.id.clone());
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(status) = e.code().and_then(status_for) {
+                    let _ = self.inner.store.set_status(&conn.id, status, Utc::now()).await;
+                }
+                tracing::warn!(connection_id = %conn.id, error = %e, "refresh failed");
+                Err(())
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityService for PlaidIdentity {
+    async fn create_link_token(
+        &self,
+        user_id: &str,
+        device_os: Option<DeviceOs>,
+        platform_item_id: Option<&str>,
+    ) -> AppResult<LinkToken> {
+        let (request, token) = match platform_item_id {
+            Some(item_id) => {
+                let conn = self
+                    .inner
+                    .store
+                    .connection_by_item(user_id, item_id)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?;
+                (self.link_request(user_id, device_os, true)?, Some(self.open(&conn)?))
+            }
+            None => (self.link_request(user_id, device_os, false)?, None),
+        };
+        let r = self.inner.plaid.link_token_create(&request, token.as_ref()).await?;
+        Ok(LinkToken {
+            link_token: r.link_token,
+            expiration: r.expiration,
+            request_id: r.request_id,
+            update_mode: token.is_some(),
+        })
+    }
+
+    async fn complete_link(
+        &self,
+        user_id: &str,
+        public_token: SecretString,
+        platform_item_id: Option<String>,
+    ) -> AppResult<CompletedLink> {
+        use secrecy::ExposeSecret;
+        let hash = sha256_hex(public_token.expose_secret());
+        let store = &self.inner.store;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2)).await? {
+                Claim::Mine => break,
+                Claim::Done(json) => return serde_json::from_str(&json).map_err(AppError::internal),
+                Claim::Failed(json) => {
+                    let stored: StoredError = serde_json::from_str(&json).map_err(AppError::internal)?;
+                    return Err(stored.into_error());
+                }
+                Claim::Busy if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Claim::Busy => {
+                    return Err(AppError::Conflict(
+                        "This public token is already being completed; call getPlaidBankAccounts to see the result.".into(),
+                    ));
+                }
+            }
+        }
+        // The work runs in its own task: a client that disconnects cannot cancel it halfway.
+        let this = self.clone();
+        let user = user_id.to_string();
+        let work = self.inner.tasks.spawn(async move {
+            let outcome = this.complete(&user, public_token, platform_item_id).await;
+            let now = Utc::now();
+            let recorded = match &outcome {
+                Ok(done) => match serde_json::to_string(done) {
+                    Ok(json) => this.inner.store.finish_completion(&user, &hash, true, &json, now).await,
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
+                Err(e) => match serde_json::to_string(&StoredError::of(e)) {
+                    Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if let Err(e) = recorded {
+                tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
+            }
+            outcome
+        });
+        work.await.map_err(AppError::internal)?
+    }
+
+    async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
+        Ok(self.inner.store.accounts(user_id, &filter).await?)
+    }
+
+    async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {
+        Ok(self.inner.store.latest_balances(user_id, &filter).await?)
+    }
+
+    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<(i64, Vec<BankTransaction>)> {
+        Ok(self.inner.store.transactions(user_id, &filter).await?)
+    }
+
+    async fn refresh(&self, user_id: &str) -> AppResult<RefreshOutcome> {
+        let store = &self.inner.store;
+        let conns = store.connections(user_id).await?;
+        let verify_of = |conns: &[ConnectionRow]| -> Vec<VerifyMember> {
+            conns
+                .iter()
+                .filter(|c| c.status().needs_user())
+                .map(|c| VerifyMember { plaid_item_id: c.plaid_item_id.clone(), connection_id: c.id.clone() })
+                .collect()
+        };
+        if conns.is_empty() {
+            return Ok(RefreshOutcome {
+                status: RefreshStatus::NoConnections,
+                balances: vec![],
+                verify: vec![],
+                retry_after_seconds: None,
+            });
+        }
+        let interval = chrono::Duration::from_std(self.inner.config.refresh_interval).map_err(AppError::internal)?;
+        if let Err(wait) = store.take_refresh_slot(user_id, Utc::now(), interval).await? {
+            return Ok(RefreshOutcome {
+                status: RefreshStatus::Throttled,
+                balances: store.latest_balances(user_id, &AccountFilter::default()).await?,
+                verify: verify_of(&conns),
+                retry_after_seconds: Some(wait),
+            });
+        }
+        let runs = conns.iter().filter(|c| !c.status().blocks_data()).map(|c| self.refresh_one(c));
+        let results = futures::future::join_all(runs).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let blocked = conns.iter().filter(|c| c.status().blocks_data()).count();
+        // Statuses may have changed during the refresh.
+        let conns = store.connections(user_id).await?;
+        Ok(RefreshOutcome {
+            status: if failed + blocked == 0 { RefreshStatus::Refreshed } else { RefreshStatus::Partial },
+            balances: store.latest_balances(user_id, &AccountFilter::default()).await?,
+            verify: verify_of(&conns),
+            retry_after_seconds: None,
+        })
+    }
+
+    async fn add_address(&self, user_id: &str, connection_id: &str, address: Address) -> AppResult<String> {
+        let store = &self.inner.store;
+        let conn = store
+            .connection(user_id, connection_id, false)
+            .await?
+            .ok_or_else(|| AppError::NotFound("No active bank institution found for the provided bankInstitutionAuthId.".into()))?;
+        Ok(store.add_address(&conn.id, user_id, &address, Utc::now()).await?)
+    }
+
+    async fn remove_connection(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()> {
+        let store = &self.inner.store;
+        let conn = store
+            .connection(user_id, connection_id, true)
+            .await?
+            .ok_or_else(|| AppError::NotFound("No bank institution found for the provided bankInstitutionAuthId.".into()))?;
+        if conn.removed_at.is_some() {
+            return Ok(());
+        }
+        let token = self.open(&conn)?;
+        match self.inner.plaid.item_remove(&token).await {
+            Ok(_) => {}
+            // Plaid no longer knows the item: nothing left to stop.
+            Err(e) if e.class() == ErrorClass::ItemGone => {}
+            Err(e) => return Err(e.into()),
+        }
+        store.mark_removed(&conn.id, reason, Utc::now()).await?;
+        tracing::info!(connection_id = %conn.id, item_id = %conn.plaid_item_id, reason = reason.as_str(), "connection removed");
+        Ok(())
+    }
+
+    async fn ready(&self) -> AppResult<()> {
+        Ok(self.inner.store.db.ping().await?)
+    }
+}

@@ -1,0 +1,78 @@
+//! Transaction sync with `/transactions/sync`: page by page, each page written with its
+//! cursor in one database transaction; a mutation during pagination restarts from the last
+//! saved cursor; at most one sync per connection at a time in this process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+
+use super::service::PlaidIdentity;
+use crate::domain::ConnectionStatus;
+use crate::plaid::ErrorClass;
+
+/// Plaid's maximum page.
+const PAGE: u32 = 500;
+/// Restarts after `TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION` before giving up for now.
+const MAX_RESTARTS: u32 = 5;
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub pages: u32,
+    pub upserted: usize,
+    pub posted: usize,
+    pub removed: usize,
+    pub restarts: u32,
+}
+
+impl PlaidIdentity {
+    fn sync_lock(&self, connection_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.sync_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(connection_id.to_string()).or_default().clone()
+    }
+
+    /// Brings a connection's stored transactions up to date with Plaid.
+    #[tracing::instrument(name = "transactions.sync", skip(self))]
+    pub async fn sync_connection(&self, connection_id: &str) -> anyhow::Result<SyncReport> {
+        let lock = self.sync_lock(connection_id);
+        let _guard = lock.lock().await;
+        let store = &self.inner.store;
+        let mut report = SyncReport::default();
+        'restart: loop {
+            let Some(conn) = store.connection_by_id(connection_id).await? else { return Ok(report) };
+            if conn.removed_at.is_some() || conn.status().blocks_data() {
+                return Ok(report);
+            }
+            let token = self.inner.cipher.open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
+            let mut cursor = conn.transactions_cursor.clone();
+            loop {
+                match self.inner.plaid.transactions_sync(&token, cursor.as_deref(), PAGE).await {
+                    Ok(page) => {
+                        let counts = store.apply_sync_page(&conn, &page, Utc::now()).await.context("saving a sync page")?;
+                        report.pages += 1;
+                        report.upserted += counts.upserted;
+                        report.posted += counts.posted;
+                        report.removed += counts.removed;
+                        if !page.has_more {
+                            tracing::info!(?report, "transactions synced");
+                            return Ok(report);
+                        }
+                        cursor = Some(page.next_cursor);
+                    }
+                    Err(e) if e.class() == ErrorClass::RestartSync && report.restarts < MAX_RESTARTS => {
+                        report.restarts += 1;
+                        tracing::info!(restarts = report.restarts, "data changed during pagination; restarting from the saved cursor");
+                        continue 'restart;
+                    }
+                    Err(e) => {
+                        if e.code() == Some("ITEM_LOGIN_REQUIRED") {
+                            store.set_status(&conn.id, ConnectionStatus::LoginRequired, Utc::now()).await?;
+                        }
+                        return Err(anyhow::Error::new(e).context("transactions sync"));
+                    }
+                }
+            }
+        }
+    }
+}
