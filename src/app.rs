@@ -52,7 +52,12 @@ impl App {
                 );
                 (cfg, Some(emu))
             }
-            PlaidTarget::Remote { base_url, client_id, secret, proxy_headers } => {
+            PlaidTarget::Remote {
+                base_url,
+                client_id,
+                secret,
+                proxy_headers,
+            } => {
                 let mut cfg = PlaidClientConfig::new(base_url.clone(), client_id.clone(), secret.clone());
                 cfg.extra_headers = proxy_headers.clone();
                 if !proxy_headers.is_empty() {
@@ -90,7 +95,14 @@ impl App {
         let internal = TcpListener::bind(config.internal_bind_addr)
             .await
             .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.internal_bind_addr))?;
-        Ok(App { public, internal, state, identity, emulator, config })
+        Ok(App {
+            public,
+            internal,
+            state,
+            identity,
+            emulator,
+            config,
+        })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -116,7 +128,10 @@ impl App {
         let mut lines = vec![
             format!("bankgraph {} is running", env!("CARGO_PKG_VERSION")),
             format!("  GraphQL and GraphiQL: {graphql}"),
-            format!("  internal listener:    http://{} (webhooks, health)", self.internal_addr()),
+            format!(
+                "  internal listener:    http://{} (webhooks, health)",
+                self.internal_addr()
+            ),
             format!("  database:             {}", redact_url(&self.config.database_url)),
         ];
         match &self.emulator {
@@ -151,10 +166,10 @@ impl App {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let public = axum::serve(self.public, http::public_router(self.state.clone()))
+        let public =
+            axum::serve(self.public, http::public_router(self.state.clone())).with_graceful_shutdown(wait(rx.clone()));
+        let internal = axum::serve(self.internal, http::internal_router(self.state.clone()))
             .with_graceful_shutdown(wait(rx.clone()));
-        let internal =
-            axum::serve(self.internal, http::internal_router(self.state.clone())).with_graceful_shutdown(wait(rx.clone()));
         let (a, b) = tokio::join!(public, internal);
         a.context("public listener")?;
         b.context("internal listener")?;

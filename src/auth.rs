@@ -46,7 +46,9 @@ impl AuthState {
     pub fn require(&self, scope: &str) -> Result<&Caller, AppError> {
         match self {
             AuthState::Authenticated(c) if c.scopes.contains(scope) => Ok(c),
-            AuthState::Authenticated(_) => Err(AppError::Forbidden(format!("The {scope} scope is required for this operation."))),
+            AuthState::Authenticated(_) => Err(AppError::Forbidden(format!(
+                "The {scope} scope is required for this operation."
+            ))),
             AuthState::Anonymous => Err(AppError::Unauthenticated(
                 "Authentication required: send Authorization: Bearer <user access token>.".into(),
             )),
@@ -55,9 +57,12 @@ impl AuthState {
                  (Authorization: Bearer <token>) with the {scope} scope."
             ))),
             AuthState::OtherScheme => Err(AppError::Unauthenticated(
-                "Unsupported authorization scheme: send a Bearer user access token (Authorization: Bearer <token>).".into(),
+                "Unsupported authorization scheme: send a Bearer user access token (Authorization: Bearer <token>)."
+                    .into(),
             )),
-            AuthState::Invalid => Err(AppError::Unauthenticated("The Bearer token is invalid or expired.".into())),
+            AuthState::Invalid => Err(AppError::Unauthenticated(
+                "The Bearer token is invalid or expired.".into(),
+            )),
         }
     }
 }
@@ -153,7 +158,9 @@ impl Authenticator {
             }),
             JwtKey::Jwks(url) => Keys::Jwks(Jwks {
                 url: url.clone(),
-                http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .build()?,
                 keys: RwLock::new((HashMap::new(), None)),
             }),
         };
@@ -177,8 +184,12 @@ impl Authenticator {
 
     /// Reads the `Authorization` header. Never fails: the state says what was there.
     pub async fn authenticate(&self, headers: &HeaderMap) -> AuthState {
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return AuthState::Anonymous };
-        let Ok(value) = value.to_str() else { return AuthState::Invalid };
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return AuthState::Anonymous;
+        };
+        let Ok(value) = value.to_str() else {
+            return AuthState::Invalid;
+        };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return AuthState::Basic;
@@ -207,13 +218,23 @@ impl Authenticator {
                 jwks.key(&kid).await.ok_or_else(|| format!("unknown kid {kid}"))?
             }
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| e.to_string())?.claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map_err(|e| e.to_string())?
+            .claims;
         if claims.sub.trim().is_empty() {
             return Err("empty sub".into());
         }
-        let mut scopes: HashSet<String> = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let mut scopes: HashSet<String> = claims
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         scopes.extend(claims.scopes.unwrap_or_default());
-        Ok(Caller { user_id: claims.sub, scopes })
+        Ok(Caller {
+            user_id: claims.sub,
+            scopes,
+        })
     }
 }
 
@@ -236,7 +257,11 @@ pub fn mint_hs256(
         iss: issuer.map(str::to_string),
         aud: audience.map(str::to_string),
     };
-    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )?)
 }
 
 /// The `async-graphql` guard that requires a scope on a field.
@@ -244,7 +269,9 @@ pub struct RequireScope(pub &'static str);
 
 impl async_graphql::Guard for RequireScope {
     async fn check(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<()> {
-        let state = ctx.data::<AuthState>().map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
+        let state = ctx
+            .data::<AuthState>()
+            .map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
         state.require(self.0).map(|_| ()).map_err(|e| e.to_graphql())
     }
 }

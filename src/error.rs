@@ -90,7 +90,9 @@ impl AppError {
             }
             ErrorClass::Configuration | ErrorClass::RestartSync => AppError::Internal(anyhow::Error::new(e)),
             ErrorClass::InvalidInput | ErrorClass::UserActionRequired | ErrorClass::ItemGone => {
-                let Some(body) = e.body() else { return AppError::Internal(anyhow::Error::new(e)) };
+                let Some(body) = e.body() else {
+                    return AppError::Internal(anyhow::Error::new(e));
+                };
                 let message = match body.error_code.as_str() {
                     "INVALID_PUBLIC_TOKEN" => {
                         "The public token is invalid, expired or already used; open Plaid Link again.".to_string()
@@ -126,7 +128,9 @@ impl AppError {
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", self.code());
             match self {
-                AppError::RateLimited { retry_after_seconds, .. } => ext.set("retryAfterSeconds", *retry_after_seconds),
+                AppError::RateLimited {
+                    retry_after_seconds, ..
+                } => ext.set("retryAfterSeconds", *retry_after_seconds),
                 AppError::Plaid { detail, .. } => {
                     let mut plaid = async_graphql::indexmap::IndexMap::new();
                     let s = |v: &str| async_graphql::Value::String(v.to_string());

@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, Enum, ID, InputObject, Object, Schema, SimpleObject};
-use chrono::{DateTime, Utc};
+use async_graphql::{
+    Context, EmptySubscription, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType,
+    Schema, SimpleObject, Value,
+};
+use chrono::{SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 
@@ -32,9 +35,39 @@ pub fn sdl() -> String {
 
 type GqlResult<T> = async_graphql::Result<T>;
 
+/// The `DateTime` scalar: RFC 3339, written in UTC with a `Z`. A value that does not parse
+/// is refused with the format expected and the value received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DateTime(pub chrono::DateTime<Utc>);
+
+#[Scalar(name = "DateTime")]
+impl ScalarType for DateTime {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| DateTime(d.with_timezone(&Utc)))
+                .map_err(|_| {
+                    InputValueError::custom(format!(
+                        "expected an RFC 3339 date-time such as \"2026-01-01T00:00:00Z\", got {s:?}"
+                    ))
+                }),
+            other => Err(InputValueError::expected_type(other.clone())),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
 fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<&'a str> {
-    let state = ctx.data::<AuthState>().map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
-    state.require(MANAGE_PAYMENT).map(|c| c.user_id.as_str()).map_err(|e| e.to_graphql())
+    let state = ctx
+        .data::<AuthState>()
+        .map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
+    state
+        .require(MANAGE_PAYMENT)
+        .map(|c| c.user_id.as_str())
+        .map_err(|e| e.to_graphql())
 }
 
 fn service<'a>(ctx: &'a Context<'_>) -> &'a Arc<dyn IdentityService> {
@@ -160,7 +193,7 @@ pub struct CreatePlaidLinkTokenInput {
 #[derive(SimpleObject, Debug)]
 pub struct PlaidLinkToken {
     pub link_token: String,
-    pub expiration: DateTime<Utc>,
+    pub expiration: DateTime,
     pub request_id: String,
     pub mode: PlaidLinkMode,
 }
@@ -269,7 +302,7 @@ pub struct PlaidBankBalance {
     pub currency_code: Option<String>,
     pub source: BalanceSource,
     pub trigger: BalanceTrigger,
-    pub started_at: DateTime<Utc>,
+    pub started_at: DateTime,
 }
 
 impl From<domain::Balance> for PlaidBankBalance {
@@ -292,7 +325,7 @@ impl From<domain::Balance> for PlaidBankBalance {
                 domain::BalanceTrigger::Webhook => BalanceTrigger::Webhook,
                 domain::BalanceTrigger::Scheduled => BalanceTrigger::Scheduled,
             },
-            started_at: b.started_at,
+            started_at: DateTime(b.started_at),
         }
     }
 }
@@ -331,8 +364,8 @@ pub struct PlaidBankTransactionFilterInput {
     pub bank_account_id: Option<ID>,
     pub platform_item_id: Option<String>,
     pub bank_institution_auth_id: Option<ID>,
-    pub start_date: Option<DateTime<Utc>>,
-    pub end_date: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime>,
+    pub end_date: Option<DateTime>,
     pub pending: Option<bool>,
     pub paginate: Option<PaginateInput>,
 }
@@ -348,7 +381,7 @@ pub struct PlaidBankTransaction {
     pub transaction_id: String,
     pub transaction_status: TransactionStatus,
     pub transaction_type: TransactionType,
-    pub transaction_date: DateTime<Utc>,
+    pub transaction_date: DateTime,
     /// The amount, always positive; `transactionType` says which way the money went.
     pub amount: Decimal,
     pub currency_code: Option<String>,
@@ -366,9 +399,17 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
             bank_institution_auth_id: ID(t.connection_id),
             bank_account_id: ID(t.account_id),
             transaction_id: t.plaid_transaction_id,
-            transaction_status: if t.pending { TransactionStatus::Pending } else { TransactionStatus::Posted },
-            transaction_type: if t.amount.is_sign_negative() { TransactionType::Credit } else { TransactionType::Debit },
-            transaction_date: t.date,
+            transaction_status: if t.pending {
+                TransactionStatus::Pending
+            } else {
+                TransactionStatus::Posted
+            },
+            transaction_type: if t.amount.is_sign_negative() {
+                TransactionType::Credit
+            } else {
+                TransactionType::Debit
+            },
+            transaction_date: DateTime(t.date),
             amount: t.amount.abs(),
             currency_code: t.currency_code,
             description: t.description,
@@ -432,7 +473,11 @@ impl Query {
     ) -> GqlResult<Vec<PlaidBankAccount>> {
         let user = caller(ctx)?;
         let i = input.unwrap_or_default();
-        let f = account_filter(i.platform_item_id.as_deref(), i.bank_institution_auth_id.as_ref(), i.bank_account_id.as_ref())?;
+        let f = account_filter(
+            i.platform_item_id.as_deref(),
+            i.bank_institution_auth_id.as_ref(),
+            i.bank_account_id.as_ref(),
+        )?;
         let accounts = service(ctx).accounts(user, f).await.map_err(|e| e.to_graphql())?;
         Ok(accounts
             .into_iter()
@@ -459,7 +504,11 @@ impl Query {
     ) -> GqlResult<Vec<PlaidBankBalance>> {
         let user = caller(ctx)?;
         let i = input.unwrap_or_default();
-        let f = account_filter(i.platform_item_id.as_deref(), i.bank_institution_auth_id.as_ref(), i.bank_account_id.as_ref())?;
+        let f = account_filter(
+            i.platform_item_id.as_deref(),
+            i.bank_institution_auth_id.as_ref(),
+            i.bank_account_id.as_ref(),
+        )?;
         let balances = service(ctx).balances(user, f).await.map_err(|e| e.to_graphql())?;
         Ok(balances.into_iter().map(Into::into).collect())
     }
@@ -489,14 +538,21 @@ impl Query {
             return Err(bad("endDate must not be before startDate"));
         }
         let filter = TransactionFilter {
-            accounts: account_filter(i.platform_item_id.as_deref(), i.bank_institution_auth_id.as_ref(), i.bank_account_id.as_ref())?,
-            start: i.start_date,
-            end: i.end_date,
+            accounts: account_filter(
+                i.platform_item_id.as_deref(),
+                i.bank_institution_auth_id.as_ref(),
+                i.bank_account_id.as_ref(),
+            )?,
+            start: i.start_date.map(|d| d.0),
+            end: i.end_date.map(|d| d.0),
             pending: i.pending,
             limit: limit as i64,
             offset: offset as i64,
         };
-        let (total, rows) = service(ctx).transactions(user, filter).await.map_err(|e| e.to_graphql())?;
+        let (total, rows) = service(ctx)
+            .transactions(user, filter)
+            .await
+            .map_err(|e| e.to_graphql())?;
         Ok(PlaidBankTransactionPage {
             total_count: i32::try_from(total).unwrap_or(i32::MAX),
             transactions: rows.into_iter().map(Into::into).collect(),
@@ -510,7 +566,11 @@ pub struct Mutation;
 impl Mutation {
     /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
     #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
-    async fn create_plaid_link_token(&self, ctx: &Context<'_>, input: CreatePlaidLinkTokenInput) -> GqlResult<PlaidLinkToken> {
+    async fn create_plaid_link_token(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePlaidLinkTokenInput,
+    ) -> GqlResult<PlaidLinkToken> {
         let user = caller(ctx)?;
         let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
         let os = input.device_os.map(|d| match d {
@@ -518,19 +578,30 @@ impl Mutation {
             DeviceOs::Android => identity::DeviceOs::Android,
             DeviceOs::Web => identity::DeviceOs::Web,
         });
-        let t = service(ctx).create_link_token(user, os, item.as_deref()).await.map_err(|e| e.to_graphql())?;
+        let t = service(ctx)
+            .create_link_token(user, os, item.as_deref())
+            .await
+            .map_err(|e| e.to_graphql())?;
         Ok(PlaidLinkToken {
             link_token: t.link_token,
-            expiration: t.expiration,
+            expiration: DateTime(t.expiration),
             request_id: t.request_id,
-            mode: if t.update_mode { PlaidLinkMode::Update } else { PlaidLinkMode::Create },
+            mode: if t.update_mode {
+                PlaidLinkMode::Update
+            } else {
+                PlaidLinkMode::Create
+            },
         })
     }
 
     /// Completes Link: stores the connection, its accounts and balances, and starts the first
     /// transaction sync. Idempotent per public token.
     #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
-    async fn complete_plaid_link(&self, ctx: &Context<'_>, input: CompletePlaidLinkInput) -> GqlResult<CompletePlaidLinkPayload> {
+    async fn complete_plaid_link(
+        &self,
+        ctx: &Context<'_>,
+        input: CompletePlaidLinkInput,
+    ) -> GqlResult<CompletePlaidLinkPayload> {
         let user = caller(ctx)?;
         let token = input.public_token.trim();
         if token.is_empty() || token.len() > 512 {
@@ -559,12 +630,19 @@ impl Mutation {
             balances: r
                 .balances
                 .into_iter()
-                .map(|b| PlaidRefreshBalance { bank_account_id: ID(b.account_id), amount: b.available, current: b.current })
+                .map(|b| PlaidRefreshBalance {
+                    bank_account_id: ID(b.account_id),
+                    amount: b.available,
+                    current: b.current,
+                })
                 .collect(),
             verify_members: r
                 .verify
                 .into_iter()
-                .map(|v| PlaidVerifyMember { platform_item_id: v.plaid_item_id, bank_institution_auth_id: ID(v.connection_id) })
+                .map(|v| PlaidVerifyMember {
+                    platform_item_id: v.plaid_item_id,
+                    bank_institution_auth_id: ID(v.connection_id),
+                })
                 .collect(),
         })
     }
@@ -579,10 +657,19 @@ impl Mutation {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
         let a = &input.address;
-        let address =
-            Address::parse(&a.street_address_line1, a.street_address_line2.as_deref(), &a.city, &a.state, &a.postal_code, &a.country)
-                .map_err(|problems| bad(format!("Invalid address: {}.", problems.join("; "))))?;
-        let id = service(ctx).add_address(user, &conn, address).await.map_err(|e| e.to_graphql())?;
+        let address = Address::parse(
+            &a.street_address_line1,
+            a.street_address_line2.as_deref(),
+            &a.city,
+            &a.state,
+            &a.postal_code,
+            &a.country,
+        )
+        .map_err(|problems| bad(format!("Invalid address: {}.", problems.join("; "))))?;
+        let id = service(ctx)
+            .add_address(user, &conn, address)
+            .await
+            .map_err(|e| e.to_graphql())?;
         Ok(CreatePlaidLinkAddressPayload { address_id: ID(id) })
     }
 
@@ -596,7 +683,13 @@ impl Mutation {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
         let reason = input.reason.unwrap_or(RemovalReason::UserRequested).into();
-        service(ctx).remove_connection(user, &conn, reason).await.map_err(|e| e.to_graphql())?;
-        Ok(RemovePlaidBankInstitutionPayload { removed: true, bank_institution_auth_id: ID(conn) })
+        service(ctx)
+            .remove_connection(user, &conn, reason)
+            .await
+            .map_err(|e| e.to_graphql())?;
+        Ok(RemovePlaidBankInstitutionPayload {
+            removed: true,
+            bank_institution_auth_id: ID(conn),
+        })
     }
 }

@@ -39,7 +39,11 @@ fn observed(router: Router) -> Router {
     router
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
@@ -60,7 +64,12 @@ pub fn public_router(state: AppState) -> Router {
 
 /// The internal listener: health now; Plaid webhooks and metrics live here too.
 pub fn internal_router(state: AppState) -> Router {
-    observed(Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state))
+    observed(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(state),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -78,7 +87,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
+    Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint(GRAPHQL_PATH)
+            .title("bankgraph")
+            .finish(),
+    )
 }
 
 fn request_id(headers: &HeaderMap, ext: Option<&RequestId>) -> String {
@@ -137,10 +151,15 @@ async fn graphql(
         }
         unauthenticated |= code == code::UNAUTHENTICATED;
     }
-    let status = if unauthenticated { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let status = if unauthenticated {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
     let mut resp = (status, Json(&response)).into_response();
     if unauthenticated {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
 }

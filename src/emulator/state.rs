@@ -289,7 +289,10 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                 });
             }
             if password == "microdeposits_good" {
-                return Ok(TestUser { micro_deposits: true, ..TestUser::default() });
+                return Ok(TestUser {
+                    micro_deposits: true,
+                    ..TestUser::default()
+                });
             }
             let ok = password == "pass_good"
                 || password == "credential_good"
@@ -783,6 +786,7 @@ mod tests {
             TestUser {
                 seed: None,
                 transaction_count: Some(count),
+                micro_deposits: false,
             },
             count,
             730,

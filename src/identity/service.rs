@@ -74,7 +74,10 @@ impl StoredError {
 
     fn into_error(self) -> AppError {
         match (self.code.as_str(), self.plaid) {
-            (_, Some(detail)) => AppError::Plaid { message: self.message, detail },
+            (_, Some(detail)) => AppError::Plaid {
+                message: self.message,
+                detail,
+            },
             ("BAD_USER_INPUT", _) => AppError::BadInput(self.message),
             ("NOT_FOUND", _) => AppError::NotFound(self.message),
             ("CONFLICT", _) => AppError::Conflict(self.message),
@@ -86,7 +89,10 @@ impl StoredError {
 
 /// Errors worth a retry with the same public token: nothing was decided.
 fn transient(e: &AppError) -> bool {
-    matches!(e, AppError::Upstream(_) | AppError::Internal(_) | AppError::RateLimited { .. })
+    matches!(
+        e,
+        AppError::Upstream(_) | AppError::Internal(_) | AppError::RateLimited { .. }
+    )
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -97,7 +103,9 @@ fn sha256_hex(s: &str) -> String {
 fn needs_manual_verification(a: &wire::Account) -> bool {
     matches!(
         a.verification_status.as_deref(),
-        Some("pending_manual_verification") | Some("pending_automatic_verification") | Some("verification_expired")
+        Some("pending_manual_verification")
+            | Some("pending_automatic_verification")
+            | Some("verification_expired")
             | Some("verification_failed")
     )
 }
@@ -105,7 +113,9 @@ fn needs_manual_verification(a: &wire::Account) -> bool {
 /// The status an item error puts a connection in.
 fn status_for(code: &str) -> Option<ConnectionStatus> {
     match code {
-        "ITEM_LOGIN_REQUIRED" | "ACCESS_NOT_GRANTED" | "INVALID_UPDATED_USERNAME" => Some(ConnectionStatus::LoginRequired),
+        "ITEM_LOGIN_REQUIRED" | "ACCESS_NOT_GRANTED" | "INVALID_UPDATED_USERNAME" => {
+            Some(ConnectionStatus::LoginRequired)
+        }
         "USER_PERMISSION_REVOKED" | "ITEM_NOT_FOUND" | "INVALID_ACCESS_TOKEN" => Some(ConnectionStatus::Revoked),
         "PENDING_EXPIRATION" => Some(ConnectionStatus::PendingExpiration),
         _ => None,
@@ -142,13 +152,20 @@ impl PlaidIdentity {
         Ok(self.inner.cipher.open(&c.sealed(), &c.user_id, &c.plaid_item_id)?)
     }
 
-    fn link_request(&self, user_id: &str, device_os: Option<DeviceOs>, update: bool) -> AppResult<LinkTokenCreateRequest> {
+    fn link_request(
+        &self,
+        user_id: &str,
+        device_os: Option<DeviceOs>,
+        update: bool,
+    ) -> AppResult<LinkTokenCreateRequest> {
         let cfg = &self.inner.config;
         let mut req = LinkTokenCreateRequest {
             client_name: cfg.client_name.clone(),
             language: cfg.language.clone(),
             country_codes: cfg.country_codes.clone(),
-            user: LinkTokenUser { client_user_id: user_id.to_string() },
+            user: LinkTokenUser {
+                client_user_id: user_id.to_string(),
+            },
             products: (!update).then(|| cfg.products.clone()),
             webhook: cfg.webhook_url.clone(),
             ..Default::default()
@@ -177,7 +194,12 @@ impl PlaidIdentity {
     }
 
     /// The completion itself, claimed and recorded by [`IdentityService::complete_link`].
-    async fn complete(&self, user_id: &str, public_token: SecretString, item: Option<String>) -> AppResult<CompletedLink> {
+    async fn complete(
+        &self,
+        user_id: &str,
+        public_token: SecretString,
+        item: Option<String>,
+    ) -> AppResult<CompletedLink> {
         match item {
             Some(item_id) => self.relink(user_id, &item_id).await,
             None => self.new_link(user_id, public_token).await,
@@ -188,8 +210,10 @@ impl PlaidIdentity {
     /// then marks it `ACTIVE`. The access token does not change.
     async fn relink(&self, user_id: &str, item_id: &str) -> AppResult<CompletedLink> {
         let store = &self.inner.store;
-        let conn =
-            store.connection_by_item(user_id, item_id).await?.ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?;
+        let conn = store
+            .connection_by_item(user_id, item_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?;
         let token = self.open(&conn)?;
         let item = self.inner.plaid.item_get(&token).await?;
         if let Some(err) = item.item.error {
@@ -197,7 +221,10 @@ impl PlaidIdentity {
                 store.set_status(&conn.id, status, Utc::now()).await?;
             }
             return Err(AppError::Plaid {
-                message: format!("The connection still needs attention at the bank ({}); run Link again.", err.error_code),
+                message: format!(
+                    "The connection still needs attention at the bank ({}); run Link again.",
+                    err.error_code
+                ),
                 detail: PlaidDetail {
                     error_type: err.error_type,
                     error_code: err.error_code,
@@ -207,17 +234,31 @@ impl PlaidIdentity {
             });
         }
         let accounts = self.inner.plaid.accounts_get(&token, None).await?;
-        let usable: Vec<wire::Account> = accounts.accounts.into_iter().filter(|a| !needs_manual_verification(a)).collect();
+        let usable: Vec<wire::Account> = accounts
+            .accounts
+            .into_iter()
+            .filter(|a| !needs_manual_verification(a))
+            .collect();
         let sealed = if self.inner.cipher.is_stale(&conn.sealed()) {
             self.inner.cipher.seal(&token, user_id, item_id)?
         } else {
             conn.sealed()
         };
         let ids = store
-            .repair_connection(&conn, item_id, &sealed, &usable, ConnectionStatus::Active, BalanceTrigger::Relink, false, Utc::now())
+            .repair_connection(
+                &conn,
+                item_id,
+                &sealed,
+                &usable,
+                ConnectionStatus::Active,
+                BalanceTrigger::Relink,
+                false,
+                Utc::now(),
+            )
             .await?;
         self.spawn_sync(conn.id.clone());
-        self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids).await
+        self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids)
+            .await
     }
 
     /// A new Link session finished: exchange, then store; if storing fails, the new item is
@@ -225,11 +266,16 @@ impl PlaidIdentity {
     async fn new_link(&self, user_id: &str, public_token: SecretString) -> AppResult<CompletedLink> {
         let exchanged = self.inner.plaid.item_public_token_exchange(&public_token).await?;
         tracing::info!(item_id = %exchanged.item_id, "public token exchanged");
-        match self.store_new_item(user_id, &exchanged.access_token, &exchanged.item_id).await {
+        match self
+            .store_new_item(user_id, &exchanged.access_token, &exchanged.item_id)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(e) => {
                 match self.inner.plaid.item_remove(&exchanged.access_token).await {
-                    Ok(_) => tracing::warn!(item_id = %exchanged.item_id, "link failed after the exchange; the new item was removed at Plaid"),
+                    Ok(_) => {
+                        tracing::warn!(item_id = %exchanged.item_id, "link failed after the exchange; the new item was removed at Plaid")
+                    }
                     Err(re) => tracing::error!(item_id = %exchanged.item_id, error = %re,
                         "link failed after the exchange and the new item could not be removed at Plaid: remove it by hand"),
                 }
@@ -252,7 +298,10 @@ impl PlaidIdentity {
             },
             None => "Unknown institution".to_string(),
         };
-        let (usable, manual): (Vec<_>, Vec<_>) = fetched.accounts.into_iter().partition(|a| !needs_manual_verification(a));
+        let (usable, manual): (Vec<_>, Vec<_>) = fetched
+            .accounts
+            .into_iter()
+            .partition(|a| !needs_manual_verification(a));
         if usable.is_empty() {
             return Err(AppError::BadInput(if manual.is_empty() {
                 "The bank returned no accounts for this connection.".into()
@@ -262,25 +311,44 @@ impl PlaidIdentity {
                     .into()
             }));
         }
-        let address = if cfg.products.iter().any(|p| p == "identity") { self.identity_address(token).await } else { None };
+        let address = if cfg.products.iter().any(|p| p == "identity") {
+            self.identity_address(token).await
+        } else {
+            None
+        };
         let now = Utc::now();
         let sealed = self.inner.cipher.seal(token, user_id, item_id)?;
 
         // The same login linked again as new: repair the existing connection onto the new item.
         let duplicate = match &institution_id {
-            Some(inst) => store.connections_at(user_id, inst).await?.into_iter().find(|(_, accounts)| {
-                accounts.iter().any(|e| {
-                    usable.iter().any(|a| {
-                        e.mask == a.mask && e.name.as_deref() == Some(a.name.as_str()) && e.account_type == a.account_type
+            Some(inst) => store
+                .connections_at(user_id, inst)
+                .await?
+                .into_iter()
+                .find(|(_, accounts)| {
+                    accounts.iter().any(|e| {
+                        usable.iter().any(|a| {
+                            e.mask == a.mask
+                                && e.name.as_deref() == Some(a.name.as_str())
+                                && e.account_type == a.account_type
+                        })
                     })
-                })
-            }),
+                }),
             None => None,
         };
         if let Some((old, _)) = duplicate {
             let old_token = self.open(&old)?;
             let ids = store
-                .repair_connection(&old, item_id, &sealed, &usable, ConnectionStatus::Active, BalanceTrigger::Link, true, now)
+                .repair_connection(
+                    &old,
+                    item_id,
+                    &sealed,
+                    &usable,
+                    ConnectionStatus::Active,
+                    BalanceTrigger::Link,
+                    true,
+                    now,
+                )
                 .await?;
             if let Some(addr) = &address
                 && !store.has_address(&old.id).await?
@@ -289,12 +357,18 @@ impl PlaidIdentity {
             }
             // The superseded item is still billed at Plaid until removed.
             match plaid.item_remove(&old_token).await {
-                Ok(_) => tracing::info!(old_item_id = %old.plaid_item_id, new_item_id = %item_id, "duplicate link repaired; superseded item removed"),
+                Ok(_) => {
+                    tracing::info!(old_item_id = %old.plaid_item_id, new_item_id = %item_id, "duplicate link repaired; superseded item removed")
+                }
                 Err(e) if e.class() == ErrorClass::ItemGone => {}
-                Err(e) => tracing::error!(old_item_id = %old.plaid_item_id, error = %e, "superseded item could not be removed at Plaid"),
+                Err(e) => {
+                    tracing::error!(old_item_id = %old.plaid_item_id, error = %e, "superseded item could not be removed at Plaid")
+                }
             }
             self.spawn_sync(old.id.clone());
-            return self.result(&old.id, &institution_name, item_id, None, &usable, &ids).await;
+            return self
+                .result(&old.id, &institution_name, item_id, None, &usable, &ids)
+                .await;
         }
 
         let new = NewConnection {
@@ -308,7 +382,15 @@ impl PlaidIdentity {
         };
         let (connection_id, ids) = store.create_connection(&new, ConnectionStatus::Active, now).await?;
         self.spawn_sync(connection_id.clone());
-        self.result(&connection_id, &institution_name, item_id, Some(connection_id.clone()), &usable, &ids).await
+        self.result(
+            &connection_id,
+            &institution_name,
+            item_id,
+            Some(connection_id.clone()),
+            &usable,
+            &ids,
+        )
+        .await
     }
 
     /// The primary address of the first owner Plaid knows, if it is a valid one.
@@ -387,7 +469,12 @@ impl PlaidIdentity {
         })?;
         match self.inner.plaid.accounts_get(&token, None).await {
             Ok(r) => {
-                if let Err(e) = self.inner.store.store_balances(conn, &r.accounts, BalanceTrigger::Refresh, Utc::now()).await {
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .store_balances(conn, &r.accounts, BalanceTrigger::Refresh, Utc::now())
+                    .await
+                {
                     tracing::error!(connection_id = %conn.id, error = %format!("{e:#}"), "storing balances failed");
                     return Err(());
                 }
@@ -445,7 +532,10 @@ impl IdentityService for PlaidIdentity {
         let store = &self.inner.store;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match store.claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2)).await? {
+            match store
+                .claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2))
+                .await?
+            {
                 Claim::Mine => break,
                 Claim::Done(json) => return serde_json::from_str(&json).map_err(AppError::internal),
                 Claim::Failed(json) => {
@@ -457,7 +547,8 @@ impl IdentityService for PlaidIdentity {
                 }
                 Claim::Busy => {
                     return Err(AppError::Conflict(
-                        "This public token is already being completed; call getPlaidBankAccounts to see the result.".into(),
+                        "This public token is already being completed; call getPlaidBankAccounts to see the result."
+                            .into(),
                     ));
                 }
             }
@@ -475,7 +566,12 @@ impl IdentityService for PlaidIdentity {
                 },
                 Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
                 Err(e) => match serde_json::to_string(&StoredError::of(e)) {
-                    Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
+                    Ok(json) => {
+                        this.inner
+                            .store
+                            .finish_completion(&user, &hash, false, &json, now)
+                            .await
+                    }
                     Err(e) => Err(e.into()),
                 },
             };
@@ -506,7 +602,10 @@ impl IdentityService for PlaidIdentity {
             conns
                 .iter()
                 .filter(|c| c.status().needs_user())
-                .map(|c| VerifyMember { plaid_item_id: c.plaid_item_id.clone(), connection_id: c.id.clone() })
+                .map(|c| VerifyMember {
+                    plaid_item_id: c.plaid_item_id.clone(),
+                    connection_id: c.id.clone(),
+                })
                 .collect()
         };
         if conns.is_empty() {
@@ -526,14 +625,21 @@ impl IdentityService for PlaidIdentity {
                 retry_after_seconds: Some(wait),
             });
         }
-        let runs = conns.iter().filter(|c| !c.status().blocks_data()).map(|c| self.refresh_one(c));
+        let runs = conns
+            .iter()
+            .filter(|c| !c.status().blocks_data())
+            .map(|c| self.refresh_one(c));
         let results = futures::future::join_all(runs).await;
         let failed = results.iter().filter(|r| r.is_err()).count();
         let blocked = conns.iter().filter(|c| c.status().blocks_data()).count();
         // Statuses may have changed during the refresh.
         let conns = store.connections(user_id).await?;
         Ok(RefreshOutcome {
-            status: if failed + blocked == 0 { RefreshStatus::Refreshed } else { RefreshStatus::Partial },
+            status: if failed + blocked == 0 {
+                RefreshStatus::Refreshed
+            } else {
+                RefreshStatus::Partial
+            },
             balances: store.latest_balances(user_id, &AccountFilter::default()).await?,
             verify: verify_of(&conns),
             retry_after_seconds: None,
@@ -542,19 +648,17 @@ impl IdentityService for PlaidIdentity {
 
     async fn add_address(&self, user_id: &str, connection_id: &str, address: Address) -> AppResult<String> {
         let store = &self.inner.store;
-        let conn = store
-            .connection(user_id, connection_id, false)
-            .await?
-            .ok_or_else(|| AppError::NotFound("No active bank institution found for the provided bankInstitutionAuthId.".into()))?;
+        let conn = store.connection(user_id, connection_id, false).await?.ok_or_else(|| {
+            AppError::NotFound("No active bank institution found for the provided bankInstitutionAuthId.".into())
+        })?;
         Ok(store.add_address(&conn.id, user_id, &address, Utc::now()).await?)
     }
 
     async fn remove_connection(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()> {
         let store = &self.inner.store;
-        let conn = store
-            .connection(user_id, connection_id, true)
-            .await?
-            .ok_or_else(|| AppError::NotFound("No bank institution found for the provided bankInstitutionAuthId.".into()))?;
+        let conn = store.connection(user_id, connection_id, true).await?.ok_or_else(|| {
+            AppError::NotFound("No bank institution found for the provided bankInstitutionAuthId.".into())
+        })?;
         if conn.removed_at.is_some() {
             return Ok(());
         }

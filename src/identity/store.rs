@@ -20,7 +20,8 @@ pub fn new_id() -> String {
 }
 
 fn dec(s: Option<String>) -> anyhow::Result<Option<Decimal>> {
-    s.map(|s| Decimal::from_str(&s).with_context(|| format!("stored amount {s:?} is malformed"))).transpose()
+    s.map(|s| Decimal::from_str(&s).with_context(|| format!("stored amount {s:?} is malformed")))
+        .transpose()
 }
 
 /// A connection as stored, with its sealed token.
@@ -40,7 +41,10 @@ pub struct ConnectionRow {
 
 impl ConnectionRow {
     pub fn sealed(&self) -> Sealed {
-        Sealed { key_id: self.access_token_key_id.clone(), blob: self.access_token_sealed.clone() }
+        Sealed {
+            key_id: self.access_token_key_id.clone(),
+            blob: self.access_token_sealed.clone(),
+        }
     }
 
     pub fn status(&self) -> ConnectionStatus {
@@ -121,7 +125,11 @@ struct Where {
 
 impl Where {
     fn new(user_id: &str) -> Self {
-        Where { clauses: vec![], args: vec![] }.text("a.user_id", user_id)
+        Where {
+            clauses: vec![],
+            args: vec![],
+        }
+        .text("a.user_id", user_id)
     }
 
     fn text(mut self, column: &str, value: &str) -> Self {
@@ -153,7 +161,9 @@ impl Where {
     }
 
     fn accounts(self, f: &AccountFilter) -> Self {
-        self.opt("c.plaid_item_id", &f.plaid_item_id).opt("c.id", &f.connection_id).opt("a.id", &f.account_id)
+        self.opt("c.plaid_item_id", &f.plaid_item_id)
+            .opt("c.id", &f.connection_id)
+            .opt("a.id", &f.account_id)
     }
 }
 
@@ -181,12 +191,21 @@ impl Store {
     // ----- connections -----------------------------------------------------------------------
 
     /// The caller's connection with this id (removed ones only if asked).
-    pub async fn connection(&self, user_id: &str, id: &str, include_removed: bool) -> anyhow::Result<Option<ConnectionRow>> {
+    pub async fn connection(
+        &self,
+        user_id: &str,
+        id: &str,
+        include_removed: bool,
+    ) -> anyhow::Result<Option<ConnectionRow>> {
         let sql = format!(
             "select {CONNECTION_COLUMNS} from bank_connections where user_id = $1 and id = $2{}",
             if include_removed { "" } else { " and removed_at is null" }
         );
-        Ok(sqlx::query_as(&sql).bind(user_id).bind(id).fetch_optional(&self.db.read).await?)
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(&self.db.read)
+            .await?)
     }
 
     /// The caller's live connection on this Plaid item.
@@ -194,7 +213,11 @@ impl Store {
         let sql = format!(
             "select {CONNECTION_COLUMNS} from bank_connections where user_id = $1 and plaid_item_id = $2 and removed_at is null"
         );
-        Ok(sqlx::query_as(&sql).bind(user_id).bind(item_id).fetch_optional(&self.db.read).await?)
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(item_id)
+            .fetch_optional(&self.db.read)
+            .await?)
     }
 
     /// A connection by id, whoever owns it (background work only).
@@ -221,7 +244,11 @@ impl Store {
             "select {CONNECTION_COLUMNS} from bank_connections \
              where user_id = $1 and institution_id = $2 and removed_at is null order by created_at, id"
         );
-        let conns: Vec<ConnectionRow> = sqlx::query_as(&sql).bind(user_id).bind(institution_id).fetch_all(&self.db.read).await?;
+        let conns: Vec<ConnectionRow> = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(institution_id)
+            .fetch_all(&self.db.read)
+            .await?;
         let mut out = Vec::with_capacity(conns.len());
         for c in conns {
             let accounts = self.account_rows(&c.id).await?;
@@ -333,7 +360,9 @@ impl Store {
         let mut used = std::collections::HashSet::new();
         let mut ids = Vec::with_capacity(accounts.len());
         for (position, a) in accounts.iter().enumerate() {
-            let same_id = existing.iter().find(|e| e.plaid_account_id == a.account_id && !used.contains(&e.id));
+            let same_id = existing
+                .iter()
+                .find(|e| e.plaid_account_id == a.account_id && !used.contains(&e.id));
             let same_shape = || {
                 existing.iter().find(|e| {
                     !used.contains(&e.id)
@@ -377,7 +406,12 @@ impl Store {
         Ok(ids)
     }
 
-    pub async fn set_status(&self, connection_id: &str, status: ConnectionStatus, now: DateTime<Utc>) -> anyhow::Result<()> {
+    pub async fn set_status(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         sqlx::query("update bank_connections set status = $1, updated_at = $2 where id = $3")
             .bind(status.as_str())
             .bind(ts(now))
@@ -405,11 +439,13 @@ impl Store {
         .bind(connection_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("update bank_accounts set removed_at = $1, updated_at = $1 where connection_id = $2 and removed_at is null")
-            .bind(&at)
-            .bind(connection_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "update bank_accounts set removed_at = $1, updated_at = $1 where connection_id = $2 and removed_at is null",
+        )
+        .bind(&at)
+        .bind(connection_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -441,7 +477,10 @@ impl Store {
 
     /// The caller's live accounts, filtered.
     pub async fn accounts(&self, user_id: &str, f: &AccountFilter) -> anyhow::Result<Vec<BankAccount>> {
-        let w = Where::new(user_id).accounts(f).raw("a.removed_at is null").raw("c.removed_at is null");
+        let w = Where::new(user_id)
+            .accounts(f)
+            .raw("a.removed_at is null")
+            .raw("c.removed_at is null");
         let sql = format!(
             "select a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, a.mask, \
              a.account_type, a.subtype, c.status from bank_accounts a join bank_connections c on c.id = a.connection_id \
@@ -528,7 +567,11 @@ impl Store {
     }
 
     /// A page of the caller's transactions, newest first, and the size of the whole filtered set.
-    pub async fn transactions(&self, user_id: &str, f: &TransactionFilter) -> anyhow::Result<(i64, Vec<BankTransaction>)> {
+    pub async fn transactions(
+        &self,
+        user_id: &str,
+        f: &TransactionFilter,
+    ) -> anyhow::Result<(i64, Vec<BankTransaction>)> {
         let mut w = Where::new(user_id)
             .opt("a.id", &f.accounts.account_id)
             .opt("c.id", &f.accounts.connection_id)
@@ -550,7 +593,10 @@ impl Store {
         let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
                     join bank_connections c on c.id = t.connection_id";
         let count_sql = format!("select count(*) as n {from} where {}", w.sql());
-        let total: i64 = bind_all(sqlx::query(&count_sql), &w.args).fetch_one(&self.db.read).await?.try_get("n")?;
+        let total: i64 = bind_all(sqlx::query(&count_sql), &w.args)
+            .fetch_one(&self.db.read)
+            .await?
+            .try_get("n")?;
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -560,7 +606,9 @@ impl Store {
             f.limit,
             f.offset
         );
-        let rows = bind_all(sqlx::query(&page_sql), &w.args).fetch_all(&self.db.read).await?;
+        let rows = bind_all(sqlx::query(&page_sql), &w.args)
+            .fetch_all(&self.db.read)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(BankTransaction {
@@ -592,7 +640,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> anyhow::Result<SyncCounts> {
         let accounts = self.account_rows(&connection.id).await?;
-        let account_of = |plaid_id: &str| accounts.iter().find(|a| a.plaid_account_id == plaid_id).map(|a| a.id.as_str());
+        let account_of = |plaid_id: &str| {
+            accounts
+                .iter()
+                .find(|a| a.plaid_account_id == plaid_id)
+                .map(|a| a.id.as_str())
+        };
         let at = ts(now);
         let mut counts = SyncCounts::default();
         let mut tx = self.db.write.begin().await?;
@@ -686,7 +739,10 @@ impl Store {
             .bind(connection_id)
             .fetch_optional(&self.db.write)
             .await?;
-        Ok(row.map(|r| r.try_get::<Option<String>, _>("transactions_cursor")).transpose()?.flatten())
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("transactions_cursor"))
+            .transpose()?
+            .flatten())
     }
 
     // ----- idempotency and throttling ------------------------------------------------------------
@@ -789,13 +845,15 @@ impl Store {
     ) -> anyhow::Result<Result<(), u64>> {
         let at = ts(now);
         let cutoff = ts(now - interval);
-        let updated = sqlx::query("update refresh_throttle set last_refresh_at = $1 where user_id = $2 and last_refresh_at <= $3")
-            .bind(&at)
-            .bind(user_id)
-            .bind(&cutoff)
-            .execute(&self.db.write)
-            .await?
-            .rows_affected();
+        let updated = sqlx::query(
+            "update refresh_throttle set last_refresh_at = $1 where user_id = $2 and last_refresh_at <= $3",
+        )
+        .bind(&at)
+        .bind(user_id)
+        .bind(&cutoff)
+        .execute(&self.db.write)
+        .await?
+        .rows_affected();
         if updated == 1 {
             return Ok(Ok(()));
         }

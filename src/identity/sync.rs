@@ -40,16 +40,29 @@ impl PlaidIdentity {
         let store = &self.inner.store;
         let mut report = SyncReport::default();
         'restart: loop {
-            let Some(conn) = store.connection_by_id(connection_id).await? else { return Ok(report) };
+            let Some(conn) = store.connection_by_id(connection_id).await? else {
+                return Ok(report);
+            };
             if conn.removed_at.is_some() || conn.status().blocks_data() {
                 return Ok(report);
             }
-            let token = self.inner.cipher.open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
+            let token = self
+                .inner
+                .cipher
+                .open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
             let mut cursor = conn.transactions_cursor.clone();
             loop {
-                match self.inner.plaid.transactions_sync(&token, cursor.as_deref(), PAGE).await {
+                match self
+                    .inner
+                    .plaid
+                    .transactions_sync(&token, cursor.as_deref(), PAGE)
+                    .await
+                {
                     Ok(page) => {
-                        let counts = store.apply_sync_page(&conn, &page, Utc::now()).await.context("saving a sync page")?;
+                        let counts = store
+                            .apply_sync_page(&conn, &page, Utc::now())
+                            .await
+                            .context("saving a sync page")?;
                         report.pages += 1;
                         report.upserted += counts.upserted;
                         report.posted += counts.posted;
@@ -62,12 +75,17 @@ impl PlaidIdentity {
                     }
                     Err(e) if e.class() == ErrorClass::RestartSync && report.restarts < MAX_RESTARTS => {
                         report.restarts += 1;
-                        tracing::info!(restarts = report.restarts, "data changed during pagination; restarting from the saved cursor");
+                        tracing::info!(
+                            restarts = report.restarts,
+                            "data changed during pagination; restarting from the saved cursor"
+                        );
                         continue 'restart;
                     }
                     Err(e) => {
                         if e.code() == Some("ITEM_LOGIN_REQUIRED") {
-                            store.set_status(&conn.id, ConnectionStatus::LoginRequired, Utc::now()).await?;
+                            store
+                                .set_status(&conn.id, ConnectionStatus::LoginRequired, Utc::now())
+                                .await?;
                         }
                         return Err(anyhow::Error::new(e).context("transactions sync"));
                     }

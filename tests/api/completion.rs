@@ -1,0 +1,183 @@
+//! completePlaidLink: idempotent, cancellation-safe, compensating, deduplicating.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_same_public_token_twice_gives_one_connection_and_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let t = app.token("dave");
+    let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
+    let first = app.complete(&t, &pt, None).await;
+    let second = app.complete(&t, &pt, None).await;
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first, second);
+    assert_eq!(app.accounts(&t, json!({})).await.as_array().unwrap().len(), 9);
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_wait_for_the_first_and_agree() {
+    let app = TestApp::spawn().await;
+    let t = app.token("erin");
+    let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
+    // Slow the upstream so the duplicates really overlap.
+    app.emu_post(
+        "/emulator/faults",
+        json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 300, "times": 1}),
+    )
+    .await;
+    let (a, b, c) = tokio::join!(
+        app.complete(&t, &pt, None),
+        app.complete(&t, &pt, None),
+        app.complete(&t, &pt, None)
+    );
+    assert!(a["errors"].is_null(), "{a}");
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let accounts = app.accounts(&t, json!({})).await;
+    assert_eq!(accounts.as_array().unwrap().len(), 9, "one connection");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_request_still_finds_the_link_completed() {
+    let app = TestApp::spawn().await;
+    let t = app.token("frank");
+    let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
+    app.emu_post(
+        "/emulator/faults",
+        json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 800, "times": 1}),
+    )
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(&app.graphql)
+        .bearer_auth(&t)
+        .json(&json!({"query": COMPLETE_LINK, "variables": {"input": {"publicToken": pt}}}))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up");
+    let mut found = 0;
+    for _ in 0..100 {
+        found = app
+            .accounts(&t, json!({}))
+            .await
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0);
+        if found > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found, 9, "the work finished without the client");
+    // The client's retry with the same token gets the stored answer.
+    let again = app.complete(&t, &pt, None).await;
+    assert!(again["errors"].is_null(), "{again}");
+}
+
+#[tokio::test]
+async fn a_storage_failure_after_the_exchange_removes_the_new_item_at_plaid() {
+    let app = TestApp::spawn().await;
+    let t = app.token("grace");
+    if app.is_postgres() {
+        app.sql(&[
+            "create function refuse() returns trigger language plpgsql as $$ begin raise exception 'injected failure'; end $$",
+            "create trigger refuse before insert on bank_connections for each row execute function refuse()",
+        ])
+        .await;
+    } else {
+        app.sql(&["create trigger refuse before insert on bank_connections begin select raise(abort, 'injected failure'); end"])
+            .await;
+    }
+    let (pt, item) = app.link_session(&t, json!({}), json!({})).await;
+    let r = app.complete(&t, &pt, None).await;
+    assert_eq!(code(&r).as_deref(), Some("INTERNAL_SERVER_ERROR"), "{r}");
+    let msg = r["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Internal server error.") && msg.contains("Request id"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("injected") && !msg.to_lowercase().contains("insert"),
+        "no SQL in the message"
+    );
+    assert!(r["errors"][0]["extensions"]["requestId"].is_string());
+    let view = app.emu_get(&format!("/emulator/items/{item}")).await;
+    assert_eq!(view["removed"], true, "nothing billed is left orphaned");
+    assert_eq!(app.accounts(&t, json!({})).await, json!([]));
+}
+
+#[tokio::test]
+async fn linking_the_same_bank_again_repairs_the_existing_connection() {
+    let app = TestApp::spawn().await;
+    let t = app.token("heidi");
+    let first = app.link(&t).await;
+    app.wait_for_history(&t, 120).await;
+    let (pt, new_item) = app
+        .link_session(&t, json!({}), json!({"institution_id": "ins_109508"}))
+        .await;
+    let r = app.complete(&t, &pt, None).await;
+    let second = &r["data"]["completePlaidLink"];
+    assert_eq!(second["bankInstitutionAuthId"], first["bankInstitutionAuthId"], "{r}");
+    assert!(second["newlyLinkedBankInstitutionAuthId"].is_null());
+    assert_eq!(second["platformItemId"], new_item);
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["bankAccounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["bankAccountId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(second), ids(&first), "matching accounts keep their ids");
+    let old_item = first["platformItemId"].as_str().unwrap();
+    assert_eq!(
+        app.emu_get(&format!("/emulator/items/{old_item}")).await["removed"],
+        true,
+        "the superseded item is removed"
+    );
+    let accounts = app.accounts(&t, json!({})).await;
+    assert_eq!(accounts.as_array().unwrap().len(), 9, "still one connection");
+    assert!(
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["platformItemId"] == new_item)
+    );
+    // The history is the new item's, once, not both items'.
+    app.wait_for_history(&t, 120).await;
+
+    // A different bank is a new connection.
+    let other = app.link_at(&t, "ins_109511").await;
+    assert!(other["newlyLinkedBankInstitutionAuthId"].is_string());
+    assert_ne!(other["bankInstitutionAuthId"], first["bankInstitutionAuthId"]);
+}
+
+#[tokio::test]
+async fn accounts_that_need_manual_micro_deposit_verification_are_refused_and_the_item_removed() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--plaid-products".into(), "auth".into()],
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("ivan");
+    let (pt, item) = app
+        .link_session(
+            &t,
+            json!({}),
+            json!({"institution_id": "ins_109512", "password": "microdeposits_good"}),
+        )
+        .await;
+    let r = app.complete(&t, &pt, None).await;
+    assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("micro-deposit"));
+    assert_eq!(app.emu_get(&format!("/emulator/items/{item}")).await["removed"], true);
+    assert_eq!(app.accounts(&t, json!({})).await, json!([]));
+}

@@ -1,0 +1,368 @@
+//! `TestApp`: bankgraph on port 0 against its own emulator and its own database (a fresh
+//! SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` points at a server).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bankgraph::app::App;
+use bankgraph::config::Settings;
+use bankgraph::emulator::{EmulatorConfig, RunningEmulator};
+use base64::Engine;
+use clap::Parser;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
+/// Every log line of the test binary, for the leak test.
+pub fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Every response body any test received, for the leak test.
+pub fn bodies() -> &'static Mutex<Vec<String>> {
+    static BODIES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    BODIES.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct LogWriter;
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        logs().lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,h2=info,rustls=info,reqwest=info")
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .try_init();
+    });
+}
+
+#[derive(Parser)]
+struct SettingsParser {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Settings from flags only (the environment of the test process is not consulted for them).
+pub fn settings(args: &[String]) -> Settings {
+    let mut all = vec!["bankgraph".to_string()];
+    all.extend_from_slice(args);
+    SettingsParser::try_parse_from(all)
+        .expect("test settings parse")
+        .settings
+}
+
+/// A fresh database URL for one test.
+pub async fn fresh_database() -> String {
+    match std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.is_empty()) {
+        Some(admin) if admin.starts_with("postgres") => {
+            let name = format!("bankgraph_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            sqlx::query(&format!("create database {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+        _ => {
+            let dir = std::env::temp_dir().join(format!("bankgraph-test-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("sqlite://{}/bankgraph.db", dir.display())
+        }
+    }
+}
+
+pub struct TestApp {
+    pub graphql: String,
+    pub base: String,
+    pub internal: String,
+    pub emulator: RunningEmulator,
+    pub http: reqwest::Client,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Extra settings for a test app.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub args: Vec<String>,
+    pub transactions_per_item: Option<usize>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        init_logs();
+        let mut emu = EmulatorConfig {
+            transactions_per_item: options.transactions_per_item.unwrap_or(120),
+            ..Default::default()
+        };
+        emu.webhook_policy.retry_delay = Duration::from_millis(50);
+        let emulator = RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
+            .await
+            .unwrap();
+        let database_url = fresh_database().await;
+        let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+        let mut args: Vec<String> = [
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--internal-bind-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &database_url,
+            "--jwt-secret",
+            JWT_SECRET,
+            "--token-encryption-key",
+            &key,
+            "--plaid-client-id",
+            bankgraph::emulator::DEFAULT_CLIENT_ID,
+            "--plaid-secret",
+            bankgraph::emulator::DEFAULT_SECRET,
+            "--plaid-base-url",
+            &emulator.url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(options.args.iter().cloned());
+        let config = settings(&args).resolve().expect("test config resolves");
+        Self::start(config, emulator, database_url).await
+    }
+
+    pub async fn start(config: bankgraph::config::Config, emulator: RunningEmulator, database_url: String) -> TestApp {
+        let app = App::build(config).await.expect("app builds");
+        let base = format!("http://{}", app.public_addr());
+        let internal = format!("http://{}", app.internal_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            graphql: format!("{base}/api/v1/graphql"),
+            base,
+            internal,
+            emulator,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            database_url,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A valid caller token with MANAGE_PAYMENT.
+    pub fn token(&self, sub: &str) -> String {
+        token_with(sub, "MANAGE_PAYMENT", 3600)
+    }
+
+    /// Sends raw headers and a JSON body to the GraphQL endpoint.
+    pub async fn post_raw(&self, headers: &[(&str, &str)], body: Value) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self.http.post(&self.graphql).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        bodies().lock().unwrap().push(text.clone());
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A GraphQL call as `token` (or anonymous).
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.post_raw(&headers, json!({"query": query, "variables": variables}))
+            .await
+            .2
+    }
+
+    pub async fn emu_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.emulator.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    pub async fn emu_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.emulator.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Plaid Link as a user would run it: a link token from bankgraph, Link finished at the
+    /// emulator. Returns (public token, emulator item id).
+    pub async fn link_session(&self, token: &str, input: Value, link: Value) -> (String, String) {
+        let r = self.gql(Some(token), CREATE_LINK_TOKEN, json!({"input": input})).await;
+        let link_token = r["data"]["createPlaidLinkToken"]["linkToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string();
+        let mut body = link;
+        body["link_token"] = json!(link_token);
+        let done = self.emu_post("/emulator/link/complete", body).await;
+        (
+            done["public_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{done}"))
+                .to_string(),
+            done["item_id"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A complete new link; returns the `completePlaidLink` payload.
+    pub async fn link(&self, token: &str) -> Value {
+        self.link_at(token, "ins_109508").await
+    }
+
+    pub async fn link_at(&self, token: &str, institution: &str) -> Value {
+        let (public_token, _) = self
+            .link_session(token, json!({}), json!({"institution_id": institution}))
+            .await;
+        let r = self.complete(token, &public_token, None).await;
+        r["data"]["completePlaidLink"].clone()
+    }
+
+    pub async fn complete(&self, token: &str, public_token: &str, item: Option<&str>) -> Value {
+        let mut input = json!({"publicToken": public_token});
+        if let Some(i) = item {
+            input["platformItemId"] = json!(i);
+        }
+        self.gql(Some(token), COMPLETE_LINK, json!({"input": input})).await
+    }
+
+    pub async fn accounts(&self, token: &str, input: Value) -> Value {
+        let r = self.gql(Some(token), ACCOUNTS, json!({"input": input})).await;
+        r["data"]["getPlaidBankAccounts"].clone()
+    }
+
+    pub async fn transactions(&self, token: &str, input: Value) -> Value {
+        self.gql(Some(token), TRANSACTIONS, json!({"input": input})).await
+    }
+
+    /// Waits until the caller's stored history has `count` transactions.
+    pub async fn wait_for_history(&self, token: &str, count: i64) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = self.transactions(token, json!({"paginate": {"limit": 1}})).await;
+            if last["data"]["getPlaidBankTransactions"]["totalCount"].as_i64() == Some(count) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("history never reached {count}: {last}");
+    }
+
+    /// Runs SQL on the app's database (for injected storage failures).
+    pub async fn sql(&self, statements: &[&str]) {
+        if self.database_url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// Stops the app and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An HS256 token with the test secret.
+pub fn token_with(sub: &str, scope: &str, ttl: i64) -> String {
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "scope": scope, "exp": now + ttl, "iat": now}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn code(r: &Value) -> Option<String> {
+    r["errors"][0]["extensions"]["code"].as_str().map(str::to_string)
+}
+
+pub const CREATE_LINK_TOKEN: &str = "mutation($input: CreatePlaidLinkTokenInput!) { createPlaidLinkToken(input: $input) { linkToken expiration requestId mode } }";
+pub const COMPLETE_LINK: &str = "mutation($input: CompletePlaidLinkInput!) { completePlaidLink(input: $input) {
+    requiresAddress bankAccountId bankInstitutionAuthId newlyLinkedBankInstitutionAuthId bankInstitutionName platformItemId
+    bankAccounts { bankInstitutionAuthId bankAccountId bankName lastFour type subtype } } }";
+pub const ACCOUNTS: &str = "query($input: PlaidBankAccountFilterInput) { getPlaidBankAccounts(input: $input) {
+    platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
+pub const BALANCES: &str = "query($input: PlaidBankBalanceFilterInput) { getPlaidBankBalances(input: $input) {
+    platformItemId bankInstitutionAuthId bankAccountId amount current currencyCode source trigger startedAt } }";
+pub const TRANSACTIONS: &str = "query($input: PlaidBankTransactionFilterInput) { getPlaidBankTransactions(input: $input) {
+    totalCount transactions { historicalBankTransactionId platformItemId bankInstitutionAuthId bankAccountId transactionId
+    transactionStatus transactionType transactionDate amount currencyCode description merchantName category pending } } }";
+pub const REFRESH: &str = "mutation { refreshPlaidBankConnections { status balances { bankAccountId amount current }
+    verifyMembers { platformItemId bankInstitutionAuthId } } }";
+pub const ADDRESS: &str =
+    "mutation($input: CreatePlaidLinkAddressInput!) { createPlaidLinkAddress(input: $input) { addressId } }";
+pub const REMOVE: &str =
+    "mutation($input: RemovePlaidBankInstitutionInput!) { removePlaidBankInstitution(input: $input) {
+    removed bankInstitutionAuthId } }";

@@ -1,0 +1,11 @@
+//! The public contract over real HTTP, against the emulator, on SQLite (default) or
+//! PostgreSQL (`TEST_DATABASE_URL=postgres://…`): every test gets its own database.
+
+mod auth;
+mod completion;
+mod flows;
+mod helpers;
+mod input;
+mod isolation;
+mod leaks;
+mod operations;
