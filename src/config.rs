@@ -650,7 +650,7 @@ mod tests {
             (vec!["--plaid-products", "balance"], "PLAID_PRODUCTS"),
             (vec!["--jwt-algorithm", "none"], "JWT_ALGORITHM"),
             (
-                vec!["--refresh-min-interval-seconds", "-1"],
+                vec!["--refresh-min-interval-seconds=-1"],
                 "REFRESH_MIN_INTERVAL_SECONDS",
             ),
             (vec!["--plaid-redirect-uri", "myapp://oauth"], "PLAID_REDIRECT_URI"),
