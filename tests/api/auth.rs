@@ -168,3 +168,160 @@ async fn introspection_can_be_switched_off() {
         .await;
     assert!(body["data"]["__schema"].is_null(), "the schema is not served: {body}");
 }
+
+/// A P-256 key pair: (PKCS#8 DER private key, SPKI PEM public key, JWK x, JWK y).
+fn es256_key() -> (Vec<u8>, String, String, String) {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    // SubjectPublicKeyInfo for an uncompressed P-256 point.
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(&point);
+    let b64 = STANDARD.encode(&spki);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        b64.as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    (
+        pkcs8.as_ref().to_vec(),
+        pem,
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..65]),
+    )
+}
+
+fn es256(der: &[u8], kid: Option<&str>, sub: &str) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = kid.map(str::to_string);
+    let now = chrono::Utc::now().timestamp();
+    jsonwebtoken::encode(
+        &h,
+        &json!({"sub": sub, "scope": "MANAGE_PAYMENT", "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_ec_der(der),
+    )
+    .unwrap()
+}
+
+const ME: &str = "{ getPlaidBankAccounts { bankAccountId } }";
+
+#[tokio::test]
+async fn an_es256_public_key_verifies_its_tokens_and_nothing_else() {
+    let (der, pem, _, _) = es256_key();
+    let dir = std::env::temp_dir().join(format!("bankgraph-pem-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("issuer.pem");
+    std::fs::write(&path, &pem).unwrap();
+    let app_args = vec![
+        "--jwt-algorithm".to_string(),
+        "ES256".into(),
+        "--jwt-public-key-pem".into(),
+        path.display().to_string(),
+    ];
+    let app = TestApp::spawn_with(Options {
+        args: app_args,
+        without_jwt_secret: true,
+        ..Default::default()
+    })
+    .await;
+    let ok = app.gql(Some(&es256(&der, None, "pem-user")), ME, json!({})).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    let (other, _, _, _) = es256_key();
+    let r = app.gql(Some(&es256(&other, None, "pem-user")), ME, json!({})).await;
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "another key's token");
+    // Algorithm confusion: an HS256 token keyed with the public key's text.
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "pem-user", "scope": "MANAGE_PAYMENT", "exp": chrono::Utc::now().timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()),
+    )
+    .unwrap();
+    let r = app.gql(Some(&confused), ME, json!({})).await;
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
+    let r = app.gql(Some(&app.token("hs-user")), ME, json!({})).await;
+    assert_eq!(
+        code(&r).as_deref(),
+        Some("UNAUTHENTICATED"),
+        "HS256 is not accepted once ES256 is pinned"
+    );
+}
+
+#[tokio::test]
+async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (der, _, x, y) = es256_key();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let jwks =
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "k1", "alg": "ES256", "use": "sig"}]});
+    let server = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            let jwks = jwks.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::Json(jwks)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--jwks-url".into(), url, "--jwt-algorithm".into(), "ES256".into()],
+        without_jwt_secret: true,
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let r = app
+            .gql(Some(&es256(&der, Some("k1"), "jwks-user")), ME, json!({}))
+            .await;
+        assert!(r["errors"].is_null(), "{r}");
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set is cached");
+    let r = app
+        .gql(Some(&es256(&der, Some("k9"), "jwks-user")), ME, json!({}))
+        .await;
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
+    let r = app.gql(Some(&es256(&der, None, "jwks-user")), ME, json!({})).await;
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "a JWKS token needs a kid");
+    // The unknown kid refetched once; a flood of unknown kids does not hammer the issuer.
+    let r = app
+        .gql(Some(&es256(&der, Some("k10"), "jwks-user")), ME, json!({}))
+        .await;
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
+    assert!(fetches.load(Ordering::SeqCst) <= 2, "refetches are rate limited");
+}
+
+#[tokio::test]
+async fn the_token_command_mints_a_token_the_server_accepts() {
+    let app = TestApp::spawn().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"))
+        .args([
+            "token",
+            "--sub",
+            "cli-user",
+            "--ttl",
+            "120",
+            "--database-url",
+            &app.database_url,
+            "--jwt-secret",
+            JWT_SECRET,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = app.gql(Some(&token), ME, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+}

@@ -110,6 +110,8 @@ pub struct TestApp {
 pub struct Options {
     pub args: Vec<String>,
     pub transactions_per_item: Option<usize>,
+    /// Leave out the HS256 secret (the test configures a public key or JWKS instead).
+    pub without_jwt_secret: bool,
 }
 
 impl TestApp {
@@ -150,6 +152,10 @@ impl TestApp {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if options.without_jwt_secret {
+            let at = args.iter().position(|a| a == "--jwt-secret").unwrap();
+            args.drain(at..at + 2);
+        }
         args.extend(options.args.iter().cloned());
         let config = settings(&args).resolve().expect("test config resolves");
         Self::start(config, emulator, database_url).await
