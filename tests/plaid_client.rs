@@ -583,3 +583,26 @@ async fn a_failed_webhook_delivery_is_retried_twice_then_given_up() {
         assert_eq!(r["delivered"], false);
     }
 }
+
+#[tokio::test]
+async fn production_rate_limits_allow_five_live_balance_calls_a_minute_per_item() {
+    let emu = TestEmulator::start(3).await;
+    let client = emu.client();
+    let (token, _) = emu.item(&client, None).await;
+    let (other, _) = emu.item(&client, None).await;
+    emu.control("/emulator/settings", json!({"rate_limits": "production"}))
+        .await;
+    for _ in 0..5 {
+        client.accounts_balance_get(&token, None).await.unwrap();
+    }
+    let e = client.accounts_balance_get(&token, None).await.unwrap_err();
+    assert_eq!(
+        (api_code(&e), e.status(), e.class()),
+        ("BALANCE_LIMIT", Some(429), ErrorClass::RateLimited)
+    );
+    assert!(
+        client.accounts_balance_get(&other, None).await.is_ok(),
+        "the limit is per item"
+    );
+    assert!(client.accounts_get(&token, None).await.is_ok(), "and per endpoint");
+}
