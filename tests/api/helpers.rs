@@ -112,6 +112,8 @@ pub struct Options {
     pub transactions_per_item: Option<usize>,
     /// Leave out the HS256 secret (the test configures a public key or JWKS instead).
     pub without_jwt_secret: bool,
+    /// Reach the emulator through its proxy flavour (`/v1/plaid`).
+    pub proxy: bool,
 }
 
 impl TestApp {
@@ -130,6 +132,11 @@ impl TestApp {
             .await
             .unwrap();
         let database_url = fresh_database().await;
+        let plaid_url = if options.proxy {
+            format!("{}/v1/plaid", emulator.url())
+        } else {
+            emulator.url()
+        };
         let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
         let mut args: Vec<String> = [
             "--bind-addr",
@@ -147,7 +154,7 @@ impl TestApp {
             "--plaid-secret",
             bankgraph::emulator::DEFAULT_SECRET,
             "--plaid-base-url",
-            &emulator.url(),
+            &plaid_url,
         ]
         .iter()
         .map(|s| s.to_string())

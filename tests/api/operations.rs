@@ -399,3 +399,34 @@ async fn with_no_configuration_it_runs_offline_on_sqlite_with_development_secret
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn behind_the_proxy_bankgraph_links_and_stores_no_placeholder_field() {
+    // The app's Plaid base URL is the proxy flavour of its emulator.
+    let app = TestApp::spawn_with(Options {
+        args: vec![
+            "--plaid-proxy-client-id".into(),
+            bankgraph::emulator::DEFAULT_PROXY_CLIENT_ID.into(),
+            "--plaid-proxy-api-key".into(),
+            bankgraph::emulator::DEFAULT_PROXY_API_KEY.into(),
+            "--plaid-products".into(),
+            "transactions,identity".into(),
+        ],
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("proxied");
+    let done = app.link(&t).await;
+    assert_eq!(done["bankInstitutionName"], "First Platypus Bank", "{done}");
+    assert_eq!(done["requiresAddress"], false, "owners are real behind the proxy");
+    app.wait_for_history(&t, 120).await;
+    let everything = [
+        app.accounts(&t, json!({})).await,
+        app.gql(Some(&t), BALANCES, json!({})).await,
+        app.transactions(&t, json!({"paginate": {"limit": 100}})).await,
+    ];
+    for v in everything {
+        assert!(!v.to_string().contains("fuse_placeholder"), "{v}");
+    }
+}
