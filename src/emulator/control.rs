@@ -142,6 +142,12 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
             },
         }))
     })();
+    if let Ok(v) = &result
+        && v["update_mode"] == false
+        && let Some(id) = v["item_id"].as_str()
+    {
+        emu.schedule_history(id);
+    }
     emu.flush_outbox();
     match result {
         Ok(v) => Json(v).into_response(),
@@ -269,20 +275,33 @@ async fn clear_faults(AxState(emu): AxState<Emulator>) -> Response {
 
 #[derive(Deserialize)]
 struct Settings {
-    rate_limits: RateLimitMode,
+    #[serde(default)]
+    rate_limits: Option<RateLimitMode>,
+    /// How long a new item's history takes to become available.
+    #[serde(default)]
+    history_delay_ms: Option<u64>,
+}
+
+fn settings_view(state: &super::state::State) -> Value {
+    json!({"rate_limits": state.rate_mode, "history_delay_ms": state.history_delay.as_millis() as u64})
 }
 
 async fn get_settings(AxState(emu): AxState<Emulator>) -> Response {
-    Json(json!({"rate_limits": emu.state().rate_mode})).into_response()
+    Json(settings_view(&emu.state())).into_response()
 }
 
 async fn set_settings(AxState(emu): AxState<Emulator>, Json(body): Json<Value>) -> Response {
     match parse::<Settings>(body) {
         Ok(s) => {
             let mut state = emu.state();
-            state.rate_mode = s.rate_limits;
-            state.windows.clear();
-            Json(json!({"rate_limits": state.rate_mode})).into_response()
+            if let Some(mode) = s.rate_limits {
+                state.rate_mode = mode;
+                state.windows.clear();
+            }
+            if let Some(ms) = s.history_delay_ms {
+                state.history_delay = std::time::Duration::from_millis(ms.min(3_600_000));
+            }
+            Json(settings_view(&state)).into_response()
         }
         Err(e) => fail(e),
     }

@@ -269,6 +269,8 @@ fn sandbox_public_token_create(emu: &Emulator, call: &Call, body: Value) -> Resu
         cfg.history_days,
     );
     let token = state.issue_public_token(&item_id, call.now);
+    drop(state);
+    emu.schedule_history(&item_id);
     Ok(json!({"public_token": token}))
 }
 
@@ -436,7 +438,14 @@ fn transactions_sync(emu: &Emulator, call: &Call, body: Value) -> Result<Value, 
     let id = item.item_id.clone();
     let page = state.sync_page(&id, req.cursor.as_deref(), count as usize)?;
     to_value(&TransactionsSyncResponse {
-        transactions_update_status: Some("HISTORICAL_UPDATE_COMPLETE".into()),
+        transactions_update_status: Some(
+            if page.ready {
+                "HISTORICAL_UPDATE_COMPLETE"
+            } else {
+                "NOT_READY"
+            }
+            .into(),
+        ),
         accounts,
         added: page.added,
         modified: page.modified,

@@ -176,6 +176,20 @@ impl Emulator {
             .with_state(self.clone())
     }
 
+    /// Makes a new item's history available after the configured delay (at once if none).
+    pub(crate) fn schedule_history(&self, item_id: &str) {
+        let delay = self.state().history_delay;
+        if delay.is_zero() {
+            return;
+        }
+        let (emu, id) = (self.clone(), item_id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            emu.state().history_ready(&id);
+            emu.flush_outbox();
+        });
+    }
+
     /// Sends the webhooks that state changes queued, each in its own task.
     fn flush_outbox(&self) {
         let outgoing = std::mem::take(&mut self.state().outbox);

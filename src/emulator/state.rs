@@ -130,6 +130,8 @@ pub struct ItemRecord {
     pub last_successful_update: DateTime<Utc>,
     pub last_failed_update: Option<DateTime<Utc>>,
     pub rng: ChaCha8Rng,
+    /// History generated but not yet "pulled from the bank" (see `State::history_delay`).
+    pub pending_history: Option<Vec<Transaction>>,
 }
 
 impl ItemRecord {
@@ -214,6 +216,8 @@ pub struct SyncPage {
     pub removed: Vec<RemovedTransaction>,
     pub next_cursor: String,
     pub has_more: bool,
+    /// False while the item's history is not available yet.
+    pub ready: bool,
 }
 
 /// A webhook waiting to be sent.
@@ -400,6 +404,8 @@ pub struct State {
     pub rate_mode: RateLimitMode,
     pub windows: RateWindows,
     pub outbox: Vec<OutgoingWebhook>,
+    /// How long a new item's history takes to become available (0: at once).
+    pub history_delay: std::time::Duration,
 }
 
 /// Whether a call reads data (fails while the item needs the user) or manages the item.
@@ -422,6 +428,7 @@ impl State {
             rate_mode: RateLimitMode::Off,
             windows: RateWindows::default(),
             outbox: Vec::new(),
+            history_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -460,9 +467,15 @@ impl State {
             .filter(|t| t.date >= now.date_naive() - ChronoDuration::days(30))
             .count();
         let total = history.len();
-        for t in history {
-            tx.add(t);
-        }
+        // With a readiness delay the history waits, as at Plaid, until `history_ready`.
+        let pending_history = if self.history_delay.is_zero() {
+            for t in history {
+                tx.add(t);
+            }
+            None
+        } else {
+            Some(history)
+        };
         let access_token = format!("access-sandbox-{}", uuid::Uuid::new_v4());
         let item = ItemRecord {
             item_id: item_id.clone(),
@@ -482,8 +495,9 @@ impl State {
             last_successful_update: now,
             last_failed_update: None,
             rng,
+            pending_history,
         };
-        let has_transactions = item.has_product("transactions");
+        let has_transactions = item.has_product("transactions") && self.history_delay.is_zero();
         self.by_token.insert(access_token, item_id.clone());
         self.items.insert(item_id.clone(), item);
         if has_transactions {
@@ -501,6 +515,49 @@ impl State {
             );
         }
         item_id
+    }
+
+    /// The history of an item becomes available: added to its log, announced by Plaid's
+    /// webhooks (`SYNC_UPDATES_AVAILABLE` only once `/transactions/sync` has been called).
+    pub fn history_ready(&mut self, item_id: &str) {
+        let Some(item) = self.items.get_mut(item_id) else {
+            return;
+        };
+        let Some(history) = item.pending_history.take() else {
+            return;
+        };
+        let today = item.created_at.date_naive();
+        let recent = history
+            .iter()
+            .filter(|t| t.date >= today - ChronoDuration::days(30))
+            .count();
+        let total = history.len();
+        for t in history {
+            item.tx.add(t);
+        }
+        let (sync_started, has_transactions) = (item.sync_started, item.has_product("transactions"));
+        if has_transactions {
+            self.queue(
+                item_id,
+                "TRANSACTIONS",
+                "INITIAL_UPDATE",
+                json!({"error": null, "new_transactions": recent}),
+            );
+            self.queue(
+                item_id,
+                "TRANSACTIONS",
+                "HISTORICAL_UPDATE",
+                json!({"error": null, "new_transactions": total}),
+            );
+        }
+        if sync_started {
+            self.queue(
+                item_id,
+                "TRANSACTIONS",
+                "SYNC_UPDATES_AVAILABLE",
+                json!({"initial_update_complete": true, "historical_update_complete": true}),
+            );
+        }
     }
 
     pub fn issue_public_token(&mut self, item_id: &str, now: DateTime<Utc>) -> String {
@@ -645,6 +702,7 @@ impl State {
             removed,
             next_cursor: next.encode(),
             has_more,
+            ready: true,
         })
     }
 
@@ -816,6 +874,39 @@ mod tests {
                 return cursor.unwrap_or_default();
             }
         }
+    }
+
+    #[test]
+    fn a_delayed_history_is_empty_until_ready_then_announced() {
+        let mut s = State::new(1);
+        s.history_delay = std::time::Duration::from_millis(10);
+        let inst = data::institution("ins_109508").unwrap();
+        let user = TestUser {
+            seed: None,
+            transaction_count: Some(30),
+            micro_deposits: false,
+        };
+        let id = s.create_item(
+            Utc::now(),
+            inst,
+            vec!["transactions".into()],
+            Some("http://127.0.0.1:9/h".into()),
+            user,
+            30,
+            730,
+        );
+        assert!(s.outbox.is_empty(), "nothing is announced before the data exists");
+        let page = s.sync_page(&id, None, 100).unwrap();
+        assert!(!page.ready && page.added.is_empty() && page.next_cursor.is_empty());
+        s.history_ready(&id);
+        let codes: Vec<_> = s
+            .outbox
+            .iter()
+            .map(|w| w.body["webhook_code"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(codes, ["INITIAL_UPDATE", "HISTORICAL_UPDATE", "SYNC_UPDATES_AVAILABLE"]);
+        let page = s.sync_page(&id, Some(""), 100).unwrap();
+        assert_eq!(page.added.len(), 30);
     }
 
     #[test]
