@@ -649,6 +649,18 @@ impl State {
             .items
             .get_mut(item_id)
             .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        if item.pending_history.is_some() {
+            // Not ready yet: no transactions and an empty cursor; the webhook comes when ready.
+            item.sync_started = true;
+            return Ok(SyncPage {
+                added: vec![],
+                modified: vec![],
+                removed: vec![],
+                next_cursor: String::new(),
+                has_more: false,
+                ready: false,
+            });
+        }
         let start = match cursor.filter(|c| !c.is_empty()) {
             None => 0,
             Some("now") => item.tx.log.len(),
