@@ -38,8 +38,28 @@ impl App {
 
     /// As [`App::build`], with the in-process emulator configured (when it is used).
     pub async fn build_with_emulator(config: Config, emulator_config: EmulatorConfig) -> anyhow::Result<App> {
+        let public = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("could not listen on {} (BIND_ADDR)", config.bind_addr))?;
+        let internal = TcpListener::bind(config.internal_bind_addr)
+            .await
+            .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.internal_bind_addr))?;
+        Self::build_with_listeners(config, emulator_config, public, internal).await
+    }
+
+    /// As [`App::build`], on listeners the caller bound (so it knows the ports beforehand).
+    pub async fn build_with_listeners(
+        mut config: Config,
+        emulator_config: EmulatorConfig,
+        public: TcpListener,
+        internal: TcpListener,
+    ) -> anyhow::Result<App> {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
+        if matches!(config.plaid, PlaidTarget::Emulator(_)) && config.webhook_url.is_none() {
+            // Offline, the emulator sends its webhooks straight to our internal listener.
+            config.webhook_url = Some(format!("http://{}/webhooks/plaid", internal.local_addr()?));
+        }
         let (plaid_config, emulator) = match &config.plaid {
             PlaidTarget::Emulator(addr) => {
                 let emu = RunningEmulator::start(emulator_config, *addr)
@@ -81,6 +101,9 @@ impl App {
                 android_package_name: config.android_package_name.clone(),
                 webhook_url: config.webhook_url.clone(),
                 refresh_interval: config.refresh_interval,
+                resync_after: config.resync_after,
+                item_check_interval: config.item_check_interval,
+                reconcile_interval: config.reconcile_interval,
             },
         );
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
@@ -89,12 +112,6 @@ impl App {
             auth: Arc::new(Authenticator::new(&config.jwt)?),
             identity: service,
         };
-        let public = TcpListener::bind(config.bind_addr)
-            .await
-            .with_context(|| format!("could not listen on {} (BIND_ADDR)", config.bind_addr))?;
-        let internal = TcpListener::bind(config.internal_bind_addr)
-            .await
-            .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.internal_bind_addr))?;
         Ok(App {
             public,
             internal,
@@ -166,10 +183,16 @@ impl App {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
+        if self.config.job_workers > 0 {
+            self.identity.start_workers(self.config.job_workers, rx.clone()).await?;
+        }
         let public =
             axum::serve(self.public, http::public_router(self.state.clone())).with_graceful_shutdown(wait(rx.clone()));
-        let internal = axum::serve(self.internal, http::internal_router(self.state.clone()))
-            .with_graceful_shutdown(wait(rx.clone()));
+        let internal = axum::serve(
+            self.internal,
+            http::internal_router(self.state.clone(), self.identity.clone()),
+        )
+        .with_graceful_shutdown(wait(rx.clone()));
         let (a, b) = tokio::join!(public, internal);
         a.context("public listener")?;
         b.context("internal listener")?;

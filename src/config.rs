@@ -97,6 +97,18 @@ pub struct Settings {
     /// Serve introspection (on for client codegen; turn off in production if you prefer).
     #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true")]
     pub graphql_introspection: String,
+    /// Background job workers in this process (syncs, webhooks, the reconciler); 0 runs none.
+    #[arg(long, env = "JOB_WORKERS", default_value = "2")]
+    pub job_workers: String,
+    /// Seconds between two runs of the reconciler.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600")]
+    pub reconcile_interval_seconds: String,
+    /// The reconciler re-syncs a connection not synced for this many seconds.
+    #[arg(long, env = "RESYNC_AFTER_SECONDS", default_value = "21600")]
+    pub resync_after_seconds: String,
+    /// The reconciler checks each item with Plaid (/item/get) this often, in seconds.
+    #[arg(long, env = "ITEM_CHECK_INTERVAL_SECONDS", default_value = "86400")]
+    pub item_check_interval_seconds: String,
 }
 
 /// How caller tokens are verified.
@@ -176,6 +188,10 @@ pub struct Config {
     pub language: String,
     pub refresh_interval: Duration,
     pub introspection: bool,
+    pub job_workers: usize,
+    pub reconcile_interval: Duration,
+    pub resync_after: Duration,
+    pub item_check_interval: Duration,
     /// Where generated development secrets live, when they are used.
     pub dev_secrets_path: Option<PathBuf>,
 }
@@ -512,11 +528,32 @@ impl Settings {
         if self.plaid_client_name.trim().is_empty() || self.plaid_client_name.chars().count() > 30 {
             return Err(bad("PLAID_CLIENT_NAME", "must be 1 to 30 characters"));
         }
-        let refresh_secs: u64 = self
-            .refresh_min_interval_seconds
+        let secs = |var: &str, v: &str, min: u64| -> Result<u64, ConfigError> {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(var, format!("must be a whole number of seconds, got {v:?}")))?;
+            if n < min {
+                return Err(bad(var, format!("must be at least {min}")));
+            }
+            Ok(n)
+        };
+        let refresh_secs = secs("REFRESH_MIN_INTERVAL_SECONDS", &self.refresh_min_interval_seconds, 0)?;
+        let reconcile_secs = secs("RECONCILE_INTERVAL_SECONDS", &self.reconcile_interval_seconds, 1)?;
+        let resync_secs = secs("RESYNC_AFTER_SECONDS", &self.resync_after_seconds, 1)?;
+        let check_secs = secs("ITEM_CHECK_INTERVAL_SECONDS", &self.item_check_interval_seconds, 1)?;
+        let job_workers: usize = self
+            .job_workers
             .trim()
             .parse()
-            .map_err(|_| bad("REFRESH_MIN_INTERVAL_SECONDS", "must be a whole number of seconds"))?;
+            .ok()
+            .filter(|n| *n <= 64)
+            .ok_or_else(|| {
+                bad(
+                    "JOB_WORKERS",
+                    format!("must be a number from 0 to 64, got {:?}", self.job_workers),
+                )
+            })?;
         let introspection = match self.graphql_introspection.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
@@ -552,6 +589,10 @@ impl Settings {
             language: self.plaid_language.trim().to_string(),
             refresh_interval: Duration::from_secs(refresh_secs),
             introspection,
+            job_workers,
+            reconcile_interval: Duration::from_secs(reconcile_secs),
+            resync_after: Duration::from_secs(resync_secs),
+            item_check_interval: Duration::from_secs(check_secs),
             dev_secrets_path: needs_dev.then_some(dev_path),
         })
     }

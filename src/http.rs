@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -16,7 +16,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::error::{INTERNAL_MESSAGE, code};
 use crate::graphql::BankgraphSchema;
-use crate::identity::IdentityService;
+use crate::identity::{IdentityService, PlaidIdentity, WebhookError};
+use crate::plaid::WebhookRejection;
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
 const REQUEST_ID: &str = "x-request-id";
@@ -62,14 +63,37 @@ pub fn public_router(state: AppState) -> Router {
     )
 }
 
-/// The internal listener: health now; Plaid webhooks and metrics live here too.
-pub fn internal_router(state: AppState) -> Router {
+/// The internal listener: Plaid webhooks and health. It is the identity service's.
+pub fn internal_router(state: AppState, identity: PlaidIdentity) -> Router {
+    let webhooks = Router::new()
+        .route("/webhooks/plaid", post(plaid_webhook))
+        .with_state(identity);
     observed(
         Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .with_state(state),
+            .with_state(state)
+            .merge(webhooks),
     )
+}
+
+/// `POST /webhooks/plaid`: verified, stored, acknowledged. An unverifiable request gets 401
+/// and is stored nowhere; when Plaid's key cannot be fetched, 503 so Plaid retries.
+async fn plaid_webhook(State(identity): State<PlaidIdentity>, headers: HeaderMap, body: Bytes) -> Response {
+    match identity.receive_webhook(&headers, &body).await {
+        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response(),
+        Err(WebhookError::Rejected(WebhookRejection::KeyUnavailable(_))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "verification key unavailable").into_response()
+        }
+        Err(WebhookError::Rejected(r)) => {
+            (StatusCode::UNAUTHORIZED, format!("webhook rejected: {}", r.label())).into_response()
+        }
+        Err(WebhookError::Malformed) => (StatusCode::BAD_REQUEST, "not a Plaid webhook").into_response(),
+        Err(WebhookError::Storage(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "webhook could not be stored");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {

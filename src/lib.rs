@@ -9,6 +9,7 @@
 //! - [`plaid`]: the typed Plaid client, wire shapes, errors, webhook verification.
 //! - [`domain`]: statuses, models, address validation.
 //! - [`db`]: SQLite / PostgreSQL pools and migrations.
+//! - [`jobs`]: durable background work in the database.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
 //! - [`config`], [`app`], [`cli`], [`telemetry`], [`error`]: wiring.
 
@@ -23,5 +24,6 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod plaid;
 pub mod telemetry;

@@ -6,6 +6,7 @@ pub mod crypto;
 mod service;
 pub mod store;
 mod sync;
+mod webhooks;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -16,6 +17,7 @@ use crate::error::AppResult;
 pub use service::{IdentityConfig, PlaidIdentity};
 pub use store::{AccountFilter, TransactionFilter};
 pub use sync::SyncReport;
+pub use webhooks::{Received, WebhookError};
 
 /// The exact message for an unknown, removed or foreign `platformItemId` (seed 003).
 pub const NO_ACTIVE_CONNECTION: &str = "No active Plaid connection found for the provided platformItemId.";

@@ -18,8 +18,9 @@ use super::{
 };
 use crate::domain::{Address, Balance, BalanceTrigger, BankAccount, BankTransaction, ConnectionStatus, RemovalReason};
 use crate::error::{AppError, AppResult, PlaidDetail};
+use crate::jobs::{Handler, Job, JobKind, Jobs, Outcome};
 use crate::plaid::wire::{self, LinkTokenCreateRequest, LinkTokenUser};
-use crate::plaid::{ErrorClass, PlaidClient};
+use crate::plaid::{ErrorClass, PlaidClient, WebhookVerifier};
 
 /// What the identity service needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -33,6 +34,12 @@ pub struct IdentityConfig {
     pub webhook_url: Option<String>,
     /// Minimum time between two `refreshPlaidBankConnections` of one user.
     pub refresh_interval: Duration,
+    /// The reconciler re-syncs a connection not synced for this long.
+    pub resync_after: Duration,
+    /// The reconciler checks each item with Plaid this often.
+    pub item_check_interval: Duration,
+    /// How often the reconciler runs.
+    pub reconcile_interval: Duration,
 }
 
 /// The identity service: Plaid, the store, and the cipher of access tokens. Cheap to clone.
@@ -50,6 +57,9 @@ pub(super) struct Inner {
     pub(super) sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Background work, so shutdown can wait for it.
     pub(super) tasks: TaskTracker,
+    /// The durable job queue (syncs, webhook processing, the reconciler).
+    pub(super) jobs: Jobs,
+    pub(super) verifier: WebhookVerifier,
 }
 
 /// An error as stored with a failed completion, to answer a replay the same way.
@@ -111,7 +121,7 @@ fn needs_manual_verification(a: &wire::Account) -> bool {
 }
 
 /// The status an item error puts a connection in.
-fn status_for(code: &str) -> Option<ConnectionStatus> {
+pub(super) fn status_for(code: &str) -> Option<ConnectionStatus> {
     match code {
         "ITEM_LOGIN_REQUIRED" | "ACCESS_NOT_GRANTED" | "INVALID_UPDATED_USERNAME" => {
             Some(ConnectionStatus::LoginRequired)
@@ -124,6 +134,8 @@ fn status_for(code: &str) -> Option<ConnectionStatus> {
 
 impl PlaidIdentity {
     pub fn new(store: Store, plaid: PlaidClient, cipher: Arc<TokenCipher>, config: IdentityConfig) -> Self {
+        let jobs = Jobs::new(store.db.clone());
+        let verifier = WebhookVerifier::new(plaid.clone());
         PlaidIdentity {
             inner: Arc::new(Inner {
                 store,
@@ -132,7 +144,69 @@ impl PlaidIdentity {
                 config,
                 sync_locks: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                jobs,
+                verifier,
             }),
+        }
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
+    }
+
+    /// Starts `workers` job workers and schedules the reconciler; they stop when `stop` turns
+    /// true, finishing the job in hand.
+    pub async fn start_workers(&self, workers: usize, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        let this = self.clone();
+        let handler: Handler = Arc::new(move |job| {
+            let this = this.clone();
+            Box::pin(async move { this.run_job(job).await })
+        });
+        self.inner.jobs.spawn_workers(workers, handler, stop, &self.inner.tasks);
+        self.inner
+            .jobs
+            .enqueue(JobKind::Reconcile, "reconciler", Utc::now())
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one job.
+    async fn run_job(&self, job: Job) -> Outcome {
+        match job.kind {
+            JobKind::Sync => match self.sync_connection(&job.key).await {
+                Ok(_) => Outcome::Done,
+                Err(e) => {
+                    let class = e.downcast_ref::<crate::plaid::PlaidError>().map(|p| p.class());
+                    match class {
+                        // The connection's status now says what the user must do; a relink re-syncs.
+                        Some(ErrorClass::UserActionRequired) | Some(ErrorClass::ItemGone) => {
+                            Outcome::Fail(format!("{e:#}"))
+                        }
+                        _ => Outcome::Retry(format!("{e:#}")),
+                    }
+                }
+            },
+            JobKind::Webhook => self.process_event(&job.key).await,
+            JobKind::Reconcile => {
+                let outcome = match self.reconcile().await {
+                    Ok(summary) => {
+                        tracing::info!(%summary, "reconciler ran");
+                        Outcome::Done
+                    }
+                    Err(e) => Outcome::Retry(format!("{e:#}")),
+                };
+                let every = chrono::Duration::from_std(self.inner.config.reconcile_interval)
+                    .unwrap_or(chrono::Duration::hours(1));
+                if let Err(e) = self
+                    .inner
+                    .jobs
+                    .enqueue(JobKind::Reconcile, "reconciler", Utc::now() + every)
+                    .await
+                {
+                    tracing::error!(error = %format!("{e:#}"), "could not schedule the next reconciler run");
+                }
+                outcome
+            }
         }
     }
 
@@ -256,7 +330,8 @@ impl PlaidIdentity {
                 Utc::now(),
             )
             .await?;
-        self.spawn_sync(conn.id.clone());
+        store.set_new_accounts_available(&conn.id, false).await?;
+        self.spawn_sync(conn.id.clone()).await;
         self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids)
             .await
     }
@@ -365,7 +440,7 @@ impl PlaidIdentity {
                     tracing::error!(old_item_id = %old.plaid_item_id, error = %e, "superseded item could not be removed at Plaid")
                 }
             }
-            self.spawn_sync(old.id.clone());
+            self.spawn_sync(old.id.clone()).await;
             return self
                 .result(&old.id, &institution_name, item_id, None, &usable, &ids)
                 .await;
@@ -381,7 +456,7 @@ impl PlaidIdentity {
             address,
         };
         let (connection_id, ids) = store.create_connection(&new, ConnectionStatus::Active, now).await?;
-        self.spawn_sync(connection_id.clone());
+        self.spawn_sync(connection_id.clone()).await;
         self.result(
             &connection_id,
             &institution_name,
@@ -453,14 +528,11 @@ impl PlaidIdentity {
         })
     }
 
-    /// Starts a transaction sync of a connection in the background.
-    pub(super) fn spawn_sync(&self, connection_id: String) {
-        let this = self.clone();
-        self.inner.tasks.spawn(async move {
-            if let Err(e) = this.sync_connection(&connection_id).await {
-                tracing::warn!(connection_id = %connection_id, error = %format!("{e:#}"), "transaction sync failed");
-            }
-        });
+    /// Queues a transaction sync of a connection (durable; coalesced with one already queued).
+    pub(super) async fn spawn_sync(&self, connection_id: String) {
+        if let Err(e) = self.inner.jobs.enqueue(JobKind::Sync, &connection_id, Utc::now()).await {
+            tracing::error!(connection_id = %connection_id, error = %format!("{e:#}"), "could not queue a sync");
+        }
     }
 
     async fn refresh_one(&self, conn: &ConnectionRow) -> Result<(), ()> {
@@ -478,7 +550,7 @@ impl PlaidIdentity {
                     tracing::error!(connection_id = %conn.id, error = %format!("{e:#}"), "storing balances failed");
                     return Err(());
                 }
-                self.spawn_sync(conn.id.clone());
+                self.spawn_sync(conn.id.clone()).await;
                 Ok(())
             }
             Err(e) => {
@@ -508,7 +580,12 @@ impl IdentityService for PlaidIdentity {
                     .connection_by_item(user_id, item_id)
                     .await?
                     .ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?;
-                (self.link_request(user_id, device_os, true)?, Some(self.open(&conn)?))
+                let mut request = self.link_request(user_id, device_os, true)?;
+                // Plaid told us of new accounts: let the user pick them in update mode.
+                if self.inner.store.new_accounts_available(&conn.id).await? {
+                    request.update = Some(serde_json::json!({"account_selection_enabled": true}));
+                }
+                (request, Some(self.open(&conn)?))
             }
             None => (self.link_request(user_id, device_os, false)?, None),
         };

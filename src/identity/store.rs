@@ -450,6 +450,98 @@ impl Store {
         Ok(())
     }
 
+    /// The live connection on a Plaid item, whoever owns it (webhooks and background work).
+    pub async fn connection_by_plaid_item(&self, item_id: &str) -> anyhow::Result<Option<ConnectionRow>> {
+        let sql = format!(
+            "select {CONNECTION_COLUMNS} from bank_connections where plaid_item_id = $1 and removed_at is null"
+        );
+        Ok(sqlx::query_as(&sql).bind(item_id).fetch_optional(&self.db.read).await?)
+    }
+
+    /// Every live connection with when it was last synced and checked (the reconciler).
+    pub async fn all_live_connections(&self) -> anyhow::Result<Vec<LiveConnection>> {
+        let sql = format!(
+            "select {CONNECTION_COLUMNS}, transactions_synced_at, item_checked_at from bank_connections \
+             where removed_at is null order by created_at, id"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.db.read).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveConnection {
+                    row: <ConnectionRow as sqlx::FromRow<sqlx::any::AnyRow>>::from_row(r)?,
+                    synced_at: r.try_get("transactions_synced_at")?,
+                    checked_at: r.try_get("item_checked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a connection's status and the Plaid code behind it.
+    pub async fn set_status_detail(
+        &self,
+        connection_id: &str,
+        status: ConnectionStatus,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("update bank_connections set status = $1, status_detail = $2, updated_at = $3 where id = $4")
+            .bind(status.as_str())
+            .bind(detail)
+            .bind(ts(now))
+            .bind(connection_id)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_consent_expiration(&self, connection_id: &str, at: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query("update bank_connections set consent_expires_at = $1 where id = $2")
+            .bind(at)
+            .bind(connection_id)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_new_accounts_available(&self, connection_id: &str, available: bool) -> anyhow::Result<()> {
+        sqlx::query("update bank_connections set new_accounts_available = $1 where id = $2")
+            .bind(available)
+            .bind(connection_id)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn new_accounts_available(&self, connection_id: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "select cast(case when new_accounts_available then 1 else 0 end as bigint) as n from bank_connections where id = $1",
+        )
+        .bind(connection_id)
+        .fetch_one(&self.db.read)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? != 0)
+    }
+
+    pub async fn mark_item_checked(&self, connection_id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query("update bank_connections set item_checked_at = $1 where id = $2")
+            .bind(ts(now))
+            .bind(connection_id)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes processed webhook events older than `before`.
+    pub async fn prune_webhook_events(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        Ok(
+            sqlx::query("delete from webhook_events where processed_at is not null and received_at < $1")
+                .bind(ts(before))
+                .execute(&self.db.write)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     // ----- addresses --------------------------------------------------------------------------
 
     pub async fn add_address(
@@ -876,6 +968,14 @@ impl Store {
         let wait = (parse_ts(&last)? + interval - now).num_seconds().max(1) as u64;
         Ok(Err(wait))
     }
+}
+
+/// A connection with its sync and check times.
+#[derive(Debug, Clone)]
+pub struct LiveConnection {
+    pub row: ConnectionRow,
+    pub synced_at: Option<String>,
+    pub checked_at: Option<String>,
 }
 
 /// What one sync page changed.
