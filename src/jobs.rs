@@ -24,6 +24,8 @@ pub enum JobKind {
     Webhook,
     /// The periodic reconciler (key: "reconciler").
     Reconcile,
+    /// Re-check a connection's health with Plaid (key: connection id).
+    Health,
 }
 
 impl JobKind {
@@ -32,6 +34,7 @@ impl JobKind {
             JobKind::Sync => "sync",
             JobKind::Webhook => "webhook",
             JobKind::Reconcile => "reconcile",
+            JobKind::Health => "health",
         }
     }
 
@@ -40,6 +43,7 @@ impl JobKind {
             "sync" => JobKind::Sync,
             "webhook" => JobKind::Webhook,
             "reconcile" => JobKind::Reconcile,
+            "health" => JobKind::Health,
             _ => return None,
         })
     }

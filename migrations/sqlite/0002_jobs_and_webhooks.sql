@@ -44,6 +44,11 @@ create table webhook_events (
 );
 create index webhook_events_by_item on webhook_events (item_id, received_at);
 
+-- Where the current /transactions/sync pagination loop began. transactions_cursor moves with
+-- every saved page (a crash resumes there); after TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION
+-- the loop restarts here, as Plaid requires. Re-applying a page is idempotent.
+alter table bank_connections add column transactions_loop_cursor text;
+
 -- Health facts Plaid tells us about a connection.
 alter table bank_connections add column new_accounts_available boolean not null default false;
 alter table bank_connections add column item_checked_at text;

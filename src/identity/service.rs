@@ -187,6 +187,17 @@ impl PlaidIdentity {
                 }
             },
             JobKind::Webhook => self.process_event(&job.key).await,
+            JobKind::Health => match self.inner.store.connection_by_id(&job.key).await {
+                Ok(Some(conn)) if conn.removed_at.is_none() => match self.confirm_health(&conn).await {
+                    Ok(outcome) => {
+                        tracing::info!(connection_id = %conn.id, %outcome, "health checked");
+                        Outcome::Done
+                    }
+                    Err(e) => Outcome::Retry(format!("{e:#}")),
+                },
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Retry(format!("{e:#}")),
+            },
             JobKind::Reconcile => {
                 let outcome = match self.reconcile().await {
                     Ok(summary) => {

@@ -352,10 +352,12 @@ impl Store {
             .bind(&connection.id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("update bank_connections set transactions_cursor = null where id = $1")
-                .bind(&connection.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update bank_connections set transactions_cursor = null, transactions_loop_cursor = null where id = $1",
+            )
+            .bind(&connection.id)
+            .execute(&mut *tx)
+            .await?;
         }
         let mut used = std::collections::HashSet::new();
         let mut ids = Vec::with_capacity(accounts.len());
@@ -815,24 +817,29 @@ impl Store {
             .rows_affected();
             counts.removed += n as usize;
         }
-        sqlx::query("update bank_connections set transactions_cursor = $1, transactions_synced_at = $2 where id = $3")
-            .bind(&page.next_cursor)
-            .bind(&at)
-            .bind(&connection.id)
-            .execute(&mut *tx)
-            .await?;
+        // The end of a loop is also where the next loop begins.
+        sqlx::query(
+            "update bank_connections set transactions_cursor = $1, transactions_synced_at = $2, \
+             transactions_loop_cursor = case when $4 then $1 else transactions_loop_cursor end where id = $3",
+        )
+        .bind(&page.next_cursor)
+        .bind(&at)
+        .bind(&connection.id)
+        .bind(!page.has_more)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(counts)
     }
 
-    /// The saved sync cursor of a connection.
-    pub async fn cursor(&self, connection_id: &str) -> anyhow::Result<Option<String>> {
-        let row = sqlx::query("select transactions_cursor from bank_connections where id = $1")
+    /// Where the current sync pagination loop of a connection began.
+    pub async fn loop_cursor(&self, connection_id: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("select transactions_loop_cursor from bank_connections where id = $1")
             .bind(connection_id)
             .fetch_optional(&self.db.write)
             .await?;
         Ok(row
-            .map(|r| r.try_get::<Option<String>, _>("transactions_cursor"))
+            .map(|r| r.try_get::<Option<String>, _>("transactions_loop_cursor"))
             .transpose()?
             .flatten())
     }

@@ -1,6 +1,9 @@
 //! Transaction sync with `/transactions/sync`: page by page, each page written with its
-//! cursor in one database transaction; a mutation during pagination restarts from the last
-//! saved cursor; at most one sync per connection at a time in this process.
+//! cursor in one database transaction, so a crash resumes where it stopped and memory stays
+//! bounded. `TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION` restarts from the cursor the
+//! pagination loop began with (saved with the last page of the previous loop), as Plaid
+//! requires; pages re-applied after a restart change nothing twice. At most one sync per
+//! connection runs at a time (the job queue across processes, a lock within one).
 
 use std::sync::Arc;
 
@@ -39,6 +42,7 @@ impl PlaidIdentity {
         let _guard = lock.lock().await;
         let store = &self.inner.store;
         let mut report = SyncReport::default();
+        let mut restart_from: Option<Option<String>> = None;
         'restart: loop {
             let Some(conn) = store.connection_by_id(connection_id).await? else {
                 return Ok(report);
@@ -50,7 +54,11 @@ impl PlaidIdentity {
                 .inner
                 .cipher
                 .open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
-            let mut cursor = conn.transactions_cursor.clone();
+            // Resume from the last saved page, or after a mutation from the loop's start.
+            let mut cursor = match restart_from.take() {
+                Some(loop_start) => loop_start,
+                None => conn.transactions_cursor.clone(),
+            };
             loop {
                 match self
                     .inner
@@ -77,12 +85,17 @@ impl PlaidIdentity {
                         report.restarts += 1;
                         tracing::info!(
                             restarts = report.restarts,
-                            "data changed during pagination; restarting from the saved cursor"
+                            "data changed during pagination; restarting the loop from its first cursor"
                         );
+                        restart_from = Some(store.loop_cursor(connection_id).await?);
                         continue 'restart;
                     }
                     Err(e) => {
-                        if e.code() == Some("ITEM_LOGIN_REQUIRED") {
+                        if e.class() == ErrorClass::ItemGone {
+                            store
+                                .set_status_detail(&conn.id, ConnectionStatus::Revoked, e.code(), Utc::now())
+                                .await?;
+                        } else if e.code() == Some("ITEM_LOGIN_REQUIRED") {
                             store
                                 .set_status(&conn.id, ConnectionStatus::LoginRequired, Utc::now())
                                 .await?;

@@ -98,13 +98,20 @@ impl PlaidIdentity {
                 tracing::info!(event = %id, webhook_type = ?wtype, webhook_code = ?code, item_id = ?item_id, "webhook stored")
             }
             Received::Redelivery(id) => {
-                tracing::info!(event = %id, webhook_code = ?code, "webhook redelivery counted");
-                // A repeated transactions notice may announce new data: make sure a sync follows.
-                if wtype.as_deref() == Some("TRANSACTIONS")
-                    && let Some(item) = &item_id
+                tracing::info!(event = %id, webhook_code = ?code, "webhook redelivery counted, not processed again");
+                // An identical body may still be a new notice from Plaid (the same code for the
+                // same item again). It is not processed twice, but the item's state is made
+                // current: a sync for a transactions notice, a health check for an item notice.
+                // Both are idempotent and coalesced with any already queued.
+                let follow_up = match wtype.as_deref() {
+                    Some("TRANSACTIONS") => Some(JobKind::Sync),
+                    Some("ITEM") => Some(JobKind::Health),
+                    _ => None,
+                };
+                if let (Some(kind), Some(item)) = (follow_up, &item_id)
                     && let Ok(Some(conn)) = self.inner.store.connection_by_plaid_item(item).await
                 {
-                    let _ = self.inner.jobs.enqueue(JobKind::Sync, &conn.id, now).await;
+                    let _ = self.inner.jobs.enqueue(kind, &conn.id, now).await;
                 }
             }
         }
@@ -257,7 +264,8 @@ impl PlaidIdentity {
                 synced += 1;
             }
             let last_check = conn.checked_at.as_deref().map(parse_ts).transpose()?;
-            if last_check.is_some_and(|t| t >= stale_check) {
+            // A revoked item stays revoked: only a new link replaces it.
+            if conn.row.status() == ConnectionStatus::Revoked || last_check.is_some_and(|t| t >= stale_check) {
                 continue;
             }
             checked += 1;

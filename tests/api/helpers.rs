@@ -114,6 +114,10 @@ pub struct Options {
     pub without_jwt_secret: bool,
     /// Reach the emulator through its proxy flavour (`/v1/plaid`).
     pub proxy: bool,
+    /// Use this database instead of a fresh one (several apps on one database).
+    pub database_url: Option<String>,
+    /// Configure the emulator this app talks to.
+    pub emulator: Option<EmulatorConfig>,
 }
 
 impl TestApp {
@@ -128,10 +132,16 @@ impl TestApp {
             ..Default::default()
         };
         emu.webhook_policy.retry_delay = Duration::from_millis(50);
+        if let Some(custom) = &options.emulator {
+            emu = custom.clone();
+        }
         let emulator = RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
             .await
             .unwrap();
-        let database_url = fresh_database().await;
+        let database_url = match &options.database_url {
+            Some(u) => u.clone(),
+            None => fresh_database().await,
+        };
         let plaid_url = if options.proxy {
             format!("{}/v1/plaid", emulator.url())
         } else {
@@ -164,12 +174,23 @@ impl TestApp {
             args.drain(at..at + 2);
         }
         args.extend(options.args.iter().cloned());
+        // Bound first, so Plaid's webhooks can be pointed at our own internal listener.
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        if !args.iter().any(|a| a.starts_with("--plaid-webhook-url")) {
+            args.push(format!(
+                "--plaid-webhook-url=http://{}/webhooks/plaid",
+                internal.local_addr().unwrap()
+            ));
+        }
         let config = settings(&args).resolve().expect("test config resolves");
-        Self::start(config, emulator, database_url).await
+        let app = App::build_with_listeners(config, EmulatorConfig::default(), public, internal)
+            .await
+            .expect("app builds");
+        Self::start(app, emulator, database_url).await
     }
 
-    pub async fn start(config: bankgraph::config::Config, emulator: RunningEmulator, database_url: String) -> TestApp {
-        let app = App::build(config).await.expect("app builds");
+    pub async fn start(app: App, emulator: RunningEmulator, database_url: String) -> TestApp {
         let base = format!("http://{}", app.public_addr());
         let internal = format!("http://{}", app.internal_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -321,6 +342,98 @@ impl TestApp {
                 sqlx::query(s).execute(&mut c).await.unwrap();
             }
         }
+    }
+
+    /// One number from the app's database.
+    pub async fn db_i64(&self, sql: &str) -> i64 {
+        use sqlx::Row;
+        if self.is_postgres() {
+            let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+            sqlx::query(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .try_get::<i64, _>(0)
+                .unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+            sqlx::query(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .try_get::<i64, _>(0)
+                .unwrap()
+        }
+    }
+
+    /// Posts a raw webhook to the internal listener; returns the HTTP status.
+    pub async fn post_webhook(&self, body: &[u8], signature: Option<&str>) -> u16 {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/plaid", self.internal))
+            .header("content-type", "application/json");
+        if let Some(s) = signature {
+            req = req.header("plaid-verification", s);
+        }
+        req.body(body.to_vec()).send().await.unwrap().status().as_u16()
+    }
+
+    /// Waits until `check` holds, polling; panics with `what` after 30 s.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// Our stored transactions: Plaid transaction id -> (historical id, status, amount, category).
+    pub async fn stored_transactions(
+        &self,
+        token: &str,
+        filter: Value,
+    ) -> std::collections::BTreeMap<String, (String, String, String, String)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut offset = 0;
+        loop {
+            let mut input = filter.clone();
+            input["paginate"] = json!({"limit": 100, "offset": offset});
+            let r = self.transactions(token, input).await;
+            let page = &r["data"]["getPlaidBankTransactions"];
+            let txs = page["transactions"].as_array().unwrap_or_else(|| panic!("{r}"));
+            for t in txs {
+                out.insert(
+                    t["transactionId"].as_str().unwrap().to_string(),
+                    (
+                        t["historicalBankTransactionId"].as_str().unwrap().to_string(),
+                        t["transactionStatus"].as_str().unwrap().to_string(),
+                        t["amount"].as_str().unwrap().to_string(),
+                        t["category"].as_str().unwrap_or_default().to_string(),
+                    ),
+                );
+            }
+            offset += txs.len();
+            if txs.is_empty() || offset as i64 >= page["totalCount"].as_i64().unwrap() {
+                return out;
+            }
+        }
+    }
+
+    /// The emulator's current transaction ids of an item.
+    pub async fn upstream_ids(&self, item_id: &str) -> std::collections::BTreeSet<String> {
+        let v = self.emu_get(&format!("/emulator/items/{item_id}/transactions")).await;
+        v["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["transaction_id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn is_postgres(&self) -> bool {

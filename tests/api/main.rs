@@ -9,3 +9,4 @@ mod input;
 mod isolation;
 mod leaks;
 mod operations;
+mod webhooks;
