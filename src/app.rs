@@ -104,6 +104,7 @@ impl App {
                 resync_after: config.resync_after,
                 item_check_interval: config.item_check_interval,
                 reconcile_interval: config.reconcile_interval,
+                job_lease: config.job_lease,
             },
         );
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());

@@ -100,6 +100,10 @@ pub struct Settings {
     /// Background job workers in this process (syncs, webhooks, the reconciler); 0 runs none.
     #[arg(long, env = "JOB_WORKERS", default_value = "2")]
     pub job_workers: String,
+    /// Seconds a worker holds a job between heartbeats; a job of a dead process is taken over
+    /// after this.
+    #[arg(long, env = "JOB_LEASE_SECONDS", default_value = "60")]
+    pub job_lease_seconds: String,
     /// Seconds between two runs of the reconciler.
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600")]
     pub reconcile_interval_seconds: String,
@@ -189,6 +193,7 @@ pub struct Config {
     pub refresh_interval: Duration,
     pub introspection: bool,
     pub job_workers: usize,
+    pub job_lease: Duration,
     pub reconcile_interval: Duration,
     pub resync_after: Duration,
     pub item_check_interval: Duration,
@@ -539,6 +544,7 @@ impl Settings {
             Ok(n)
         };
         let refresh_secs = secs("REFRESH_MIN_INTERVAL_SECONDS", &self.refresh_min_interval_seconds, 0)?;
+        let lease_secs = secs("JOB_LEASE_SECONDS", &self.job_lease_seconds, 1)?;
         let reconcile_secs = secs("RECONCILE_INTERVAL_SECONDS", &self.reconcile_interval_seconds, 1)?;
         let resync_secs = secs("RESYNC_AFTER_SECONDS", &self.resync_after_seconds, 1)?;
         let check_secs = secs("ITEM_CHECK_INTERVAL_SECONDS", &self.item_check_interval_seconds, 1)?;
@@ -590,6 +596,7 @@ impl Settings {
             refresh_interval: Duration::from_secs(refresh_secs),
             introspection,
             job_workers,
+            job_lease: Duration::from_secs(lease_secs),
             reconcile_interval: Duration::from_secs(reconcile_secs),
             resync_after: Duration::from_secs(resync_secs),
             item_check_interval: Duration::from_secs(check_secs),

@@ -91,7 +91,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Jobs {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, lease: Duration) -> Self {
         Jobs {
             db,
             worker_id: format!(
@@ -99,7 +99,7 @@ impl Jobs {
                 std::process::id(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
-            lease: Duration::from_secs(60),
+            lease,
             notify: Arc::new(Notify::new()),
             max_attempts: 10,
         }
@@ -230,7 +230,7 @@ impl Jobs {
         };
         let done = sqlx::query(
             "update jobs set state = $1, last_error = $2, run_after = coalesce($3, run_after), \
-             finished_at = case when $1 = 'queued' then null else $4 end, locked_by = null, locked_until = null, \
+             finished_at = case when $1 = 'queued' then null else $4 end, locked_until = null, \
              updated_at = $4 where id = $5 and state = 'running'",
         )
         .bind(state)
@@ -302,7 +302,7 @@ impl Jobs {
                     if *stop.borrow() {
                         break;
                     }
-                    if n == 0 && last_reap.elapsed() > Duration::from_secs(5) {
+                    if n == 0 && last_reap.elapsed() > (jobs.lease / 4).min(Duration::from_secs(5)) {
                         last_reap = tokio::time::Instant::now();
                         if let Err(e) = jobs.reap(Utc::now()).await {
                             tracing::warn!(error = %format!("{e:#}"), "job reaping failed");

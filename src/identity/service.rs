@@ -40,6 +40,8 @@ pub struct IdentityConfig {
     pub item_check_interval: Duration,
     /// How often the reconciler runs.
     pub reconcile_interval: Duration,
+    /// How long a worker holds a job between heartbeats.
+    pub job_lease: Duration,
 }
 
 /// The identity service: Plaid, the store, and the cipher of access tokens. Cheap to clone.
@@ -134,7 +136,7 @@ pub(super) fn status_for(code: &str) -> Option<ConnectionStatus> {
 
 impl PlaidIdentity {
     pub fn new(store: Store, plaid: PlaidClient, cipher: Arc<TokenCipher>, config: IdentityConfig) -> Self {
-        let jobs = Jobs::new(store.db.clone());
+        let jobs = Jobs::new(store.db.clone(), config.job_lease);
         let verifier = WebhookVerifier::new(plaid.clone());
         PlaidIdentity {
             inner: Arc::new(Inner {

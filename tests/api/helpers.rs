@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bankgraph::app::App;
@@ -98,7 +98,7 @@ pub struct TestApp {
     pub graphql: String,
     pub base: String,
     pub internal: String,
-    pub emulator: RunningEmulator,
+    pub emulator: Arc<RunningEmulator>,
     pub http: reqwest::Client,
     pub database_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -118,6 +118,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Configure the emulator this app talks to.
     pub emulator: Option<EmulatorConfig>,
+    /// Talk to this (running) emulator instead of starting one.
+    pub shared_emulator: Option<Arc<RunningEmulator>>,
 }
 
 impl TestApp {
@@ -135,9 +137,14 @@ impl TestApp {
         if let Some(custom) = &options.emulator {
             emu = custom.clone();
         }
-        let emulator = RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
-            .await
-            .unwrap();
+        let emulator = match &options.shared_emulator {
+            Some(shared) => shared.clone(),
+            None => Arc::new(
+                RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
+                    .await
+                    .unwrap(),
+            ),
+        };
         let database_url = match &options.database_url {
             Some(u) => u.clone(),
             None => fresh_database().await,
@@ -190,7 +197,7 @@ impl TestApp {
         Self::start(app, emulator, database_url).await
     }
 
-    pub async fn start(app: App, emulator: RunningEmulator, database_url: String) -> TestApp {
+    pub async fn start(app: App, emulator: Arc<RunningEmulator>, database_url: String) -> TestApp {
         let base = format!("http://{}", app.public_addr());
         let internal = format!("http://{}", app.internal_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -3,6 +3,7 @@
 
 mod auth;
 mod completion;
+mod durability;
 mod flows;
 mod helpers;
 mod input;
