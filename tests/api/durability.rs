@@ -2,7 +2,6 @@
 //! share the work without doing any of it twice.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
