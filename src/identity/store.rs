@@ -733,64 +733,52 @@ impl Store {
         page: &wire::TransactionsSyncResponse,
         now: DateTime<Utc>,
     ) -> anyhow::Result<SyncCounts> {
-        let accounts = self.account_rows(&connection.id).await?;
-        let account_of = |plaid_id: &str| {
-            accounts
-                .iter()
-                .find(|a| a.plaid_account_id == plaid_id)
-                .map(|a| a.id.as_str())
-        };
+        let account_ids: std::collections::HashMap<String, String> = self
+            .account_rows(&connection.id)
+            .await?
+            .into_iter()
+            .map(|a| (a.plaid_account_id, a.id))
+            .collect();
+        let account_of = |plaid_id: &str| account_ids.get(plaid_id).map(String::as_str);
         let at = ts(now);
         let mut counts = SyncCounts::default();
         let mut tx = self.db.write.begin().await?;
+        // Plain upserts first, in batches (the last version of a transaction in the page wins),
+        // then posted transactions that take over their pending one's row, then removals.
+        let mut latest: std::collections::HashMap<&str, &wire::Transaction> = std::collections::HashMap::new();
+        let mut order: Vec<&str> = Vec::new();
+        let mut linked: Vec<&wire::Transaction> = Vec::new();
         for t in page.added.iter().chain(page.modified.iter()) {
-            let Some(account_id) = account_of(&t.account_id) else {
+            if account_of(&t.account_id).is_none() {
                 counts.skipped += 1;
+                continue;
+            }
+            if t.pending_transaction_id.is_some() {
+                linked.push(t);
+                continue;
+            }
+            if latest.insert(t.transaction_id.as_str(), t).is_none() {
+                order.push(t.transaction_id.as_str());
+            }
+        }
+        let plain: Vec<&wire::Transaction> = order.iter().map(|id| latest[id]).collect();
+        for chunk in plain.chunks(UPSERT_BATCH) {
+            upsert_transactions(&mut tx, connection, chunk, &account_ids, &at).await?;
+            counts.upserted += chunk.len();
+        }
+        for t in linked {
+            let (Some(account_id), Some(pending_id)) = (account_of(&t.account_id), &t.pending_transaction_id) else {
                 continue;
             };
             // A posted transaction that replaces a pending one takes over its row (and id).
-            if let Some(pending_id) = &t.pending_transaction_id {
-                let moved = sqlx::query(
-                    "update bank_transactions set plaid_transaction_id = $1, account_id = $2, amount = $3, \
-                     currency_code = $4, transaction_date = $5, description = $6, merchant_name = $7, category = $8, \
-                     pending = $9, removed_at = null, updated_at = $10 \
-                     where connection_id = $11 and plaid_transaction_id = $12",
-                )
-                .bind(&t.transaction_id)
-                .bind(account_id)
-                .bind(t.amount.to_string())
-                .bind(currency(t))
-                .bind(tx_date(t))
-                .bind(&t.name)
-                .bind(t.merchant_name.as_deref())
-                .bind(category(t))
-                .bind(t.pending)
-                .bind(&at)
-                .bind(&connection.id)
-                .bind(pending_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved > 0 {
-                    counts.posted += 1;
-                    continue;
-                }
-            }
-            sqlx::query(
-                "insert into bank_transactions (id, user_id, connection_id, account_id, plaid_transaction_id, amount, \
-                 currency_code, transaction_date, description, merchant_name, category, pending, created_at, updated_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-                 on conflict (connection_id, plaid_transaction_id) do update set account_id = excluded.account_id, \
-                 amount = excluded.amount, currency_code = excluded.currency_code, \
-                 transaction_date = excluded.transaction_date, description = excluded.description, \
-                 merchant_name = excluded.merchant_name, category = excluded.category, pending = excluded.pending, \
-                 removed_at = null, updated_at = excluded.updated_at",
+            let moved = sqlx::query(
+                "update bank_transactions set plaid_transaction_id = $1, account_id = $2, amount = $3, \
+                 currency_code = $4, transaction_date = $5, description = $6, merchant_name = $7, category = $8, \
+                 pending = $9, removed_at = null, updated_at = $10 \
+                 where connection_id = $11 and plaid_transaction_id = $12",
             )
-            .bind(new_id())
-            .bind(&connection.user_id)
-            .bind(&connection.id)
-            .bind(account_id)
             .bind(&t.transaction_id)
+            .bind(account_id)
             .bind(t.amount.to_string())
             .bind(currency(t))
             .bind(tx_date(t))
@@ -799,10 +787,17 @@ impl Store {
             .bind(category(t))
             .bind(t.pending)
             .bind(&at)
+            .bind(&connection.id)
+            .bind(pending_id)
             .execute(&mut *tx)
-            .await
-            .context("upsert bank_transactions")?;
-            counts.upserted += 1;
+            .await?
+            .rows_affected();
+            if moved > 0 {
+                counts.posted += 1;
+            } else {
+                upsert_transactions(&mut tx, connection, &[t], &account_ids, &at).await?;
+                counts.upserted += 1;
+            }
         }
         for r in &page.removed {
             let n = sqlx::query(
@@ -983,6 +978,60 @@ pub struct LiveConnection {
     pub row: ConnectionRow,
     pub synced_at: Option<String>,
     pub checked_at: Option<String>,
+}
+
+/// Rows per multi-row upsert (13 parameters each, far below both backends' limits).
+const UPSERT_BATCH: usize = 100;
+
+/// Inserts or updates transactions by their Plaid id, in one statement.
+async fn upsert_transactions(
+    tx: &mut Transaction<'_, Any>,
+    connection: &ConnectionRow,
+    rows: &[&wire::Transaction],
+    account_ids: &std::collections::HashMap<String, String>,
+    at: &str,
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    const COLS: usize = 13;
+    let values: Vec<String> = (0..rows.len())
+        .map(|r| {
+            let mut p: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
+            // created_at and updated_at share the last parameter.
+            p.push(format!("${}", r * COLS + COLS));
+            format!("({})", p.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "insert into bank_transactions (id, user_id, connection_id, account_id, plaid_transaction_id, amount, \
+         currency_code, transaction_date, description, merchant_name, category, pending, created_at, updated_at) \
+         values {} on conflict (connection_id, plaid_transaction_id) do update set account_id = excluded.account_id, \
+         amount = excluded.amount, currency_code = excluded.currency_code, \
+         transaction_date = excluded.transaction_date, description = excluded.description, \
+         merchant_name = excluded.merchant_name, category = excluded.category, pending = excluded.pending, \
+         removed_at = null, updated_at = excluded.updated_at",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for t in rows {
+        q = q
+            .bind(new_id())
+            .bind(&connection.user_id)
+            .bind(&connection.id)
+            .bind(account_ids.get(&t.account_id).map(String::as_str).unwrap_or_default())
+            .bind(&t.transaction_id)
+            .bind(t.amount.to_string())
+            .bind(currency(t))
+            .bind(tx_date(t))
+            .bind(&t.name)
+            .bind(t.merchant_name.as_deref())
+            .bind(category(t))
+            .bind(t.pending)
+            .bind(at);
+    }
+    q.execute(&mut **tx).await.context("upsert bank_transactions")?;
+    Ok(())
 }
 
 /// What one sync page changed.
