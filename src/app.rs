@@ -108,10 +108,13 @@ impl App {
             },
         );
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
+        crate::metrics::handle();
         let state = AppState {
-            schema: crate::graphql::schema(service.clone(), config.introspection),
+            schema: crate::graphql::schema(service.clone(), config.introspection, &config.limits),
             auth: Arc::new(Authenticator::new(&config.jwt)?),
             identity: service,
+            limits: Arc::new(config.limits.clone()),
+            limiters: Arc::new(crate::http::ratelimit::Limiters::new(&config.limits)),
         };
         Ok(App {
             public,
@@ -174,7 +177,7 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
-    /// waits for background work (up to 30 s).
+    /// waits for background work, each within `SHUTDOWN_GRACE_SECONDS`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -187,17 +190,37 @@ impl App {
         if self.config.job_workers > 0 {
             self.identity.start_workers(self.config.job_workers, rx.clone()).await?;
         }
-        let public =
-            axum::serve(self.public, http::public_router(self.state.clone())).with_graceful_shutdown(wait(rx.clone()));
-        let internal = axum::serve(
+        let (header_timeout, grace) = (
+            self.config.limits.header_read_timeout,
+            self.config.limits.shutdown_grace,
+        );
+        let public = http::serve(
+            self.public,
+            http::public_router(self.state.clone()),
+            header_timeout,
+            grace,
+            wait(rx.clone()),
+        );
+        let internal = http::serve(
             self.internal,
             http::internal_router(self.state.clone(), self.identity.clone()),
-        )
-        .with_graceful_shutdown(wait(rx.clone()));
+            header_timeout,
+            grace,
+            wait(rx.clone()),
+        );
+        // Keyed rate limiters forget idle keys, so memory stays bounded.
+        let limiters = self.state.limiters.clone();
+        let janitor = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                limiters.shrink();
+            }
+        });
         let (a, b) = tokio::join!(public, internal);
+        janitor.abort();
         a.context("public listener")?;
         b.context("internal listener")?;
-        self.identity.shutdown(Duration::from_secs(30)).await;
+        self.identity.shutdown(grace).await;
         if let Some(e) = self.emulator {
             e.stop().await;
         }

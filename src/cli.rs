@@ -20,7 +20,7 @@ use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "LOG_FORMAT", global = true, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
     pub log_format: String,
     #[command(subcommand)]
     pub command: Option<Command>,

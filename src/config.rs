@@ -104,6 +104,45 @@ pub struct Settings {
     /// after this.
     #[arg(long, env = "JOB_LEASE_SECONDS", default_value = "60")]
     pub job_lease_seconds: String,
+    /// Largest request body accepted, in bytes (checked before parsing).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "262144")]
+    pub max_body_bytes: String,
+    /// Longest GraphQL query text accepted, in characters.
+    #[arg(long, env = "MAX_QUERY_LENGTH", default_value = "20000")]
+    pub max_query_length: String,
+    /// Deepest selection accepted (the standard introspection query needs 13).
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "15")]
+    pub graphql_max_depth: String,
+    /// Largest query complexity accepted (each Plaid field costs 10, others 1).
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "500")]
+    pub graphql_max_complexity: String,
+    /// Most aliases in one request.
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15")]
+    pub graphql_max_aliases: String,
+    /// Most directives in one request.
+    #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10")]
+    pub graphql_max_directives: String,
+    /// Seconds a request may take before it is answered with a timeout.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30")]
+    pub request_timeout_seconds: String,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10")]
+    pub header_read_timeout_seconds: String,
+    /// Requests per second allowed per client IP (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50")]
+    pub rate_limit_per_ip: String,
+    /// Requests per second allowed per caller (token `sub`) (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value = "20")]
+    pub rate_limit_per_user: String,
+    /// Per minute and caller, for createPlaidLinkToken, completePlaidLink and refreshPlaidBankConnections (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_SENSITIVE_PER_MINUTE", default_value = "10")]
+    pub rate_limit_sensitive_per_minute: String,
+    /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Seconds to finish in-flight requests and jobs after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30")]
+    pub shutdown_grace_seconds: String,
     /// Seconds between two runs of the reconciler.
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600")]
     pub reconcile_interval_seconds: String,
@@ -197,8 +236,27 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub resync_after: Duration,
     pub item_check_interval: Duration,
+    pub limits: HttpLimits,
     /// Where generated development secrets live, when they are used.
     pub dev_secrets_path: Option<PathBuf>,
+}
+
+/// What the public endpoint accepts.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_query_length: usize,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_directives: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub per_ip_per_second: u32,
+    pub per_user_per_second: u32,
+    pub sensitive_per_minute: u32,
+    pub cors_origins: Vec<String>,
+    pub shutdown_grace: Duration,
 }
 
 /// A configuration error: one line naming the variable and what is wrong.
@@ -548,6 +606,67 @@ impl Settings {
         let reconcile_secs = secs("RECONCILE_INTERVAL_SECONDS", &self.reconcile_interval_seconds, 1)?;
         let resync_secs = secs("RESYNC_AFTER_SECONDS", &self.resync_after_seconds, 1)?;
         let check_secs = secs("ITEM_CHECK_INTERVAL_SECONDS", &self.item_check_interval_seconds, 1)?;
+        let num = |var: &str, v: &str, min: u64, max: u64| -> Result<u64, ConfigError> {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(var, format!("must be a whole number, got {v:?}")))?;
+            if n < min || n > max {
+                return Err(bad(var, format!("must be between {min} and {max}, got {n}")));
+            }
+            Ok(n)
+        };
+        let cors_origins: Vec<String> = self
+            .cors_allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for o in &cors_origins {
+            let u = Url::parse(o).map_err(|_| {
+                bad(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("has an origin that is not a URL: {o:?}"),
+                )
+            })?;
+            if u.path() != "/" || u.query().is_some() || o.ends_with('/') {
+                return Err(bad(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("must list origins like https://app.example.com, got {o:?}"),
+                ));
+            }
+        }
+        let limits = HttpLimits {
+            max_body_bytes: num("MAX_BODY_BYTES", &self.max_body_bytes, 1024, 64 << 20)? as usize,
+            max_query_length: num("MAX_QUERY_LENGTH", &self.max_query_length, 100, 10_000_000)? as usize,
+            max_depth: num("GRAPHQL_MAX_DEPTH", &self.graphql_max_depth, 2, 1000)? as usize,
+            max_complexity: num("GRAPHQL_MAX_COMPLEXITY", &self.graphql_max_complexity, 10, 1_000_000)? as usize,
+            max_aliases: num("GRAPHQL_MAX_ALIASES", &self.graphql_max_aliases, 0, 10_000)? as usize,
+            max_directives: num("GRAPHQL_MAX_DIRECTIVES", &self.graphql_max_directives, 0, 10_000)? as usize,
+            request_timeout: Duration::from_secs(num(
+                "REQUEST_TIMEOUT_SECONDS",
+                &self.request_timeout_seconds,
+                1,
+                3600,
+            )?),
+            header_read_timeout: Duration::from_secs(num(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                &self.header_read_timeout_seconds,
+                1,
+                600,
+            )?),
+            per_ip_per_second: num("RATE_LIMIT_PER_IP", &self.rate_limit_per_ip, 0, 1_000_000)? as u32,
+            per_user_per_second: num("RATE_LIMIT_PER_USER", &self.rate_limit_per_user, 0, 1_000_000)? as u32,
+            sensitive_per_minute: num(
+                "RATE_LIMIT_SENSITIVE_PER_MINUTE",
+                &self.rate_limit_sensitive_per_minute,
+                0,
+                1_000_000,
+            )? as u32,
+            cors_origins,
+            shutdown_grace: Duration::from_secs(num("SHUTDOWN_GRACE_SECONDS", &self.shutdown_grace_seconds, 0, 3600)?),
+        };
         let job_workers: usize = self
             .job_workers
             .trim()
@@ -600,6 +719,7 @@ impl Settings {
             reconcile_interval: Duration::from_secs(reconcile_secs),
             resync_after: Duration::from_secs(resync_secs),
             item_check_interval: Duration::from_secs(check_secs),
+            limits,
             dev_secrets_path: needs_dev.then_some(dev_path),
         })
     }

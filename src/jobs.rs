@@ -343,7 +343,16 @@ impl Jobs {
                 }
             })
         };
+        let started = std::time::Instant::now();
         let outcome = tracing::Instrument::instrument(handler(job.clone()), span).await;
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Retry(_) => "retry",
+            Outcome::Fail(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => job.kind.as_str(), "outcome" => label).increment(1);
+        metrics::histogram!(crate::metrics::JOB_SECONDS, "kind" => job.kind.as_str())
+            .record(started.elapsed().as_secs_f64());
         beat.abort();
         if let Outcome::Retry(e) | Outcome::Fail(e) = &outcome {
             tracing::warn!(kind = job.kind.as_str(), key = %job.key, attempt = job.attempts, error = %e, "job failed");

@@ -10,6 +10,7 @@
 //! - [`domain`]: statuses, models, address validation.
 //! - [`db`]: SQLite / PostgreSQL pools and migrations.
 //! - [`jobs`]: durable background work in the database.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
 //! - [`config`], [`app`], [`cli`], [`telemetry`], [`error`]: wiring.
 
@@ -25,5 +26,6 @@ pub mod graphql;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod metrics;
 pub mod plaid;
 pub mod telemetry;

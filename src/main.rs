@@ -1,8 +1,35 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = bankgraph::cli::Cli::parse();
-    bankgraph::telemetry::init(cli.log_format == "json");
-    bankgraph::cli::run(cli).await
+    let json = match cli.log_format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => {
+            eprintln!("bankgraph: configuration error: LOG_FORMAT must be text or json, got {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    bankgraph::telemetry::init(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bankgraph: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bankgraph::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // One line that names what is wrong; the detail chain is joined with ": ".
+        Err(e) if e.downcast_ref::<bankgraph::config::ConfigError>().is_some() => {
+            eprintln!("bankgraph: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("bankgraph: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

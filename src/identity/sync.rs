@@ -72,6 +72,12 @@ impl PlaidIdentity {
                             .await
                             .context("saving a sync page")?;
                         report.pages += 1;
+                        metrics::counter!(crate::metrics::SYNC_TRANSACTIONS, "change" => "upserted")
+                            .increment(counts.upserted as u64);
+                        metrics::counter!(crate::metrics::SYNC_TRANSACTIONS, "change" => "posted")
+                            .increment(counts.posted as u64);
+                        metrics::counter!(crate::metrics::SYNC_TRANSACTIONS, "change" => "removed")
+                            .increment(counts.removed as u64);
                         report.upserted += counts.upserted;
                         report.posted += counts.posted;
                         report.removed += counts.removed;
@@ -83,6 +89,7 @@ impl PlaidIdentity {
                     }
                     Err(e) if e.class() == ErrorClass::RestartSync && report.restarts < MAX_RESTARTS => {
                         report.restarts += 1;
+                        metrics::counter!(crate::metrics::SYNC_RESTARTS).increment(1);
                         tracing::info!(
                             restarts = report.restarts,
                             "data changed during pagination; restarting the loop from its first cursor"

@@ -41,6 +41,7 @@ impl PlaidIdentity {
     pub async fn receive_webhook(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Received, WebhookError> {
         if let Err(rejection) = self.inner.verifier.verify(headers, body).await {
             tracing::warn!(reason = rejection.label(), "webhook rejected");
+            metrics::counter!(crate::metrics::WEBHOOKS_REJECTED, "reason" => rejection.label()).increment(1);
             return Err(rejection.into());
         }
         let envelope: Value = serde_json::from_slice(body).map_err(|_| WebhookError::Malformed)?;
@@ -92,6 +93,16 @@ impl PlaidIdentity {
             anyhow::Ok(received)
         };
         let received = store().await.map_err(WebhookError::Storage)?;
+        let delivery = if matches!(received, Received::New(_)) {
+            "new"
+        } else {
+            "redelivery"
+        };
+        metrics::counter!(crate::metrics::WEBHOOKS_RECEIVED,
+            "webhook_type" => wtype.clone().unwrap_or_default(),
+            "webhook_code" => code.clone().unwrap_or_default(),
+            "delivery" => delivery)
+        .increment(1);
         self.inner.jobs.wake();
         match &received {
             Received::New(id) => {

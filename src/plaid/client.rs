@@ -238,6 +238,18 @@ impl PlaidClient {
                 }
             };
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            metrics::histogram!(crate::metrics::PLAID_CALL_SECONDS, "endpoint" => endpoint.path)
+                .record(started.elapsed().as_secs_f64());
+            if let Err(err) = &result {
+                let code = match err {
+                    PlaidError::Api { body, .. } => body.error_code.clone(),
+                    PlaidError::Timeout { .. } => "TIMEOUT".into(),
+                    PlaidError::Transport { .. } => "TRANSPORT".into(),
+                    PlaidError::Decode { .. } => "DECODE".into(),
+                };
+                metrics::counter!(crate::metrics::PLAID_ERRORS, "endpoint" => endpoint.path, "error_code" => code)
+                    .increment(1);
+            }
             match result {
                 Ok(v) => {
                     tracing::debug!(attempt, elapsed_ms, "plaid call succeeded");

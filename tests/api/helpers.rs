@@ -181,6 +181,16 @@ impl TestApp {
             args.drain(at..at + 2);
         }
         args.extend(options.args.iter().cloned());
+        // Rate limits are off unless a test sets them (tests call fast, as one caller).
+        for limit in [
+            "--rate-limit-per-ip",
+            "--rate-limit-per-user",
+            "--rate-limit-sensitive-per-minute",
+        ] {
+            if !args.iter().any(|a| a.starts_with(limit)) {
+                args.push(format!("{limit}=0"));
+            }
+        }
         // Bound first, so Plaid's webhooks can be pointed at our own internal listener.
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

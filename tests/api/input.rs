@@ -94,5 +94,5 @@ async fn a_body_that_is_not_a_graphql_request_gets_a_400() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(code(&body).as_deref(), Some("BAD_USER_INPUT"));
+    assert_eq!(code(&body).as_deref(), Some("BAD_REQUEST"));
 }

@@ -17,11 +17,27 @@ use crate::domain::{self, Address, ConnectionStatus};
 use crate::error::AppError;
 use crate::identity::{self, AccountFilter, IdentityService, TransactionFilter};
 
+pub mod extensions;
+
 pub type BankgraphSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Builds the schema around an identity service.
-pub fn schema(identity: Arc<dyn IdentityService>, introspection: bool) -> BankgraphSchema {
-    let mut b = Schema::build(Query, Mutation, EmptySubscription).data(identity);
+/// Builds the schema around an identity service, with the configured limits.
+pub fn schema(
+    identity: Arc<dyn IdentityService>,
+    introspection: bool,
+    limits: &crate::config::HttpLimits,
+) -> BankgraphSchema {
+    let mut b = Schema::build(Query, Mutation, EmptySubscription)
+        .data(identity)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(limits.max_directives.max(1))
+        .extension(extensions::Guardrails {
+            max_aliases: limits.max_aliases,
+            max_directives: limits.max_directives,
+        })
+        .extension(extensions::Observe);
     if !introspection {
         b = b.disable_introspection().disable_suggestions();
     }
@@ -34,6 +50,10 @@ pub fn sdl() -> String {
 }
 
 type GqlResult<T> = async_graphql::Result<T>;
+
+/// What a Plaid field costs in the complexity limit: it reads the database or calls Plaid,
+/// so aliasing it many times must hit the limit long before cheap fields do.
+const PLAID_FIELD_COST: usize = 10;
 
 /// The `DateTime` scalar: RFC 3339, written in UTC with a `Z`. A value that does not parse
 /// is refused with the format expected and the value received.
@@ -68,6 +88,20 @@ fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<&'a str> {
         .require(MANAGE_PAYMENT)
         .map(|c| c.user_id.as_str())
         .map_err(|e| e.to_graphql())
+}
+
+/// The tighter per-caller limit of the operations that cost money or call Plaid.
+fn sensitive(ctx: &Context<'_>, user: &str) -> GqlResult<()> {
+    let Ok(limiters) = ctx.data::<Arc<crate::http::ratelimit::Limiters>>() else {
+        return Ok(());
+    };
+    limiters.check_sensitive(user).map_err(|wait| {
+        AppError::RateLimited {
+            message: "Too many of these operations; retry later.".into(),
+            retry_after_seconds: crate::http::ratelimit::retry_after_secs(wait),
+        }
+        .to_graphql()
+    })
 }
 
 fn service<'a>(ctx: &'a Context<'_>) -> &'a Arc<dyn IdentityService> {
@@ -465,7 +499,10 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The caller's linked bank accounts (removed connections excluded). Reads stored data only.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn get_plaid_bank_accounts(
         &self,
         ctx: &Context<'_>,
@@ -496,7 +533,10 @@ impl Query {
     }
 
     /// The latest stored balance of each of the caller's accounts.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn get_plaid_bank_balances(
         &self,
         ctx: &Context<'_>,
@@ -514,7 +554,10 @@ impl Query {
     }
 
     /// The caller's transaction history, newest first; `totalCount` counts the whole filtered set.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn get_plaid_bank_transactions(
         &self,
         ctx: &Context<'_>,
@@ -565,13 +608,17 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn create_plaid_link_token(
         &self,
         ctx: &Context<'_>,
         input: CreatePlaidLinkTokenInput,
     ) -> GqlResult<PlaidLinkToken> {
         let user = caller(ctx)?;
+        sensitive(ctx, user)?;
         let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
         let os = input.device_os.map(|d| match d {
             DeviceOs::Ios => identity::DeviceOs::Ios,
@@ -596,13 +643,17 @@ impl Mutation {
 
     /// Completes Link: stores the connection, its accounts and balances, and starts the first
     /// transaction sync. Idempotent per public token.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn complete_plaid_link(
         &self,
         ctx: &Context<'_>,
         input: CompletePlaidLinkInput,
     ) -> GqlResult<CompletePlaidLinkPayload> {
         let user = caller(ctx)?;
+        sensitive(ctx, user)?;
         let token = input.public_token.trim();
         if token.is_empty() || token.len() > 512 {
             return Err(bad("publicToken must be the public_token Plaid Link returned"));
@@ -616,9 +667,13 @@ impl Mutation {
     }
 
     /// A cached refresh (Plaid `/accounts/get`) of every active connection of the caller.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn refresh_plaid_bank_connections(&self, ctx: &Context<'_>) -> GqlResult<RefreshPlaidBankConnectionsPayload> {
         let user = caller(ctx)?;
+        sensitive(ctx, user)?;
         let r = service(ctx).refresh(user).await.map_err(|e| e.to_graphql())?;
         Ok(RefreshPlaidBankConnectionsPayload {
             status: match r.status {
@@ -648,7 +703,10 @@ impl Mutation {
     }
 
     /// Attaches a postal address to one of the caller's connections.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn create_plaid_link_address(
         &self,
         ctx: &Context<'_>,
@@ -674,7 +732,10 @@ impl Mutation {
     }
 
     /// Removes a connection at Plaid and hides it (history kept). Calling it again is fine.
-    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)")]
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
     async fn remove_plaid_bank_institution(
         &self,
         ctx: &Context<'_>,

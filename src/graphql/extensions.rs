@@ -1,0 +1,136 @@
+//! async-graphql extensions: guardrails the schema builder does not have (aliases,
+//! directives), and per-operation metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, ResolveInfo,
+};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{ServerError, ServerResult, Value, Variables};
+
+/// Refuses requests with too many aliases or directives (alias overload, directive overload).
+pub struct Guardrails {
+    pub max_aliases: usize,
+    pub max_directives: usize,
+}
+
+impl ExtensionFactory for Guardrails {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(GuardrailsExt {
+            max_aliases: self.max_aliases,
+            max_directives: self.max_directives,
+        })
+    }
+}
+
+struct GuardrailsExt {
+    max_aliases: usize,
+    max_directives: usize,
+}
+
+#[derive(Default)]
+struct Counts {
+    aliases: usize,
+    directives: usize,
+}
+
+fn walk(set: &SelectionSet, c: &mut Counts) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => {
+                c.aliases += usize::from(f.node.alias.is_some());
+                c.directives += f.node.directives.len();
+                walk(&f.node.selection_set.node, c);
+            }
+            Selection::FragmentSpread(s) => c.directives += s.node.directives.len(),
+            Selection::InlineFragment(i) => {
+                c.directives += i.node.directives.len();
+                walk(&i.node.selection_set.node, c);
+            }
+        }
+    }
+}
+
+fn refuse(message: String) -> ServerError {
+    let mut e = ServerError::new(message, None);
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", "GRAPHQL_VALIDATION_FAILED");
+    e.extensions = Some(ext);
+    e
+}
+
+#[async_trait::async_trait]
+impl Extension for GuardrailsExt {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let mut c = Counts::default();
+        for (_, op) in doc.operations.iter() {
+            c.directives += op.node.directives.len();
+            walk(&op.node.selection_set.node, &mut c);
+        }
+        for f in doc.fragments.values() {
+            c.directives += f.node.directives.len();
+            walk(&f.node.selection_set.node, &mut c);
+        }
+        if c.aliases > self.max_aliases {
+            return Err(refuse(format!(
+                "The request uses {} aliases; at most {} are allowed.",
+                c.aliases, self.max_aliases
+            )));
+        }
+        if c.directives > self.max_directives {
+            return Err(refuse(format!(
+                "The request uses {} directives; at most {} are allowed.",
+                c.directives, self.max_directives
+            )));
+        }
+        Ok(doc)
+    }
+}
+
+/// Records each root field's latency and outcome (`operation` is the schema field name, so
+/// the label set stays bounded whatever clients send).
+pub struct Observe;
+
+impl ExtensionFactory for Observe {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ObserveExt)
+    }
+}
+
+struct ObserveExt;
+
+#[async_trait::async_trait]
+impl Extension for ObserveExt {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if info.path_node.parent.is_some() || info.is_for_introspection {
+            return next.run(ctx, info).await;
+        }
+        let name = info.name.to_string();
+        let started = Instant::now();
+        let result = next.run(ctx, info).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => match e.extensions.as_ref().and_then(|x| x.get("code")) {
+                Some(Value::String(code)) => code.clone(),
+                _ => "error".to_string(),
+            },
+        };
+        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => name, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}

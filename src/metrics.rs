@@ -1,0 +1,54 @@
+//! Prometheus metrics (served at `/metrics` on the internal listener). One process-wide
+//! recorder; every name is declared here so the set is easy to review.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// GraphQL operations (root fields) by `operation` and `outcome`: a histogram, seconds.
+pub const GRAPHQL_OPERATION_SECONDS: &str = "bankgraph_graphql_operation_duration_seconds";
+/// HTTP requests to the GraphQL endpoint by `status`: a counter.
+pub const GRAPHQL_REQUESTS: &str = "bankgraph_graphql_requests_total";
+/// Requests refused before execution by `reason` (body_too_large, rate_limited, …): a counter.
+pub const REQUESTS_REFUSED: &str = "bankgraph_requests_refused_total";
+/// Plaid calls by `endpoint`: a histogram, seconds.
+pub const PLAID_CALL_SECONDS: &str = "bankgraph_plaid_call_duration_seconds";
+/// Failed Plaid calls by `endpoint` and `error_code`: a counter.
+pub const PLAID_ERRORS: &str = "bankgraph_plaid_errors_total";
+/// Webhooks accepted by `webhook_type`, `webhook_code` and `delivery` (new, redelivery).
+pub const WEBHOOKS_RECEIVED: &str = "bankgraph_webhooks_received_total";
+/// Webhooks refused by `reason` (the verification failure).
+pub const WEBHOOKS_REJECTED: &str = "bankgraph_webhooks_rejected_total";
+/// Jobs finished by `kind` and `outcome` (done, retry, failed).
+pub const JOBS_FINISHED: &str = "bankgraph_jobs_finished_total";
+/// Job run time by `kind`: a histogram, seconds.
+pub const JOB_SECONDS: &str = "bankgraph_job_duration_seconds";
+/// Transactions written by sync, by `change` (upserted, posted, removed).
+pub const SYNC_TRANSACTIONS: &str = "bankgraph_sync_transactions_total";
+/// Sync pagination restarts after a mutation during pagination.
+pub const SYNC_RESTARTS: &str = "bankgraph_sync_restarts_total";
+
+/// Installs the process-wide recorder (once) and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (a test harness): render an empty one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    handle().render()
+}
