@@ -72,12 +72,7 @@ impl App {
                 );
                 (cfg, Some(emu))
             }
-            PlaidTarget::Remote {
-                base_url,
-                client_id,
-                secret,
-                proxy_headers,
-            } => {
+            PlaidTarget::Remote { base_url, client_id, secret, proxy_headers } => {
                 let mut cfg = PlaidClientConfig::new(base_url.clone(), client_id.clone(), secret.clone());
                 cfg.extra_headers = proxy_headers.clone();
                 if !proxy_headers.is_empty() {
@@ -116,14 +111,7 @@ impl App {
             limits: Arc::new(config.limits.clone()),
             limiters: Arc::new(crate::http::ratelimit::Limiters::new(&config.limits)),
         };
-        Ok(App {
-            public,
-            internal,
-            state,
-            identity,
-            emulator,
-            config,
-        })
+        Ok(App { public, internal, state, identity, emulator, config })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -149,10 +137,7 @@ impl App {
         let mut lines = vec![
             format!("bankgraph {} is running", env!("CARGO_PKG_VERSION")),
             format!("  GraphQL and GraphiQL: {graphql}"),
-            format!(
-                "  internal listener:    http://{} (webhooks, health)",
-                self.internal_addr()
-            ),
+            format!("  internal listener:    http://{} (webhooks, health)", self.internal_addr()),
             format!("  database:             {}", redact_url(&self.config.database_url)),
         ];
         match &self.emulator {
@@ -190,17 +175,9 @@ impl App {
         if self.config.job_workers > 0 {
             self.identity.start_workers(self.config.job_workers, rx.clone()).await?;
         }
-        let (header_timeout, grace) = (
-            self.config.limits.header_read_timeout,
-            self.config.limits.shutdown_grace,
-        );
-        let public = http::serve(
-            self.public,
-            http::public_router(self.state.clone()),
-            header_timeout,
-            grace,
-            wait(rx.clone()),
-        );
+        let (header_timeout, grace) = (self.config.limits.header_read_timeout, self.config.limits.shutdown_grace);
+        let public =
+            http::serve(self.public, http::public_router(self.state.clone()), header_timeout, grace, wait(rx.clone()));
         let internal = http::serve(
             self.internal,
             http::internal_router(self.state.clone(), self.identity.clone()),

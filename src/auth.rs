@@ -46,9 +46,9 @@ impl AuthState {
     pub fn require(&self, scope: &str) -> Result<&Caller, AppError> {
         match self {
             AuthState::Authenticated(c) if c.scopes.contains(scope) => Ok(c),
-            AuthState::Authenticated(_) => Err(AppError::Forbidden(format!(
-                "The {scope} scope is required for this operation."
-            ))),
+            AuthState::Authenticated(_) => {
+                Err(AppError::Forbidden(format!("The {scope} scope is required for this operation.")))
+            }
             AuthState::Anonymous => Err(AppError::Unauthenticated(
                 "Authentication required: send Authorization: Bearer <user access token>.".into(),
             )),
@@ -60,9 +60,7 @@ impl AuthState {
                 "Unsupported authorization scheme: send a Bearer user access token (Authorization: Bearer <token>)."
                     .into(),
             )),
-            AuthState::Invalid => Err(AppError::Unauthenticated(
-                "The Bearer token is invalid or expired.".into(),
-            )),
+            AuthState::Invalid => Err(AppError::Unauthenticated("The Bearer token is invalid or expired.".into())),
         }
     }
 }
@@ -158,9 +156,7 @@ impl Authenticator {
             }),
             JwtKey::Jwks(url) => Keys::Jwks(Jwks {
                 url: url.clone(),
-                http: reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .build()?,
+                http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
                 keys: RwLock::new((HashMap::new(), None)),
             }),
         };
@@ -218,23 +214,14 @@ impl Authenticator {
                 jwks.key(&kid).await.ok_or_else(|| format!("unknown kid {kid}"))?
             }
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(|e| e.to_string())?
-            .claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| e.to_string())?.claims;
         if claims.sub.trim().is_empty() {
             return Err("empty sub".into());
         }
-        let mut scopes: HashSet<String> = claims
-            .scope
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let mut scopes: HashSet<String> =
+            claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
         scopes.extend(claims.scopes.unwrap_or_default());
-        Ok(Caller {
-            user_id: claims.sub,
-            scopes,
-        })
+        Ok(Caller { user_id: claims.sub, scopes })
     }
 }
 
@@ -257,11 +244,7 @@ pub fn mint_hs256(
         iss: issuer.map(str::to_string),
         aud: audience.map(str::to_string),
     };
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )?)
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }
 
 /// The `async-graphql` guard that requires a scope on a field.

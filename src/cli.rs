@@ -12,11 +12,7 @@ use crate::config::{JwtKey, Settings};
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "bankgraph",
-    version,
-    about = "A GraphQL gateway for linking bank accounts through Plaid"
-)]
+#[command(name = "bankgraph", version, about = "A GraphQL gateway for linking bank accounts through Plaid")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
@@ -128,10 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Token(args)) => {
             anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
-            anyhow::ensure!(
-                args.ttl > 0 && args.ttl <= 31 * 24 * 3600,
-                "--ttl must be 1 second to 31 days"
-            );
+            anyhow::ensure!(args.ttl > 0 && args.ttl <= 31 * 24 * 3600, "--ttl must be 1 second to 31 days");
             let config = args.settings.resolve()?;
             let JwtKey::Secret(secret) = &config.jwt.key else {
                 anyhow::bail!("bankgraph token needs an HS256 secret (JWT_SECRET or the development secret)");

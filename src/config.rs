@@ -199,13 +199,8 @@ impl std::fmt::Debug for PlaidTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PlaidTarget::Emulator(a) => write!(f, "Emulator({a})"),
-            PlaidTarget::Remote {
-                base_url, client_id, ..
-            } => {
-                write!(
-                    f,
-                    "Remote {{ base_url: {base_url}, client_id: {client_id}, secret: [redacted] }}"
-                )
+            PlaidTarget::Remote { base_url, client_id, .. } => {
+                write!(f, "Remote {{ base_url: {base_url}, client_id: {client_id}, secret: [redacted] }}")
             }
         }
     }
@@ -273,16 +268,11 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 }
 
 fn addr(var: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse()
-        .map_err(|_| bad(var, format!("must be host:port such as 127.0.0.1:8000, got {v:?}")))
+    v.parse().map_err(|_| bad(var, format!("must be host:port such as 127.0.0.1:8000, got {v:?}")))
 }
 
 fn list(var: &str, v: &str) -> Result<Vec<String>, ConfigError> {
-    let items: Vec<String> = v
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if items.is_empty() {
         return Err(bad(var, "must list at least one value"));
     }
@@ -307,20 +297,12 @@ struct DevSecrets {
 
 /// Where development secrets for this database live.
 pub fn dev_secrets_path(database_url: &str) -> PathBuf {
-    let db_path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"));
+    let db_path = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:"));
     match db_path.map(|p| p.split('?').next().unwrap_or(p)) {
         Some(p) if !p.is_empty() && p != ":memory:" => {
             let p = Path::new(p);
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let stem = p
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_else(|| "bankgraph".into());
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let stem = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "bankgraph".into());
             dir.join(format!("{stem}.dev-secrets.json"))
         }
         _ => PathBuf::from("bankgraph.dev-secrets.json"),
@@ -331,26 +313,17 @@ fn load_or_create_dev_secrets(path: &Path) -> Result<(SecretString, SecretString
     if let Ok(text) = std::fs::read_to_string(path) {
         let s: DevSecrets = serde_json::from_str(&text)
             .map_err(|_| ConfigError(format!("{} is not a valid development secrets file", path.display())))?;
-        return Ok((
-            SecretString::from(s.jwt_secret),
-            SecretString::from(s.token_encryption_key),
-        ));
+        return Ok((SecretString::from(s.jwt_secret), SecretString::from(s.token_encryption_key)));
     }
     use rand::RngCore;
     let mut jwt = [0u8; 32];
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut jwt);
     rand::rng().fill_bytes(&mut key);
-    let s = DevSecrets {
-        jwt_secret: STANDARD.encode(jwt),
-        token_encryption_key: STANDARD.encode(key),
-    };
+    let s = DevSecrets { jwt_secret: STANDARD.encode(jwt), token_encryption_key: STANDARD.encode(key) };
     let text = serde_json::to_string_pretty(&s).map_err(|e| ConfigError(e.to_string()))?;
     write_private(path, &text).map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
-    Ok((
-        SecretString::from(s.jwt_secret),
-        SecretString::from(s.token_encryption_key),
-    ))
+    Ok((SecretString::from(s.jwt_secret), SecretString::from(s.token_encryption_key)))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -393,10 +366,7 @@ impl Settings {
             Some("RS256") => Some(jsonwebtoken::Algorithm::RS256),
             Some("ES256") => Some(jsonwebtoken::Algorithm::ES256),
             Some(other) => {
-                return Err(bad(
-                    "JWT_ALGORITHM",
-                    format!("must be HS256, RS256 or ES256, got {other:?}"),
-                ));
+                return Err(bad("JWT_ALGORITHM", format!("must be HS256, RS256 or ES256, got {other:?}")));
             }
         };
         let explicit: Vec<&str> = [
@@ -431,11 +401,7 @@ impl Settings {
 
         let needs_dev = explicit.is_empty() || token_key.is_none();
         let dev_path = dev_secrets_path(&database_url);
-        let dev = if needs_dev {
-            Some(load_or_create_dev_secrets(&dev_path)?)
-        } else {
-            None
-        };
+        let dev = if needs_dev { Some(load_or_create_dev_secrets(&dev_path)?) } else { None };
 
         let jwt_key = if let Some(s) = nonempty(&self.jwt_secret) {
             if s.len() < 32 {
@@ -446,20 +412,14 @@ impl Settings {
             let text = if pem.starts_with("-----BEGIN") {
                 pem.to_string()
             } else {
-                std::fs::read_to_string(pem).map_err(|e| {
-                    bad(
-                        "JWT_PUBLIC_KEY_PEM",
-                        format!("is neither PEM text nor a readable file: {e}"),
-                    )
-                })?
+                std::fs::read_to_string(pem)
+                    .map_err(|e| bad("JWT_PUBLIC_KEY_PEM", format!("is neither PEM text nor a readable file: {e}")))?
             };
             JwtKey::PublicKeyPem(text)
         } else if let Some(u) = nonempty(&self.jwks_url) {
             JwtKey::Jwks(https_or_local("JWKS_URL", u)?)
         } else {
-            let (jwt, _) = dev
-                .as_ref()
-                .ok_or_else(|| ConfigError("internal: development secrets missing".into()))?;
+            let (jwt, _) = dev.as_ref().ok_or_else(|| ConfigError("internal: development secrets missing".into()))?;
             JwtKey::Secret(jwt.clone())
         };
         let algorithm = match (&jwt_key, algorithm) {
@@ -477,10 +437,7 @@ impl Settings {
                 _ => jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_ok(),
             };
             if !ok {
-                return Err(bad(
-                    "JWT_PUBLIC_KEY_PEM",
-                    format!("is not a valid {algorithm:?} public key"),
-                ));
+                return Err(bad("JWT_PUBLIC_KEY_PEM", format!("is not a valid {algorithm:?} public key")));
             }
         }
 
@@ -525,20 +482,14 @@ impl Settings {
                     Url::parse(host).map_err(|e| ConfigError(e.to_string()))?
                 }
             };
-            let proxy_headers = match (
-                nonempty(&self.plaid_proxy_client_id),
-                nonempty(&self.plaid_proxy_api_key),
-            ) {
+            let proxy_headers = match (nonempty(&self.plaid_proxy_client_id), nonempty(&self.plaid_proxy_api_key)) {
                 (Some(id), Some(key)) => vec![
                     ("Fuse-Client-Id".to_string(), SecretString::from(id.to_string())),
                     ("Fuse-Api-Key".to_string(), SecretString::from(key.to_string())),
                 ],
                 (None, None) => vec![],
                 _ => {
-                    return Err(bad(
-                        "PLAID_PROXY_API_KEY",
-                        "and PLAID_PROXY_CLIENT_ID must be set together",
-                    ));
+                    return Err(bad("PLAID_PROXY_API_KEY", "and PLAID_PROXY_CLIENT_ID must be set together"));
                 }
             };
             PlaidTarget::Remote {
@@ -553,23 +504,12 @@ impl Settings {
 
         let products = list("PLAID_PRODUCTS", &self.plaid_products)?;
         if products.iter().any(|p| p == "balance") {
-            return Err(bad(
-                "PLAID_PRODUCTS",
-                "must not contain balance (Plaid enables it with any product)",
-            ));
+            return Err(bad("PLAID_PRODUCTS", "must not contain balance (Plaid enables it with any product)"));
         }
-        let country_codes: Vec<String> = list("PLAID_COUNTRY_CODES", &self.plaid_country_codes)?
-            .into_iter()
-            .map(|c| c.to_uppercase())
-            .collect();
-        if let Some(c) = country_codes
-            .iter()
-            .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()))
-        {
-            return Err(bad(
-                "PLAID_COUNTRY_CODES",
-                format!("must be two-letter codes, got {c:?}"),
-            ));
+        let country_codes: Vec<String> =
+            list("PLAID_COUNTRY_CODES", &self.plaid_country_codes)?.into_iter().map(|c| c.to_uppercase()).collect();
+        if let Some(c) = country_codes.iter().find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic())) {
+            return Err(bad("PLAID_COUNTRY_CODES", format!("must be two-letter codes, got {c:?}")));
         }
         let redirect_uri = match nonempty(&self.plaid_redirect_uri) {
             Some(u) => {
@@ -592,10 +532,8 @@ impl Settings {
             return Err(bad("PLAID_CLIENT_NAME", "must be 1 to 30 characters"));
         }
         let secs = |var: &str, v: &str, min: u64| -> Result<u64, ConfigError> {
-            let n: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| bad(var, format!("must be a whole number of seconds, got {v:?}")))?;
+            let n: u64 =
+                v.trim().parse().map_err(|_| bad(var, format!("must be a whole number of seconds, got {v:?}")))?;
             if n < min {
                 return Err(bad(var, format!("must be at least {min}")));
             }
@@ -607,29 +545,17 @@ impl Settings {
         let resync_secs = secs("RESYNC_AFTER_SECONDS", &self.resync_after_seconds, 1)?;
         let check_secs = secs("ITEM_CHECK_INTERVAL_SECONDS", &self.item_check_interval_seconds, 1)?;
         let num = |var: &str, v: &str, min: u64, max: u64| -> Result<u64, ConfigError> {
-            let n: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| bad(var, format!("must be a whole number, got {v:?}")))?;
+            let n: u64 = v.trim().parse().map_err(|_| bad(var, format!("must be a whole number, got {v:?}")))?;
             if n < min || n > max {
                 return Err(bad(var, format!("must be between {min} and {max}, got {n}")));
             }
             Ok(n)
         };
-        let cors_origins: Vec<String> = self
-            .cors_allowed_origins
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let cors_origins: Vec<String> =
+            self.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
         for o in &cors_origins {
-            let u = Url::parse(o).map_err(|_| {
-                bad(
-                    "CORS_ALLOWED_ORIGINS",
-                    format!("has an origin that is not a URL: {o:?}"),
-                )
-            })?;
+            let u = Url::parse(o)
+                .map_err(|_| bad("CORS_ALLOWED_ORIGINS", format!("has an origin that is not a URL: {o:?}")))?;
             if u.path() != "/" || u.query().is_some() || o.ends_with('/') {
                 return Err(bad(
                     "CORS_ALLOWED_ORIGINS",
@@ -667,26 +593,15 @@ impl Settings {
             cors_origins,
             shutdown_grace: Duration::from_secs(num("SHUTDOWN_GRACE_SECONDS", &self.shutdown_grace_seconds, 0, 3600)?),
         };
-        let job_workers: usize = self
-            .job_workers
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n <= 64)
-            .ok_or_else(|| {
-                bad(
-                    "JOB_WORKERS",
-                    format!("must be a number from 0 to 64, got {:?}", self.job_workers),
-                )
+        let job_workers: usize =
+            self.job_workers.trim().parse().ok().filter(|n| *n <= 64).ok_or_else(|| {
+                bad("JOB_WORKERS", format!("must be a number from 0 to 64, got {:?}", self.job_workers))
             })?;
         let introspection = match self.graphql_introspection.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
             other => {
-                return Err(bad(
-                    "GRAPHQL_INTROSPECTION",
-                    format!("must be true or false, got {other:?}"),
-                ));
+                return Err(bad("GRAPHQL_INTROSPECTION", format!("must be true or false, got {other:?}")));
             }
         };
 
@@ -734,11 +649,7 @@ impl Config {
             .iter()
             .map(|k| decode_key(k.expose_secret()).map_err(|e| bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", e)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(crate::identity::crypto::TokenCipher::new(
-            current,
-            self.token_key_id.clone(),
-            &previous,
-        ))
+        Ok(crate::identity::crypto::TokenCipher::new(current, self.token_key_id.clone(), &previous))
     }
 }
 
@@ -774,23 +685,15 @@ mod tests {
         let path = c.dev_secrets_path.clone().unwrap();
         assert!(path.exists());
         let again = settings(&["--database-url", &db]).resolve().unwrap();
-        assert_eq!(
-            again.token_key.expose_secret(),
-            c.token_key.expose_secret(),
-            "kept across starts"
-        );
+        assert_eq!(again.token_key.expose_secret(), c.token_key.expose_secret(), "kept across starts");
     }
 
     #[test]
     fn real_plaid_refuses_development_secrets_and_says_what_is_missing() {
         let db = tmp_db();
-        let e = settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"])
-            .resolve()
-            .unwrap_err();
-        assert!(
-            e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"),
-            "{e}"
-        );
+        let e =
+            settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"]).resolve().unwrap_err();
+        assert!(e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"), "{e}");
         let key = STANDARD.encode([9u8; 32]);
         let ok = settings(&[
             "--database-url",
@@ -817,10 +720,7 @@ mod tests {
             (vec!["--token-encryption-key", "c2hvcnQ="], "TOKEN_ENCRYPTION_KEY"),
             (vec!["--plaid-products", "balance"], "PLAID_PRODUCTS"),
             (vec!["--jwt-algorithm", "none"], "JWT_ALGORITHM"),
-            (
-                vec!["--refresh-min-interval-seconds=-1"],
-                "REFRESH_MIN_INTERVAL_SECONDS",
-            ),
+            (vec!["--refresh-min-interval-seconds=-1"], "REFRESH_MIN_INTERVAL_SECONDS"),
             (vec!["--plaid-redirect-uri", "myapp://oauth"], "PLAID_REDIRECT_URI"),
         ] {
             let mut a = vec!["--database-url", db.as_str()];
@@ -832,17 +732,8 @@ mod tests {
 
     #[test]
     fn dev_secrets_sit_next_to_the_sqlite_file() {
-        assert_eq!(
-            dev_secrets_path("sqlite://data/bank.db"),
-            PathBuf::from("data/bank.db.dev-secrets.json")
-        );
-        assert_eq!(
-            dev_secrets_path("sqlite://bankgraph.db"),
-            PathBuf::from("./bankgraph.db.dev-secrets.json")
-        );
-        assert_eq!(
-            dev_secrets_path("postgres://x/y"),
-            PathBuf::from("bankgraph.dev-secrets.json")
-        );
+        assert_eq!(dev_secrets_path("sqlite://data/bank.db"), PathBuf::from("data/bank.db.dev-secrets.json"));
+        assert_eq!(dev_secrets_path("sqlite://bankgraph.db"), PathBuf::from("./bankgraph.db.dev-secrets.json"));
+        assert_eq!(dev_secrets_path("postgres://x/y"), PathBuf::from("bankgraph.dev-secrets.json"));
     }
 }

@@ -33,11 +33,7 @@ impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            let url = if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=rwc")
-            };
+            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
             let options = AnyConnectOptions::from_str(&url).context("DATABASE_URL is not a valid sqlite URL")?;
             fn pragmas(
                 conn: &mut sqlx::AnyConnection,
@@ -63,11 +59,7 @@ impl Db {
                 .connect_with(options)
                 .await
                 .context("could not open the SQLite database")?;
-            Ok(Db {
-                read,
-                write,
-                backend: Backend::Sqlite,
-            })
+            Ok(Db { read, write, backend: Backend::Sqlite })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
             let pool = AnyPoolOptions::new()
@@ -76,11 +68,7 @@ impl Db {
                 .connect_with(options)
                 .await
                 .context("could not connect to PostgreSQL")?;
-            Ok(Db {
-                read: pool.clone(),
-                write: pool,
-                backend: Backend::Postgres,
-            })
+            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres })
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
         }
@@ -121,12 +109,8 @@ mod tests {
 
     #[test]
     fn timestamps_sort_as_text_and_round_trip() {
-        let a = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let b = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.5Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let a = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z").unwrap().with_timezone(&Utc);
+        let b = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.5Z").unwrap().with_timezone(&Utc);
         assert!(ts(a) < ts(b));
         assert_eq!(parse_ts(&ts(a)).unwrap(), a);
         assert_eq!(ts(a), "2026-01-02T03:04:05.123456Z");

@@ -201,15 +201,11 @@ impl Address {
         }
         let known = country.len() == 2 && COUNTRIES.split(' ').any(|c| c == country);
         if !country.is_empty() && !known {
-            problems.push(format!(
-                "address.country must be an ISO 3166-1 alpha-2 code such as US; got {country:?}"
-            ));
+            problems.push(format!("address.country must be an ISO 3166-1 alpha-2 code such as US; got {country:?}"));
         }
         if country == "US" {
             if !state.is_empty() && !US_STATES.contains(&state.as_str()) {
-                problems.push(format!(
-                    "address.state must be a two-letter US state code such as NY; got {state:?}"
-                ));
+                problems.push(format!("address.state must be a two-letter US state code such as NY; got {state:?}"));
             }
             let b = postal_code.as_bytes();
             let zip5 = b.len() == 5 && b.iter().all(u8::is_ascii_digit);
@@ -222,14 +218,7 @@ impl Address {
             }
         }
         if problems.is_empty() {
-            Ok(Address {
-                line1,
-                line2,
-                city,
-                state,
-                postal_code,
-                country,
-            })
+            Ok(Address { line1, line2, city, state, postal_code, country })
         } else {
             Err(problems)
         }
@@ -243,10 +232,7 @@ mod tests {
     #[test]
     fn a_us_address_is_normalised() {
         let a = Address::parse(" 123 Main St ", Some("Apt 4"), "New York", "ny", "10001-1234", "us").unwrap();
-        assert_eq!(
-            (a.state.as_str(), a.country.as_str(), a.line1.as_str()),
-            ("NY", "US", "123 Main St")
-        );
+        assert_eq!((a.state.as_str(), a.country.as_str(), a.line1.as_str()), ("NY", "US", "123 Main St"));
     }
 
     #[test]
@@ -259,14 +245,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in [
-            "ACTIVE",
-            "LOGIN_REQUIRED",
-            "PENDING_EXPIRATION",
-            "PENDING_DISCONNECT",
-            "REVOKED",
-            "ERROR",
-        ] {
+        for s in ["ACTIVE", "LOGIN_REQUIRED", "PENDING_EXPIRATION", "PENDING_DISCONNECT", "REVOKED", "ERROR"] {
             assert_eq!(ConnectionStatus::parse(s).unwrap().as_str(), s);
         }
         assert!(ConnectionStatus::LoginRequired.needs_user());

@@ -128,9 +128,7 @@ impl AppError {
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", self.code());
             match self {
-                AppError::RateLimited {
-                    retry_after_seconds, ..
-                } => ext.set("retryAfterSeconds", *retry_after_seconds),
+                AppError::RateLimited { retry_after_seconds, .. } => ext.set("retryAfterSeconds", *retry_after_seconds),
                 AppError::Plaid { detail, .. } => {
                     let mut plaid = async_graphql::indexmap::IndexMap::new();
                     let s = |v: &str| async_graphql::Value::String(v.to_string());

@@ -80,9 +80,7 @@ pub struct Jobs {
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jobs")
-            .field("worker_id", &self.worker_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Jobs").field("worker_id", &self.worker_id).finish_non_exhaustive()
     }
 }
 
@@ -94,11 +92,7 @@ impl Jobs {
     pub fn new(db: Db, lease: Duration) -> Self {
         Jobs {
             db,
-            worker_id: format!(
-                "{}-{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            worker_id: format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
             lease,
             notify: Arc::new(Notify::new()),
             max_attempts: 10,
@@ -183,12 +177,7 @@ impl Jobs {
              order by j.run_after, j.created_at limit 1{lock}) \
              returning id, kind, dedupe_key, cast(attempts as bigint) as attempts"
         );
-        let row = sqlx::query(&sql)
-            .bind(&self.worker_id)
-            .bind(&until)
-            .bind(&at)
-            .fetch_optional(&self.db.write)
-            .await;
+        let row = sqlx::query(&sql).bind(&self.worker_id).bind(&until).bind(&at).fetch_optional(&self.db.write).await;
         let row = match row {
             Ok(r) => r,
             // Another process started the same key between our read and write.
@@ -261,13 +250,11 @@ impl Jobs {
 
     /// Deletes finished jobs older than `before`.
     pub async fn prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
-        Ok(
-            sqlx::query("delete from jobs where state in ('done', 'failed') and updated_at < $1")
-                .bind(ts(before))
-                .execute(&self.db.write)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query("delete from jobs where state in ('done', 'failed') and updated_at < $1")
+            .bind(ts(before))
+            .execute(&self.db.write)
+            .await?
+            .rows_affected())
     }
 
     /// Counts jobs by state (for tests and metrics).
@@ -275,9 +262,7 @@ impl Jobs {
         let rows = sqlx::query("select kind, state, count(*) as n from jobs group by kind, state order by kind, state")
             .fetch_all(&self.db.read)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?))).collect()
     }
 
     /// When a job last finished, for a kind and key (for tests and health checks).

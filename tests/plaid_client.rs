@@ -25,16 +25,10 @@ struct TestEmulator {
 impl TestEmulator {
     async fn start(transactions: usize) -> Self {
         bankgraph::telemetry::init_for_tests();
-        let mut cfg = EmulatorConfig {
-            transactions_per_item: transactions,
-            ..EmulatorConfig::default()
-        };
+        let mut cfg = EmulatorConfig { transactions_per_item: transactions, ..EmulatorConfig::default() };
         cfg.webhook_policy.retry_delay = Duration::from_millis(50);
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        TestEmulator {
-            running: RunningEmulator::start(cfg, addr).await.unwrap(),
-            http: reqwest::Client::new(),
-        }
+        TestEmulator { running: RunningEmulator::start(cfg, addr).await.unwrap(), http: reqwest::Client::new() }
     }
 
     fn url(&self) -> String {
@@ -58,26 +52,13 @@ impl TestEmulator {
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.post(format!("{}{path}", self.url())).json(&body).send().await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap()
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(format!("{}{path}", self.url())).send().await.unwrap().json().await.unwrap()
     }
 
     async fn fault(&self, endpoint: &str, fault: Value) {
@@ -92,10 +73,7 @@ impl TestEmulator {
             .sandbox_public_token_create(&SandboxPublicTokenCreateRequest {
                 institution_id: "ins_109508".into(),
                 initial_products: vec!["transactions".into(), "auth".into()],
-                options: Some(SandboxPublicTokenCreateOptions {
-                    webhook,
-                    ..Default::default()
-                }),
+                options: Some(SandboxPublicTokenCreateOptions { webhook, ..Default::default() }),
             })
             .await
             .unwrap();
@@ -115,22 +93,10 @@ async fn the_client_reads_accounts_and_syncs_the_whole_history_across_pages() {
     let (token, item_id) = emu.item(&client, None).await;
     let accounts = client.accounts_get(&token, None).await.unwrap();
     assert_eq!(accounts.item.item_id, item_id);
-    let checking = accounts
-        .accounts
-        .iter()
-        .find(|a| a.subtype.as_deref() == Some("checking"))
-        .unwrap();
+    let checking = accounts.accounts.iter().find(|a| a.subtype.as_deref() == Some("checking")).unwrap();
     assert_eq!(checking.balances.available.unwrap().to_string(), "100");
-    let k401 = accounts
-        .accounts
-        .iter()
-        .find(|a| a.subtype.as_deref() == Some("401k"))
-        .unwrap();
-    assert_eq!(
-        k401.balances.current.unwrap().to_string(),
-        "23631.9805",
-        "amounts cross the wire exactly"
-    );
+    let k401 = accounts.accounts.iter().find(|a| a.subtype.as_deref() == Some("401k")).unwrap();
+    assert_eq!(k401.balances.current.unwrap().to_string(), "23631.9805", "amounts cross the wire exactly");
 
     let mut set: HashMap<String, Transaction> = HashMap::new();
     let mut cursor = String::new();
@@ -173,8 +139,7 @@ async fn every_error_class_comes_back_typed_with_plaids_fields() {
         })
         .await
         .unwrap();
-    emu.control("/emulator/clock/advance", json!({"seconds": 31 * 60}))
-        .await;
+    emu.control("/emulator/clock/advance", json!({"seconds": 31 * 60})).await;
     let e = client.item_public_token_exchange(&public).await.unwrap_err();
     assert_eq!(api_code(&e), "INVALID_PUBLIC_TOKEN");
     assert_eq!(e.class(), ErrorClass::InvalidInput);
@@ -183,65 +148,36 @@ async fn every_error_class_comes_back_typed_with_plaids_fields() {
     assert!(body.request_id.as_deref().is_some_and(|r| r.len() == 15));
 
     // Rate limited: 429, never retried.
-    emu.fault("/accounts/get", json!({"kind": "rate_limit", "times": 1}))
-        .await;
+    emu.fault("/accounts/get", json!({"kind": "rate_limit", "times": 1})).await;
     let e = client.accounts_get(&token, None).await.unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.status(), e.class()),
-        ("ACCOUNTS_LIMIT", Some(429), ErrorClass::RateLimited)
-    );
+    assert_eq!((api_code(&e), e.status(), e.class()), ("ACCOUNTS_LIMIT", Some(429), ErrorClass::RateLimited));
     assert!(client.accounts_get(&token, None).await.is_ok());
 
     // Login required: the user must go through update mode.
     client.sandbox_item_reset_login(&token).await.unwrap();
     let e = client.accounts_get(&token, None).await.unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.class()),
-        ("ITEM_LOGIN_REQUIRED", ErrorClass::UserActionRequired)
-    );
+    assert_eq!((api_code(&e), e.class()), ("ITEM_LOGIN_REQUIRED", ErrorClass::UserActionRequired));
     let item = client.item_get(&token).await.unwrap().item;
-    assert_eq!(
-        item.error.unwrap().error_code,
-        "ITEM_LOGIN_REQUIRED",
-        "/item/get reports the error in item.error"
-    );
+    assert_eq!(item.error.unwrap().error_code, "ITEM_LOGIN_REQUIRED", "/item/get reports the error in item.error");
 
     // Removed: the item is gone.
     client.item_remove(&token).await.unwrap();
     let e = client.item_get(&token).await.unwrap_err();
     assert_eq!((api_code(&e), e.class()), ("ITEM_NOT_FOUND", ErrorClass::ItemGone));
-    let e = client
-        .item_get(&SecretString::from(
-            "access-sandbox-8ab976e6-64bc-4b38-98f7-731e7a349970",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.class()),
-        ("INVALID_ACCESS_TOKEN", ErrorClass::ItemGone)
-    );
+    let e =
+        client.item_get(&SecretString::from("access-sandbox-8ab976e6-64bc-4b38-98f7-731e7a349970")).await.unwrap_err();
+    assert_eq!((api_code(&e), e.class()), ("INVALID_ACCESS_TOKEN", ErrorClass::ItemGone));
 
     // Mutation during pagination: restart the sync loop.
     let (token, item_id) = emu.item(&client, None).await;
     let first = client.transactions_sync(&token, None, 5).await.unwrap();
     assert!(first.has_more);
-    emu.control(&format!("/emulator/items/{item_id}/transactions/advance"), json!({}))
-        .await;
-    let e = client
-        .transactions_sync(&token, Some(&first.next_cursor), 5)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.class()),
-        ("TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION", ErrorClass::RestartSync)
-    );
+    emu.control(&format!("/emulator/items/{item_id}/transactions/advance"), json!({})).await;
+    let e = client.transactions_sync(&token, Some(&first.next_cursor), 5).await.unwrap_err();
+    assert_eq!((api_code(&e), e.class()), ("TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION", ErrorClass::RestartSync));
 
     // Institution down: retry later.
-    emu.fault(
-        "/item/get",
-        json!({"kind": "plaid_error", "error_code": "INSTITUTION_DOWN", "times": 1}),
-    )
-    .await;
+    emu.fault("/item/get", json!({"kind": "plaid_error", "error_code": "INSTITUTION_DOWN", "times": 1})).await;
     let e = client.item_get(&token).await.unwrap_err();
     assert_eq!((api_code(&e), e.class()), ("INSTITUTION_DOWN", ErrorClass::Unavailable));
 
@@ -249,10 +185,7 @@ async fn every_error_class_comes_back_typed_with_plaids_fields() {
     let mut cfg = emu.config();
     cfg.secret = SecretString::from("wrong");
     let e = PlaidClient::new(cfg).unwrap().item_get(&token).await.unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.class()),
-        ("INVALID_API_KEYS", ErrorClass::Configuration)
-    );
+    assert_eq!((api_code(&e), e.class()), ("INVALID_API_KEYS", ErrorClass::Configuration));
     assert!(!e.to_string().contains("wrong"), "errors never carry the secret");
 }
 
@@ -262,25 +195,13 @@ async fn a_500_then_success_is_retried_transparently_but_a_persistent_500_is_not
     let client = emu.client();
     let (token, _) = emu.item(&client, None).await;
 
-    emu.fault(
-        "/accounts/get",
-        json!({"kind": "http_error", "status": 500, "times": 1}),
-    )
-    .await;
+    emu.fault("/accounts/get", json!({"kind": "http_error", "status": 500, "times": 1})).await;
     assert!(client.accounts_get(&token, None).await.is_ok(), "one 500, then success");
 
-    emu.fault("/item/get", json!({"kind": "http_error", "status": 500}))
-        .await;
+    emu.fault("/item/get", json!({"kind": "http_error", "status": 500})).await;
     let e = client.item_get(&token).await.unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.status(), e.class()),
-        ("INTERNAL_SERVER_ERROR", Some(500), ErrorClass::Unavailable)
-    );
-    emu.http
-        .delete(format!("{}/emulator/faults", emu.url()))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!((api_code(&e), e.status(), e.class()), ("INTERNAL_SERVER_ERROR", Some(500), ErrorClass::Unavailable));
+    emu.http.delete(format!("{}/emulator/faults", emu.url())).send().await.unwrap();
 
     // The public-token exchange is single use, so an ambiguous failure is never retried.
     let public = client
@@ -291,17 +212,10 @@ async fn a_500_then_success_is_retried_transparently_but_a_persistent_500_is_not
         })
         .await
         .unwrap();
-    emu.fault(
-        "/item/public_token/exchange",
-        json!({"kind": "http_error", "status": 503, "times": 1}),
-    )
-    .await;
+    emu.fault("/item/public_token/exchange", json!({"kind": "http_error", "status": 503, "times": 1})).await;
     let e = client.item_public_token_exchange(&public).await.unwrap_err();
     assert_eq!(api_code(&e), "PLANNED_MAINTENANCE");
-    assert!(
-        client.item_public_token_exchange(&public).await.is_ok(),
-        "the token was not spent by the failed call"
-    );
+    assert!(client.item_public_token_exchange(&public).await.is_ok(), "the token was not spent by the failed call");
 }
 
 #[tokio::test]
@@ -318,30 +232,16 @@ async fn timeouts_and_dropped_connections_are_typed_and_retried_where_safe() {
     let started = std::time::Instant::now();
     let e = impatient.item_get(&token).await.unwrap_err();
     assert!(matches!(e, PlaidError::Timeout { attempts: 2, .. }), "{e:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "the timeout cut the wait short"
-    );
-    emu.http
-        .delete(format!("{}/emulator/faults", emu.url()))
-        .send()
-        .await
-        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(900), "the timeout cut the wait short");
+    emu.http.delete(format!("{}/emulator/faults", emu.url())).send().await.unwrap();
 
-    emu.fault("/accounts/get", json!({"kind": "drop_connection", "times": 1}))
-        .await;
-    assert!(
-        client.accounts_get(&token, None).await.is_ok(),
-        "a dropped connection is retried"
-    );
+    emu.fault("/accounts/get", json!({"kind": "drop_connection", "times": 1})).await;
+    assert!(client.accounts_get(&token, None).await.is_ok(), "a dropped connection is retried");
     emu.fault("/accounts/get", json!({"kind": "drop_connection"})).await;
     let e = client.accounts_get(&token, None).await.unwrap_err();
     assert!(matches!(e, PlaidError::Transport { attempts: 3, .. }), "{e:?}");
     assert_eq!(e.class(), ErrorClass::Unavailable);
-    assert!(
-        !e.to_string().contains("127.0.0.1"),
-        "no upstream URL in the error: {e}"
-    );
+    assert!(!e.to_string().contains("127.0.0.1"), "no upstream URL in the error: {e}");
 }
 
 #[tokio::test]
@@ -357,31 +257,19 @@ async fn the_proxy_flavour_needs_its_headers_pages_by_page_and_fills_placeholder
     assert_eq!(api_code(&e), "INVALID_API_KEYS");
 
     cfg.extra_headers = vec![
-        (
-            "Fuse-Client-Id".into(),
-            SecretString::from(bankgraph::emulator::DEFAULT_PROXY_CLIENT_ID),
-        ),
-        (
-            "Fuse-Api-Key".into(),
-            SecretString::from(bankgraph::emulator::DEFAULT_PROXY_API_KEY),
-        ),
+        ("Fuse-Client-Id".into(), SecretString::from(bankgraph::emulator::DEFAULT_PROXY_CLIENT_ID)),
+        ("Fuse-Api-Key".into(), SecretString::from(bankgraph::emulator::DEFAULT_PROXY_API_KEY)),
     ];
     cfg.transactions_paging = TransactionsPaging::Page;
     cfg.transactions_get_max_count = 100;
     let proxy = PlaidClient::new(cfg).unwrap();
     let accounts = proxy.accounts_get(&token, None).await.unwrap();
     assert_eq!(accounts.item.item_id, item_id, "item_id is real");
-    assert_eq!(
-        accounts.item.update_type, "fuse_placeholder",
-        "the rest of item is a placeholder"
-    );
+    assert_eq!(accounts.item.update_type, "fuse_placeholder", "the rest of item is a placeholder");
     assert_eq!(accounts.accounts[0].name, "Plaid Checking");
 
     let balances = proxy.accounts_balance_get(&token, None).await.unwrap();
-    assert_eq!(
-        balances.accounts[0].name, "fuse_placeholder",
-        "only balances are real in balance/get"
-    );
+    assert_eq!(balances.accounts[0].name, "fuse_placeholder", "only balances are real in balance/get");
     assert_eq!(balances.accounts[0].balances.available.unwrap().to_string(), "100");
 
     let start = chrono::Utc::now().date_naive() - chrono::Duration::days(800);
@@ -390,10 +278,7 @@ async fn the_proxy_flavour_needs_its_headers_pages_by_page_and_fills_placeholder
     let mut offset = 0;
     loop {
         let page = proxy.transactions_get(&token, start, end, 500, offset).await.unwrap();
-        assert!(
-            page.transactions.len() <= 100,
-            "count is capped at 100 behind the proxy"
-        );
+        assert!(page.transactions.len() <= 100, "count is capped at 100 behind the proxy");
         offset += page.transactions.len() as u32;
         seen.extend(page.transactions.into_iter().map(|t| t.transaction_id));
         if offset >= page.total_transactions {
@@ -443,10 +328,7 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     let client = emu.client();
     let (url, mut hooks) = receiver().await;
     let (_token, item_id) = emu.item(&client, Some(url)).await;
-    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), hooks.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), hooks.recv()).await.unwrap().unwrap();
     let envelope: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(envelope["item_id"], item_id);
     let jwt = headers.get("plaid-verification").unwrap().to_str().unwrap().to_string();
@@ -460,29 +342,18 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     let mut tampered = body.to_vec();
     let at = tampered.iter().position(|b| *b == b'U').unwrap();
     tampered[at] = b'X';
-    assert!(matches!(
-        verifier.verify(&headers, &tampered).await,
-        Err(WebhookRejection::BodyMismatch)
-    ));
+    assert!(matches!(verifier.verify(&headers, &tampered).await, Err(WebhookRejection::BodyMismatch)));
     // The same JSON re-serialised differently does not match either.
     let compact = serde_json::to_vec(&envelope).unwrap();
-    assert!(matches!(
-        verifier.verify(&headers, &compact).await,
-        Err(WebhookRejection::BodyMismatch)
-    ));
+    assert!(matches!(verifier.verify(&headers, &compact).await, Err(WebhookRejection::BodyMismatch)));
 
     // iat older than 5 minutes.
     let later = WebhookVerifier::new(client.clone()).with_clock(|| chrono::Utc::now().timestamp() + 301);
-    assert!(matches!(
-        later.verify(&headers, &body).await,
-        Err(WebhookRejection::Stale { .. })
-    ));
+    assert!(matches!(later.verify(&headers, &body).await, Err(WebhookRejection::Stale { .. })));
 
     // Unknown kid.
-    let unknown = replace_jwt_header(
-        &jwt,
-        json!({"alg": "ES256", "kid": "5cbb6f2b-d1a6-4b47-9b5a-f1f1c7a4a6c1", "typ": "JWT"}),
-    );
+    let unknown =
+        replace_jwt_header(&jwt, json!({"alg": "ES256", "kid": "5cbb6f2b-d1a6-4b47-9b5a-f1f1c7a4a6c1", "typ": "JWT"}));
     assert!(matches!(
         verifier.verify(&with_header(&headers, &unknown), &body).await,
         Err(WebhookRejection::UnknownKey)
@@ -491,11 +362,7 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     // Wrong alg: an HS256 token, the classic algorithm-confusion attack.
     let kid = ok.kid.clone();
     let hs = jsonwebtoken::encode(
-        &jsonwebtoken::Header {
-            alg: jsonwebtoken::Algorithm::HS256,
-            kid: Some(kid),
-            ..Default::default()
-        },
+        &jsonwebtoken::Header { alg: jsonwebtoken::Algorithm::HS256, kid: Some(kid), ..Default::default() },
         &json!({"iat": chrono::Utc::now().timestamp(), "request_body_sha256": hex_sha(&body)}),
         &jsonwebtoken::EncodingKey::from_secret(b"public-key-as-secret"),
     )
@@ -510,10 +377,7 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     // Missing header.
     let mut bare = headers.clone();
     bare.remove("plaid-verification");
-    assert!(matches!(
-        verifier.verify(&bare, &body).await,
-        Err(WebhookRejection::MissingHeader)
-    ));
+    assert!(matches!(verifier.verify(&bare, &body).await, Err(WebhookRejection::MissingHeader)));
 
     // A forged signature with the right kid.
     let mut parts: Vec<&str> = jwt.split('.').collect();
@@ -527,25 +391,16 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     // After a key rotation, webhooks signed by the new key verify and the old key is refused.
     emu.control("/emulator/webhook_keys/rotate", json!({})).await;
     let fresh = WebhookVerifier::new(client.clone());
-    assert!(matches!(
-        fresh.verify(&headers, &body).await,
-        Err(WebhookRejection::ExpiredKey)
-    ));
+    assert!(matches!(fresh.verify(&headers, &body).await, Err(WebhookRejection::ExpiredKey)));
     emu.control(
         &format!("/emulator/items/{item_id}/webhook"),
         json!({"webhook_type": "ITEM", "webhook_code": "NEW_ACCOUNTS_AVAILABLE"}),
     )
     .await;
     loop {
-        let (h, b) = tokio::time::timeout(Duration::from_secs(10), hooks.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (h, b) = tokio::time::timeout(Duration::from_secs(10), hooks.recv()).await.unwrap().unwrap();
         if serde_json::from_slice::<Value>(&b).unwrap()["webhook_code"] == "NEW_ACCOUNTS_AVAILABLE" {
-            assert!(
-                verifier.verify(&h, &b).await.is_ok(),
-                "a new kid is fetched on first sight"
-            );
+            assert!(verifier.verify(&h, &b).await.is_ok(), "a new kid is fetched on first sight");
             break;
         }
     }
@@ -567,10 +422,7 @@ async fn a_failed_webhook_delivery_is_retried_twice_then_given_up() {
     let (_token, item_id) = emu.item(&client, Some(url)).await;
     let mut records = Vec::new();
     for _ in 0..100 {
-        records = emu.get("/emulator/webhooks").await["webhooks"]
-            .as_array()
-            .unwrap()
-            .clone();
+        records = emu.get("/emulator/webhooks").await["webhooks"].as_array().unwrap().clone();
         if records.len() >= 2 {
             break;
         }
@@ -590,19 +442,12 @@ async fn production_rate_limits_allow_five_live_balance_calls_a_minute_per_item(
     let client = emu.client();
     let (token, _) = emu.item(&client, None).await;
     let (other, _) = emu.item(&client, None).await;
-    emu.control("/emulator/settings", json!({"rate_limits": "production"}))
-        .await;
+    emu.control("/emulator/settings", json!({"rate_limits": "production"})).await;
     for _ in 0..5 {
         client.accounts_balance_get(&token, None).await.unwrap();
     }
     let e = client.accounts_balance_get(&token, None).await.unwrap_err();
-    assert_eq!(
-        (api_code(&e), e.status(), e.class()),
-        ("BALANCE_LIMIT", Some(429), ErrorClass::RateLimited)
-    );
-    assert!(
-        client.accounts_balance_get(&other, None).await.is_ok(),
-        "the limit is per item"
-    );
+    assert_eq!((api_code(&e), e.status(), e.class()), ("BALANCE_LIMIT", Some(429), ErrorClass::RateLimited));
+    assert!(client.accounts_balance_get(&other, None).await.is_ok(), "the limit is per item");
     assert!(client.accounts_get(&token, None).await.is_ok(), "and per endpoint");
 }

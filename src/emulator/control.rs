@@ -25,10 +25,7 @@ pub fn router() -> Router<Emulator> {
         .route("/emulator/items/{item_id}/transactions", get(item_transactions))
         .route("/emulator/items/{item_id}/transactions/advance", post(advance))
         .route("/emulator/items/{item_id}/webhook", post(fire))
-        .route(
-            "/emulator/faults",
-            get(list_faults).post(add_fault).delete(clear_faults),
-        )
+        .route("/emulator/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/emulator/settings", get(get_settings).post(set_settings))
         .route("/emulator/clock/advance", post(advance_clock))
         .route("/emulator/webhook_keys/rotate", post(rotate_key))
@@ -41,10 +38,7 @@ fn fail(e: ApiError) -> Response {
 }
 
 fn not_found(item_id: &str) -> Response {
-    fail(ApiError::with_message(
-        "ITEM_NOT_FOUND",
-        format!("the emulator has no item {item_id}"),
-    ))
+    fail(ApiError::with_message("ITEM_NOT_FOUND", format!("the emulator has no item {item_id}")))
 }
 
 #[derive(Deserialize)]
@@ -85,11 +79,7 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
                     .filter(|i| !i.removed)
                     .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
                 login(username, password, item.institution.oauth)?;
-                if item
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED")
-                {
+                if item.error.as_ref().is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED") {
                     return Err(ApiError::code("USER_PERMISSION_REVOKED"));
                 }
                 item.error = None;
@@ -120,10 +110,7 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
             }
         };
         let public_token = state.issue_public_token(&item_id, now);
-        let item = state
-            .items
-            .get(&item_id)
-            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = state.items.get(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         Ok(json!({
             "public_token": public_token,
             "item_id": item_id,
@@ -314,9 +301,7 @@ struct Clock {
 
 /// Moves the emulator's clock (token expiry, webhook `iat`); negative moves it back.
 async fn advance_clock(AxState(emu): AxState<Emulator>, Json(c): Json<Clock>) -> Response {
-    emu.shared
-        .clock_offset
-        .fetch_add(c.seconds, std::sync::atomic::Ordering::Relaxed);
+    emu.shared.clock_offset.fetch_add(c.seconds, std::sync::atomic::Ordering::Relaxed);
     Json(json!({"now": emu.now()})).into_response()
 }
 

@@ -30,15 +30,7 @@ pub struct InstitutionFixture {
     pub creation_error: Option<&'static str>,
 }
 
-const ALL_PRODUCTS: &[&str] = &[
-    "assets",
-    "auth",
-    "balance",
-    "identity",
-    "investments",
-    "liabilities",
-    "transactions",
-];
+const ALL_PRODUCTS: &[&str] = &["assets", "auth", "balance", "identity", "investments", "liabilities", "transactions"];
 
 /// The Sandbox institutions (plaid-reference §5.3).
 pub const INSTITUTIONS: &[InstitutionFixture] = &[
@@ -313,14 +305,7 @@ pub fn accounts_for(inst: &InstitutionFixture, rng: &mut ChaCha8Rng) -> Vec<Acco
                         available: s.available.map(dec),
                         current: Some(dec(s.current)),
                         limit: s.limit.map(dec),
-                        iso_currency_code: Some(
-                            if inst.country_codes.contains(&"CA") {
-                                "CAD"
-                            } else {
-                                "USD"
-                            }
-                            .into(),
-                        ),
+                        iso_currency_code: Some(if inst.country_codes.contains(&"CA") { "CAD" } else { "USD" }.into()),
                         unofficial_currency_code: None,
                         last_updated_datetime: None,
                     },
@@ -360,33 +345,13 @@ pub fn sandbox_owner() -> Owner {
     Owner {
         names: vec!["Alberta Bobbeth Charleson".into()],
         phone_numbers: vec![
-            OwnerPhone {
-                data: "1112223333".into(),
-                primary: false,
-                kind: "home".into(),
-            },
-            OwnerPhone {
-                data: "1112224444".into(),
-                primary: false,
-                kind: "work".into(),
-            },
-            OwnerPhone {
-                data: "1112225555".into(),
-                primary: false,
-                kind: "mobile".into(),
-            },
+            OwnerPhone { data: "1112223333".into(), primary: false, kind: "home".into() },
+            OwnerPhone { data: "1112224444".into(), primary: false, kind: "work".into() },
+            OwnerPhone { data: "1112225555".into(), primary: false, kind: "mobile".into() },
         ],
         emails: vec![
-            OwnerEmail {
-                data: "accountholder0@example.com".into(),
-                primary: true,
-                kind: "primary".into(),
-            },
-            OwnerEmail {
-                data: "accountholder1@example.com".into(),
-                primary: false,
-                kind: "secondary".into(),
-            },
+            OwnerEmail { data: "accountholder0@example.com".into(), primary: true, kind: "primary".into() },
+            OwnerEmail { data: "accountholder1@example.com".into(), primary: false, kind: "secondary".into() },
         ],
         addresses: vec![
             OwnerAddress {
@@ -732,10 +697,8 @@ impl<'a> TransactionFactory<'a> {
                 .find(|a| a.has_transactions && a.account.subtype.as_deref() == Some(subtype))
                 .map(|a| a.account.account_id.as_str())
         };
-        let currency = accounts
-            .first()
-            .and_then(|a| a.account.balances.iso_currency_code.clone())
-            .unwrap_or_else(|| "USD".into());
+        let currency =
+            accounts.first().and_then(|a| a.account.balances.iso_currency_code.clone()).unwrap_or_else(|| "USD".into());
         TransactionFactory {
             card: find("credit card"),
             checking: find("checking"),
@@ -776,22 +739,10 @@ impl<'a> TransactionFactory<'a> {
             }
             pick -= m.weight;
         }
-        let account = self
-            .account_for(chosen, rng)
-            .or(self.checking)
-            .or(self.card)
-            .or(self.savings)?;
+        let account = self.account_for(chosen, rng).or(self.checking).or(self.card).or(self.savings)?;
         let (lo, hi) = chosen.cents;
-        let cents = if lo == hi {
-            lo
-        } else {
-            rng.random_range(lo.min(hi)..=hi.max(lo))
-        };
-        let authorized = if pending {
-            date
-        } else {
-            date - ChronoDuration::days(rng.random_range(0..=2))
-        };
+        let cents = if lo == hi { lo } else { rng.random_range(lo.min(hi)..=hi.max(lo)) };
+        let authorized = if pending { date } else { date - ChronoDuration::days(rng.random_range(0..=2)) };
         let location = match chosen.city {
             Some((city, region, zip)) => Location {
                 address: Some(format!(
@@ -892,10 +843,7 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
         assert!(h[0].date <= today - ChronoDuration::days(700));
         assert!(h.iter().any(|t| t.pending));
-        assert!(
-            h.iter()
-                .all(|t| t.pending == (t.date > today - ChronoDuration::days(2)))
-        );
+        assert!(h.iter().all(|t| t.pending == (t.date > today - ChronoDuration::days(2))));
         assert!(h.iter().any(|t| t.amount.is_sign_negative()), "some money comes in");
         let ids: std::collections::HashSet<_> = h.iter().map(|t| &t.transaction_id).collect();
         assert_eq!(ids.len(), h.len());

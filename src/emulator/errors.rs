@@ -21,12 +21,7 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
         "INVALID_PUBLIC_TOKEN" => ("INVALID_INPUT", 400, "could not find matching public token", None),
         "INVALID_ACCESS_TOKEN" => ("INVALID_INPUT", 400, "could not find matching access token", None),
         "INVALID_LINK_TOKEN" => ("INVALID_INPUT", 400, "invalid link_token provided", None),
-        "INVALID_ACCOUNT_ID" => (
-            "INVALID_INPUT",
-            400,
-            "failed to find requested account ID for requested item",
-            None,
-        ),
+        "INVALID_ACCOUNT_ID" => ("INVALID_INPUT", 400, "failed to find requested account ID for requested item", None),
         "INVALID_INSTITUTION" => ("INVALID_INPUT", 400, "invalid institution_id provided", None),
         "INVALID_PRODUCT" => (
             "INVALID_INPUT",
@@ -43,31 +38,13 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
         ),
         "INVALID_BODY" => ("INVALID_REQUEST", 400, "body could not be parsed as JSON", None),
         "INVALID_HEADERS" => ("INVALID_REQUEST", 400, "the request is missing a required header", None),
-        "INVALID_FIELD" => (
-            "INVALID_REQUEST",
-            400,
-            "one or more of the request fields are invalid",
-            None,
-        ),
-        "MISSING_FIELDS" => (
-            "INVALID_REQUEST",
-            400,
-            "the following required fields are missing",
-            None,
-        ),
-        "UNKNOWN_FIELDS" => (
-            "INVALID_REQUEST",
-            400,
-            "the following fields are not recognized by this endpoint",
-            None,
-        ),
+        "INVALID_FIELD" => ("INVALID_REQUEST", 400, "one or more of the request fields are invalid", None),
+        "MISSING_FIELDS" => ("INVALID_REQUEST", 400, "the following required fields are missing", None),
+        "UNKNOWN_FIELDS" => ("INVALID_REQUEST", 400, "the following fields are not recognized by this endpoint", None),
         "NOT_FOUND" => ("INVALID_REQUEST", 400, "not found", None),
-        "INVALID_CONFIGURATION" => (
-            "INVALID_REQUEST",
-            400,
-            "please ensure that the request body is formatted correctly",
-            None,
-        ),
+        "INVALID_CONFIGURATION" => {
+            ("INVALID_REQUEST", 400, "please ensure that the request body is formatted correctly", None)
+        }
         "ITEM_LOGIN_REQUIRED" => ("ITEM_ERROR", 400, LOGIN, None),
         "ITEM_NOT_FOUND" => (
             "ITEM_ERROR",
@@ -117,24 +94,15 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             Some("The provided code was not correct."),
         ),
         "INVALID_SEND_METHOD" => ("ITEM_ERROR", 400, "the provided MFA send_method was invalid", None),
-        "INSUFFICIENT_CREDENTIALS" => (
-            "ITEM_ERROR",
-            400,
-            "insufficient authorization was provided to complete the request",
-            None,
-        ),
-        "ITEM_NOT_SUPPORTED" => (
-            "ITEM_ERROR",
-            400,
-            "this account is currently not supported",
-            Some("Account not currently supported."),
-        ),
-        "MFA_NOT_SUPPORTED" => (
-            "ITEM_ERROR",
-            400,
-            "this account requires a software-based MFA which is not supported",
-            None,
-        ),
+        "INSUFFICIENT_CREDENTIALS" => {
+            ("ITEM_ERROR", 400, "insufficient authorization was provided to complete the request", None)
+        }
+        "ITEM_NOT_SUPPORTED" => {
+            ("ITEM_ERROR", 400, "this account is currently not supported", Some("Account not currently supported."))
+        }
+        "MFA_NOT_SUPPORTED" => {
+            ("ITEM_ERROR", 400, "this account requires a software-based MFA which is not supported", None)
+        }
         "USER_SETUP_REQUIRED" => (
             "ITEM_ERROR",
             400,
@@ -144,24 +112,15 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             ),
         ),
         "USER_INPUT_TIMEOUT" => ("ITEM_ERROR", 400, "user must retry this operation", None),
-        "ITEM_CONCURRENTLY_DELETED" => (
-            "ITEM_ERROR",
-            400,
-            "this item was deleted while the operation was in progress",
-            None,
-        ),
-        "ACCESS_NOT_GRANTED" => (
-            "ITEM_ERROR",
-            400,
-            "the user did not grant the necessary permissions for their account",
-            None,
-        ),
-        "COUNTRY_NOT_SUPPORTED" => (
-            "INSTITUTION_ERROR",
-            400,
-            "this country is not supported for this institution",
-            None,
-        ),
+        "ITEM_CONCURRENTLY_DELETED" => {
+            ("ITEM_ERROR", 400, "this item was deleted while the operation was in progress", None)
+        }
+        "ACCESS_NOT_GRANTED" => {
+            ("ITEM_ERROR", 400, "the user did not grant the necessary permissions for their account", None)
+        }
+        "COUNTRY_NOT_SUPPORTED" => {
+            ("INSTITUTION_ERROR", 400, "this country is not supported for this institution", None)
+        }
         "PAYMENT_INVALID_RECIPIENT" => ("PAYMENT_ERROR", 400, "payment recipient invalid", None),
         "INSTITUTION_DOWN" => (
             "INSTITUTION_ERROR",
@@ -179,12 +138,9 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
                 "This financial institution is not currently responding to requests. We apologize for the inconvenience.",
             ),
         ),
-        "INSTITUTION_NOT_AVAILABLE" => (
-            "INSTITUTION_ERROR",
-            400,
-            "this institution is not available at this time",
-            None,
-        ),
+        "INSTITUTION_NOT_AVAILABLE" => {
+            ("INSTITUTION_ERROR", 400, "this institution is not available at this time", None)
+        }
         "INSTITUTION_NO_LONGER_SUPPORTED" => (
             "INSTITUTION_ERROR",
             400,
@@ -192,12 +148,9 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             Some("This financial institution is no longer supported."),
         ),
         "INSTITUTION_NOT_FOUND" => ("INSTITUTION_ERROR", 400, "this institution was not found", None),
-        "INTERNAL_SERVER_ERROR" => (
-            "API_ERROR",
-            500,
-            "an unexpected error occurred",
-            Some("Something went wrong. Please try again later."),
-        ),
+        "INTERNAL_SERVER_ERROR" => {
+            ("API_ERROR", 500, "an unexpected error occurred", Some("Something went wrong. Please try again later."))
+        }
         "PLANNED_MAINTENANCE" => (
             "API_ERROR",
             503,
@@ -210,24 +163,18 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             "Underlying transaction data changed since last page was fetched. Please restart pagination from last update.",
             None,
         ),
-        "SANDBOX_PRODUCT_NOT_ENABLED" => (
-            "SANDBOX_ERROR",
-            400,
-            "The requested product is not enabled for this Item",
-            None,
-        ),
+        "SANDBOX_PRODUCT_NOT_ENABLED" => {
+            ("SANDBOX_ERROR", 400, "The requested product is not enabled for this Item", None)
+        }
         "SANDBOX_WEBHOOK_INVALID" => (
             "SANDBOX_ERROR",
             400,
             "Webhook for this item is either not set up, or invalid. Please update the item's webhook and try again.",
             None,
         ),
-        "SANDBOX_ACCOUNT_SELECT_V2_NOT_ENABLED" => (
-            "SANDBOX_ERROR",
-            400,
-            "Account Select v2 is not enabled for this item",
-            None,
-        ),
+        "SANDBOX_ACCOUNT_SELECT_V2_NOT_ENABLED" => {
+            ("SANDBOX_ERROR", 400, "Account Select v2 is not enabled for this item", None)
+        }
         code if code == "RATE_LIMIT" || code.ends_with("_LIMIT") => (
             "RATE_LIMIT_EXCEEDED",
             429,

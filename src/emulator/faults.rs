@@ -137,14 +137,8 @@ impl RateWindows {
             RateLimitMode::Production => prod,
         };
         let now = Instant::now();
-        let window = self
-            .calls
-            .entry((endpoint.to_string(), item_id.to_string()))
-            .or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
+        let window = self.calls.entry((endpoint.to_string(), item_id.to_string())).or_default();
+        while window.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
             window.pop_front();
         }
         if window.len() as u32 >= limit {
@@ -172,16 +166,8 @@ mod tests {
             times: Some(1),
             kind: FaultKind::HttpError { status: 500 },
         });
-        f.add(FaultRule {
-            id: 0,
-            endpoint: "*".into(),
-            times: None,
-            kind: FaultKind::Latency { ms: 5 },
-        });
-        assert_eq!(
-            f.take("/accounts/get"),
-            vec![FaultKind::HttpError { status: 500 }, FaultKind::Latency { ms: 5 }]
-        );
+        f.add(FaultRule { id: 0, endpoint: "*".into(), times: None, kind: FaultKind::Latency { ms: 5 } });
+        assert_eq!(f.take("/accounts/get"), vec![FaultKind::HttpError { status: 500 }, FaultKind::Latency { ms: 5 }]);
         assert_eq!(f.take("/accounts/get"), vec![FaultKind::Latency { ms: 5 }]);
         assert_eq!(f.list().len(), 1);
     }
@@ -192,14 +178,8 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "i"), None);
         }
-        assert_eq!(
-            w.check(RateLimitMode::Production, "/accounts/balance/get", "i"),
-            Some("BALANCE_LIMIT")
-        );
-        assert_eq!(
-            w.check(RateLimitMode::Production, "/accounts/balance/get", "other"),
-            None
-        );
+        assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "i"), Some("BALANCE_LIMIT"));
+        assert_eq!(w.check(RateLimitMode::Production, "/accounts/balance/get", "other"), None);
         assert_eq!(w.check(RateLimitMode::Off, "/accounts/balance/get", "i"), None);
     }
 
@@ -209,11 +189,6 @@ mod tests {
             r#"{"endpoint":"/item/get","kind":"plaid_error","error_code":"ITEM_LOGIN_REQUIRED","times":2}"#,
         )
         .unwrap();
-        assert_eq!(
-            r.kind,
-            FaultKind::PlaidError {
-                error_code: "ITEM_LOGIN_REQUIRED".into()
-            }
-        );
+        assert_eq!(r.kind, FaultKind::PlaidError { error_code: "ITEM_LOGIN_REQUIRED".into() });
     }
 }

@@ -61,12 +61,9 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|_| ApiError::code("INTERNAL_SERVER_ERROR"))
 }
 
-const LANGUAGES: &[&str] = &[
-    "da", "nl", "en", "et", "fr", "de", "it", "lv", "lt", "no", "pl", "pt", "ro", "es", "sv",
-];
-const COUNTRIES: &[&str] = &[
-    "US", "GB", "ES", "NL", "FR", "IE", "CA", "DE", "IT", "PL", "DK", "NO", "SE", "EE", "LT", "LV", "PT",
-];
+const LANGUAGES: &[&str] = &["da", "nl", "en", "et", "fr", "de", "it", "lv", "lt", "no", "pl", "pt", "ro", "es", "sv"];
+const COUNTRIES: &[&str] =
+    &["US", "GB", "ES", "NL", "FR", "IE", "CA", "DE", "IT", "PL", "DK", "NO", "SE", "EE", "LT", "LV", "PT"];
 const LINK_PRODUCTS: &[&str] = &[
     "assets",
     "auth",
@@ -85,14 +82,10 @@ const LINK_PRODUCTS: &[&str] = &[
 
 fn check_countries(codes: &[String]) -> Result<(), ApiError> {
     if codes.is_empty() {
-        return Err(ApiError::invalid_field(
-            "country_codes must contain at least one country code",
-        ));
+        return Err(ApiError::invalid_field("country_codes must contain at least one country code"));
     }
     match codes.iter().find(|c| !COUNTRIES.contains(&c.as_str())) {
-        Some(bad) => Err(ApiError::invalid_field(format!(
-            "country_codes contains an unsupported country code: {bad}"
-        ))),
+        Some(bad) => Err(ApiError::invalid_field(format!("country_codes contains an unsupported country code: {bad}"))),
         None => Ok(()),
     }
 }
@@ -107,9 +100,7 @@ fn check_url(field: &str, value: &str, allow_query: bool) -> Result<(), ApiError
         )));
     }
     if !allow_query && (url.query().is_some() || url.fragment().is_some()) {
-        return Err(ApiError::invalid_field(format!(
-            "{field} must not contain query parameters or a fragment"
-        )));
+        return Err(ApiError::invalid_field(format!("{field} must not contain query parameters or a fragment")));
     }
     Ok(())
 }
@@ -126,16 +117,11 @@ fn link_token_create(emu: &Emulator, call: &Call, body: Value) -> Result<Value, 
         return Err(ApiError::invalid_field("client_name must be a non-empty string"));
     }
     if !LANGUAGES.contains(&req.language.as_str()) {
-        return Err(ApiError::invalid_field(format!(
-            "language must be one of {}",
-            LANGUAGES.join(", ")
-        )));
+        return Err(ApiError::invalid_field(format!("language must be one of {}", LANGUAGES.join(", "))));
     }
     check_countries(&req.country_codes)?;
     if req.user.client_user_id.trim().is_empty() {
-        return Err(ApiError::invalid_field(
-            "user.client_user_id must be a non-empty string",
-        ));
+        return Err(ApiError::invalid_field("user.client_user_id must be a non-empty string"));
     }
     if looks_like_pii(&req.user.client_user_id) {
         return Err(ApiError::invalid_field(
@@ -159,32 +145,19 @@ fn link_token_create(emu: &Emulator, call: &Call, body: Value) -> Result<Value, 
             None
         }
     };
-    let lifetime = if item_id.is_some() {
-        ChronoDuration::minutes(30)
-    } else {
-        ChronoDuration::hours(4)
-    };
+    let lifetime = if item_id.is_some() { ChronoDuration::minutes(30) } else { ChronoDuration::hours(4) };
     let token = format!("link-sandbox-{}", uuid::Uuid::new_v4());
     let expiration = call.now + lifetime;
-    state.link_tokens.insert(
-        token.clone(),
-        LinkTokenRecord {
-            created_at: call.now,
-            expiration,
-            request: req,
-            item_id,
-        },
-    );
+    state
+        .link_tokens
+        .insert(token.clone(), LinkTokenRecord { created_at: call.now, expiration, request: req, item_id });
     Ok(json!({"link_token": token, "expiration": expiration}))
 }
 
 fn link_token_get(emu: &Emulator, _call: &Call, body: Value) -> Result<Value, ApiError> {
     let req: LinkTokenGetRequest = parse(body)?;
     let state = emu.state();
-    let rec = state
-        .link_tokens
-        .get(&req.link_token)
-        .ok_or_else(|| ApiError::code("INVALID_LINK_TOKEN"))?;
+    let rec = state.link_tokens.get(&req.link_token).ok_or_else(|| ApiError::code("INVALID_LINK_TOKEN"))?;
     let r = &rec.request;
     let mut metadata = json!({
         "initial_products": r.products.clone().unwrap_or_default(),
@@ -283,20 +256,14 @@ fn item_public_token_exchange(emu: &Emulator, call: &Call, body: Value) -> Resul
         ));
     }
     let mut state = emu.state();
-    let rec = state
-        .public_tokens
-        .get_mut(&req.public_token)
-        .ok_or_else(|| ApiError::code("INVALID_PUBLIC_TOKEN"))?;
+    let rec = state.public_tokens.get_mut(&req.public_token).ok_or_else(|| ApiError::code("INVALID_PUBLIC_TOKEN"))?;
     if rec.used || rec.expires_at <= call.now {
         return Err(ApiError::code("INVALID_PUBLIC_TOKEN"));
     }
     rec.used = true;
     let item_id = rec.item_id.clone();
-    let item = state
-        .items
-        .get(&item_id)
-        .filter(|i| !i.removed)
-        .ok_or_else(|| ApiError::code("INVALID_PUBLIC_TOKEN"))?;
+    let item =
+        state.items.get(&item_id).filter(|i| !i.removed).ok_or_else(|| ApiError::code("INVALID_PUBLIC_TOKEN"))?;
     Ok(json!({"access_token": item.access_token, "item_id": item.item_id}))
 }
 
@@ -377,11 +344,7 @@ fn accounts_response(emu: &Emulator, call: &Call, body: Value, identity: bool) -
             a.owners = Some(vec![owner.clone()]);
         }
     }
-    to_value(&AccountsResponse {
-        accounts,
-        item: item.to_wire(false),
-        request_id: String::new(),
-    })
+    to_value(&AccountsResponse { accounts, item: item.to_wire(false), request_id: String::new() })
 }
 
 fn accounts_get(emu: &Emulator, call: &Call, body: Value) -> Result<Value, ApiError> {
@@ -410,10 +373,7 @@ fn auth_get(emu: &Emulator, call: &Call, body: Value) -> Result<Value, ApiError>
     }
     to_value(&AuthGetResponse {
         accounts,
-        numbers: AuthNumbers {
-            ach,
-            ..Default::default()
-        },
+        numbers: AuthNumbers { ach, ..Default::default() },
         item: item.to_wire(false),
         request_id: String::new(),
     })
@@ -438,14 +398,7 @@ fn transactions_sync(emu: &Emulator, call: &Call, body: Value) -> Result<Value, 
     let id = item.item_id.clone();
     let page = state.sync_page(&id, req.cursor.as_deref(), count as usize)?;
     to_value(&TransactionsSyncResponse {
-        transactions_update_status: Some(
-            if page.ready {
-                "HISTORICAL_UPDATE_COMPLETE"
-            } else {
-                "NOT_READY"
-            }
-            .into(),
-        ),
+        transactions_update_status: Some(if page.ready { "HISTORICAL_UPDATE_COMPLETE" } else { "NOT_READY" }.into()),
         accounts,
         added: page.added,
         modified: page.modified,
@@ -465,22 +418,16 @@ fn transactions_get(emu: &Emulator, call: &Call, body: Value) -> Result<Value, A
     let max = if call.proxy { 100 } else { 500 };
     let count = opts.count.unwrap_or(100);
     if !(1..=max).contains(&count) {
-        return Err(ApiError::invalid_field(format!(
-            "options.count must be an integer from 1 to {max}"
-        )));
+        return Err(ApiError::invalid_field(format!("options.count must be an integer from 1 to {max}")));
     }
     let offset = if call.proxy {
         if opts.offset.is_some() {
-            return Err(ApiError::invalid_field(
-                "options.offset is not supported by this proxy; use options.page",
-            ));
+            return Err(ApiError::invalid_field("options.offset is not supported by this proxy; use options.page"));
         }
         opts.page.unwrap_or(0).saturating_mul(count)
     } else {
         if opts.page.is_some() {
-            return Err(ApiError::invalid_field(
-                "options.page is not a Plaid field; use options.offset",
-            ));
+            return Err(ApiError::invalid_field("options.page is not a Plaid field; use options.offset"));
         }
         opts.offset.unwrap_or(0)
     };
@@ -491,13 +438,8 @@ fn transactions_get(emu: &Emulator, call: &Call, body: Value) -> Result<Value, A
         return Err(ApiError::code("PRODUCT_NOT_READY"));
     }
     let all = item.accounts_wire();
-    let accounts = select_accounts(
-        all,
-        Some(&AccountIdsOptions {
-            account_ids: opts.account_ids.clone(),
-            ..Default::default()
-        }),
-    )?;
+    let accounts =
+        select_accounts(all, Some(&AccountIdsOptions { account_ids: opts.account_ids.clone(), ..Default::default() }))?;
     let matching: Vec<_> = item
         .tx
         .newest_first()
@@ -506,12 +448,8 @@ fn transactions_get(emu: &Emulator, call: &Call, body: Value) -> Result<Value, A
         .filter(|t| opts.account_ids.as_ref().is_none_or(|ids| ids.contains(&t.account_id)))
         .collect();
     let total = matching.len() as u32;
-    let page: Vec<Transaction> = matching
-        .into_iter()
-        .skip(offset as usize)
-        .take(count as usize)
-        .map(|t| (*t).clone())
-        .collect();
+    let page: Vec<Transaction> =
+        matching.into_iter().skip(offset as usize).take(count as usize).map(|t| (*t).clone()).collect();
     to_value(&TransactionsGetResponse {
         accounts,
         transactions: page,
@@ -536,11 +474,7 @@ fn institutions_get_by_id(_emu: &Emulator, _call: &Call, body: Value) -> Result<
     }
     check_countries(&req.country_codes)?;
     let inst = institution_for(&req.institution_id)?;
-    if !req
-        .country_codes
-        .iter()
-        .any(|c| inst.country_codes.contains(&c.as_str()))
-    {
+    if !req.country_codes.iter().any(|c| inst.country_codes.contains(&c.as_str())) {
         return Err(ApiError::code("INVALID_INSTITUTION"));
     }
     Ok(json!({"institution": inst.to_wire()}))
@@ -548,9 +482,7 @@ fn institutions_get_by_id(_emu: &Emulator, _call: &Call, body: Value) -> Result<
 
 fn webhook_verification_key_get(emu: &Emulator, _call: &Call, body: Value) -> Result<Value, ApiError> {
     let req: WebhookVerificationKeyGetRequest = parse(body)?;
-    let key = emu
-        .jwk(&req.key_id)
-        .ok_or_else(|| ApiError::code("INVALID_WEBHOOK_VERIFICATION_KEY_ID"))?;
+    let key = emu.jwk(&req.key_id).ok_or_else(|| ApiError::code("INVALID_WEBHOOK_VERIFICATION_KEY_ID"))?;
     Ok(json!({"key": key}))
 }
 
@@ -577,10 +509,7 @@ fn sandbox_item_fire_webhook(emu: &Emulator, call: &Call, body: Value) -> Result
     let req: SandboxFireWebhookRequest = parse(body)?;
     let Some(&(code, default_type, product)) = FIREABLE.iter().find(|f| f.0 == req.webhook_code) else {
         let codes: Vec<&str> = FIREABLE.iter().map(|f| f.0).collect();
-        return Err(ApiError::invalid_field(format!(
-            "webhook_code must be one of {}",
-            codes.join(", ")
-        )));
+        return Err(ApiError::invalid_field(format!("webhook_code must be one of {}", codes.join(", "))));
     };
     let webhook_type = req.webhook_type.clone().unwrap_or_else(|| default_type.to_string());
     let mut state = emu.state();
@@ -596,14 +525,7 @@ fn sandbox_item_fire_webhook(emu: &Emulator, call: &Call, body: Value) -> Result
     match code {
         // New activity, and the webhooks that announce it.
         "DEFAULT_UPDATE" => {
-            state.advance(
-                &id,
-                &Advance {
-                    post_pending: false,
-                    ..Advance::default()
-                },
-                call.now,
-            )?;
+            state.advance(&id, &Advance { post_pending: false, ..Advance::default() }, call.now)?;
         }
         "SYNC_UPDATES_AVAILABLE" => {
             state.queue(
@@ -617,11 +539,8 @@ fn sandbox_item_fire_webhook(emu: &Emulator, call: &Call, body: Value) -> Result
             state.queue(&id, &webhook_type, code, json!({"account_ids": account_ids}));
         }
         "AUTH_DATA_UPDATE" => {
-            let updated: serde_json::Map<String, Value> = account_ids
-                .iter()
-                .take(1)
-                .map(|a| (a.clone(), json!(["ACCOUNT_NUMBER"])))
-                .collect();
+            let updated: serde_json::Map<String, Value> =
+                account_ids.iter().take(1).map(|a| (a.clone(), json!(["ACCOUNT_NUMBER"]))).collect();
             state.queue(
                 &id,
                 &webhook_type,
@@ -633,12 +552,7 @@ fn sandbox_item_fire_webhook(emu: &Emulator, call: &Call, body: Value) -> Result
             state.queue(&id, &webhook_type, code, json!({"error": null}));
         }
         "PRODUCT_READY" => {
-            state.queue(
-                &id,
-                &webhook_type,
-                code,
-                json!({"asset_report_id": uuid::Uuid::new_v4().to_string()}),
-            );
+            state.queue(&id, &webhook_type, code, json!({"asset_report_id": uuid::Uuid::new_v4().to_string()}));
         }
         _ => {
             let err = ApiError::code("PRODUCT_NOT_READY").for_webhook();

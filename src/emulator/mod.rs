@@ -102,9 +102,7 @@ pub struct Emulator {
 impl Emulator {
     pub fn new(config: EmulatorConfig) -> anyhow::Result<Self> {
         let key = SigningKey::generate(Utc::now().timestamp())?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
         Ok(Emulator {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::new(config.seed)),
@@ -257,13 +255,7 @@ impl Emulator {
 
     /// Every webhook sent so far (the last 10,000).
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
-        self.shared
-            .deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.shared.deliveries.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 }
 
@@ -329,10 +321,7 @@ async fn dispatch(emu: Emulator, proxy: bool, endpoint: String, headers: HeaderM
         Ok(Outcome::Drop) => {
             // Headers go out, then the connection breaks before any body.
             let stream = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "fault: dropped",
-                ))
+                Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: dropped"))
             });
             Response::builder()
                 .status(StatusCode::OK)
@@ -392,11 +381,7 @@ async fn handle(
             FaultKind::DropConnection => return Ok(Outcome::Drop),
         }
     }
-    let call = Call {
-        endpoint: endpoint.to_string(),
-        now: emu.now(),
-        proxy,
-    };
+    let call = Call { endpoint: endpoint.to_string(), now: emu.now(), proxy };
     handler(emu, &call, value).map(Outcome::Body)
 }
 
@@ -426,12 +411,7 @@ impl RunningEmulator {
                 tracing::error!(error = %e, "plaid emulator stopped with an error");
             }
         });
-        Ok(RunningEmulator {
-            addr,
-            emulator,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        Ok(RunningEmulator { addr, emulator, shutdown: Some(tx), task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`

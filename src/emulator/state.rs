@@ -52,21 +52,14 @@ impl TxBook {
 
     fn remove(&mut self, id: &str) -> Option<Arc<Transaction>> {
         let t = self.current.remove(id)?;
-        self.log.push(Change::Removed {
-            transaction_id: t.transaction_id.clone(),
-            account_id: t.account_id.clone(),
-        });
+        self.log.push(Change::Removed { transaction_id: t.transaction_id.clone(), account_id: t.account_id.clone() });
         Some(t)
     }
 
     /// The current transactions, newest first (then by id, for a stable order).
     pub fn newest_first(&self) -> Vec<Arc<Transaction>> {
         let mut all: Vec<_> = self.current.values().cloned().collect();
-        all.sort_by(|a, b| {
-            b.date
-                .cmp(&a.date)
-                .then_with(|| a.transaction_id.cmp(&b.transaction_id))
-        });
+        all.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.transaction_id.cmp(&b.transaction_id)));
         all
     }
 }
@@ -83,13 +76,7 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let raw = format!(
-            "v1:{}:{}:{}:{}",
-            self.item_index,
-            self.pos,
-            self.generation,
-            u8::from(self.paging)
-        );
+        let raw = format!("v1:{}:{}:{}:{}", self.item_index, self.pos, self.generation, u8::from(self.paging));
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -136,11 +123,7 @@ pub struct ItemRecord {
 
 impl ItemRecord {
     pub fn billed_products(&self) -> Vec<String> {
-        self.products
-            .iter()
-            .filter(|p| p.as_str() != "balance")
-            .cloned()
-            .collect()
+        self.products.iter().filter(|p| p.as_str() != "balance").cloned().collect()
     }
 
     /// The Item object; `error` is filled only where Plaid fills it (`/item/get`).
@@ -150,11 +133,7 @@ impl ItemRecord {
             item_id: self.item_id.clone(),
             institution_id: Some(self.institution.id.to_string()),
             webhook: self.webhook.clone(),
-            error: if with_error {
-                self.error.as_ref().map(|e| (*e.body).clone())
-            } else {
-                None
-            },
+            error: if with_error { self.error.as_ref().map(|e| (*e.body).clone()) } else { None },
             available_products: self
                 .institution
                 .products
@@ -175,11 +154,7 @@ impl ItemRecord {
 
     /// Accounts that carry transactions (what `/transactions/sync` lists).
     pub fn transaction_accounts(&self) -> Vec<Account> {
-        self.accounts
-            .iter()
-            .filter(|a| a.has_transactions)
-            .map(|a| a.account.clone())
-            .collect()
+        self.accounts.iter().filter(|a| a.has_transactions).map(|a| a.account.clone()).collect()
     }
 
     pub fn has_product(&self, p: &str) -> bool {
@@ -293,10 +268,7 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                 });
             }
             if password == "microdeposits_good" {
-                return Ok(TestUser {
-                    micro_deposits: true,
-                    ..TestUser::default()
-                });
+                return Ok(TestUser { micro_deposits: true, ..TestUser::default() });
             }
             let ok = password == "pass_good"
                 || password == "credential_good"
@@ -304,11 +276,7 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                 || password.starts_with("mfa_questions_")
                 || password.starts_with("mfa_selections")
                 || password.starts_with("{\"recaptcha\"");
-            if ok {
-                Ok(TestUser::default())
-            } else {
-                Err(ApiError::code("INVALID_CREDENTIALS"))
-            }
+            if ok { Ok(TestUser::default()) } else { Err(ApiError::code("INVALID_CREDENTIALS")) }
         }
         "user_custom" => {
             let cfg: Value = serde_json::from_str(password).map_err(|_| {
@@ -374,13 +342,7 @@ fn yes() -> bool {
 
 impl Default for Advance {
     fn default() -> Self {
-        Advance {
-            new: 3,
-            post_pending: true,
-            modify: 0,
-            remove: 0,
-            webhooks: true,
-        }
+        Advance { new: 3, post_pending: true, modify: 0, remove: 0, webhooks: true }
     }
 }
 
@@ -462,10 +424,7 @@ impl State {
         let count = user.transaction_count.unwrap_or(default_count);
         let history = TransactionFactory::new(&accounts).history(&mut rng, now.date_naive(), history_days, count);
         let mut tx = TxBook::default();
-        let recent = history
-            .iter()
-            .filter(|t| t.date >= now.date_naive() - ChronoDuration::days(30))
-            .count();
+        let recent = history.iter().filter(|t| t.date >= now.date_naive() - ChronoDuration::days(30)).count();
         let total = history.len();
         // With a readiness delay the history waits, as at Plaid, until `history_ready`.
         let pending_history = if self.history_delay.is_zero() {
@@ -501,12 +460,7 @@ impl State {
         self.by_token.insert(access_token, item_id.clone());
         self.items.insert(item_id.clone(), item);
         if has_transactions {
-            self.queue(
-                &item_id,
-                "TRANSACTIONS",
-                "INITIAL_UPDATE",
-                json!({"error": null, "new_transactions": recent}),
-            );
+            self.queue(&item_id, "TRANSACTIONS", "INITIAL_UPDATE", json!({"error": null, "new_transactions": recent}));
             self.queue(
                 &item_id,
                 "TRANSACTIONS",
@@ -527,28 +481,15 @@ impl State {
             return;
         };
         let today = item.created_at.date_naive();
-        let recent = history
-            .iter()
-            .filter(|t| t.date >= today - ChronoDuration::days(30))
-            .count();
+        let recent = history.iter().filter(|t| t.date >= today - ChronoDuration::days(30)).count();
         let total = history.len();
         for t in history {
             item.tx.add(t);
         }
         let (sync_started, has_transactions) = (item.sync_started, item.has_product("transactions"));
         if has_transactions {
-            self.queue(
-                item_id,
-                "TRANSACTIONS",
-                "INITIAL_UPDATE",
-                json!({"error": null, "new_transactions": recent}),
-            );
-            self.queue(
-                item_id,
-                "TRANSACTIONS",
-                "HISTORICAL_UPDATE",
-                json!({"error": null, "new_transactions": total}),
-            );
+            self.queue(item_id, "TRANSACTIONS", "INITIAL_UPDATE", json!({"error": null, "new_transactions": recent}));
+            self.queue(item_id, "TRANSACTIONS", "HISTORICAL_UPDATE", json!({"error": null, "new_transactions": total}));
         }
         if sync_started {
             self.queue(
@@ -582,21 +523,14 @@ impl State {
                 "provided access token is in an invalid format. expected format: access-<environment>-<identifier>",
             ));
         }
-        let item_id = self
-            .by_token
-            .get(token)
-            .cloned()
-            .ok_or_else(|| ApiError::code("INVALID_ACCESS_TOKEN"))?;
+        let item_id = self.by_token.get(token).cloned().ok_or_else(|| ApiError::code("INVALID_ACCESS_TOKEN"))?;
         if self.items.get(&item_id).is_none_or(|i| i.removed) {
             return Err(ApiError::code("ITEM_NOT_FOUND"));
         }
         if let Some(code) = self.windows.check(self.rate_mode, endpoint, &item_id) {
             return Err(ApiError::code(code));
         }
-        let item = self
-            .items
-            .get_mut(&item_id)
-            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = self.items.get_mut(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         if access == Access::Data
             && let Some(err) = &item.error
         {
@@ -626,11 +560,7 @@ impl State {
             }
         }
         body["environment"] = json!("sandbox");
-        self.outbox.push(OutgoingWebhook {
-            item_id: item_id.map(str::to_string),
-            url: url.to_string(),
-            body,
-        });
+        self.outbox.push(OutgoingWebhook { item_id: item_id.map(str::to_string), url: url.to_string(), body });
     }
 
     /// Puts an item in an error state and tells it, as Plaid does with `ITEM: ERROR`.
@@ -645,10 +575,7 @@ impl State {
 
     /// One page of `/transactions/sync` from `cursor`.
     pub fn sync_page(&mut self, item_id: &str, cursor: Option<&str>, count: usize) -> Result<SyncPage, ApiError> {
-        let item = self
-            .items
-            .get_mut(item_id)
-            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = self.items.get_mut(item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         if item.pending_history.is_some() {
             // Not ready yet: no transactions and an empty cursor; the webhook comes when ready.
             item.sync_started = true;
@@ -682,22 +609,14 @@ impl State {
             match change {
                 Change::Added(t) => added.push((**t).clone()),
                 Change::Modified(t) => modified.push((**t).clone()),
-                Change::Removed {
-                    transaction_id,
-                    account_id,
-                } => removed.push(RemovedTransaction {
+                Change::Removed { transaction_id, account_id } => removed.push(RemovedTransaction {
                     transaction_id: transaction_id.clone(),
                     account_id: Some(account_id.clone()),
                 }),
             }
         }
         let has_more = end < item.tx.log.len();
-        let next = Cursor {
-            item_index: item.index,
-            pos: end,
-            generation: item.tx.generation,
-            paging: has_more,
-        };
+        let next = Cursor { item_index: item.index, pos: end, generation: item.tx.generation, paging: has_more };
         if first_sync {
             // Plaid switches sync webhooks on with the first call; the history is ready at once.
             let id = item.item_id.clone();
@@ -708,23 +627,13 @@ impl State {
                 json!({"initial_update_complete": true, "historical_update_complete": true}),
             );
         }
-        Ok(SyncPage {
-            added,
-            modified,
-            removed,
-            next_cursor: next.encode(),
-            has_more,
-            ready: true,
-        })
+        Ok(SyncPage { added, modified, removed, next_cursor: next.encode(), has_more, ready: true })
     }
 
     /// Simulates new activity at the bank on one item.
     pub fn advance(&mut self, item_id: &str, spec: &Advance, now: DateTime<Utc>) -> Result<AdvanceSummary, ApiError> {
         let today = now.date_naive();
-        let item = self
-            .items
-            .get_mut(item_id)
-            .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+        let item = self.items.get_mut(item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
         let mut summary = AdvanceSummary::default();
         let mut rng = item.rng.clone();
         if spec.post_pending {
@@ -739,11 +648,7 @@ impl State {
                 posted.authorized_date = Some(p.date);
                 posted.date = today.max(p.date);
                 // Restaurants settle with the tip added.
-                if posted
-                    .category
-                    .as_ref()
-                    .is_some_and(|c| c.iter().any(|s| s == "Restaurants"))
-                {
+                if posted.category.as_ref().is_some_and(|c| c.iter().any(|s| s == "Restaurants")) {
                     posted.amount = (posted.amount * rust_decimal::Decimal::new(118, 2)).round_dp(2);
                 }
                 item.apply_to_balance(&posted, true);
@@ -753,18 +658,10 @@ impl State {
             }
         }
         if spec.modify > 0 || spec.remove > 0 {
-            let mut posted: Vec<String> = item
-                .tx
-                .current
-                .values()
-                .filter(|t| !t.pending)
-                .map(|t| t.transaction_id.clone())
-                .collect();
+            let mut posted: Vec<String> =
+                item.tx.current.values().filter(|t| !t.pending).map(|t| t.transaction_id.clone()).collect();
             posted.sort();
-            let chosen: Vec<String> = posted
-                .choose_multiple(&mut rng, spec.modify + spec.remove)
-                .cloned()
-                .collect();
+            let chosen: Vec<String> = posted.choose_multiple(&mut rng, spec.modify + spec.remove).cloned().collect();
             let (to_modify, to_remove) = chosen.split_at(spec.modify.min(chosen.len()));
             for id in to_modify {
                 if let Some(t) = item.tx.current.get(id) {
@@ -853,11 +750,7 @@ mod tests {
             inst,
             vec!["transactions".into()],
             None,
-            TestUser {
-                seed: None,
-                transaction_count: Some(count),
-                micro_deposits: false,
-            },
+            TestUser { seed: None, transaction_count: Some(count), micro_deposits: false },
             count,
             730,
         );
@@ -893,11 +786,7 @@ mod tests {
         let mut s = State::new(1);
         s.history_delay = std::time::Duration::from_millis(10);
         let inst = data::institution("ins_109508").unwrap();
-        let user = TestUser {
-            seed: None,
-            transaction_count: Some(30),
-            micro_deposits: false,
-        };
+        let user = TestUser { seed: None, transaction_count: Some(30), micro_deposits: false };
         let id = s.create_item(
             Utc::now(),
             inst,
@@ -911,11 +800,7 @@ mod tests {
         let page = s.sync_page(&id, None, 100).unwrap();
         assert!(!page.ready && page.added.is_empty() && page.next_cursor.is_empty());
         s.history_ready(&id);
-        let codes: Vec<_> = s
-            .outbox
-            .iter()
-            .map(|w| w.body["webhook_code"].as_str().unwrap().to_string())
-            .collect();
+        let codes: Vec<_> = s.outbox.iter().map(|w| w.body["webhook_code"].as_str().unwrap().to_string()).collect();
         assert_eq!(codes, ["INITIAL_UPDATE", "HISTORICAL_UPDATE", "SYNC_UPDATES_AVAILABLE"]);
         let page = s.sync_page(&id, Some(""), 100).unwrap();
         assert_eq!(page.added.len(), 30);
@@ -923,12 +808,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            item_index: 3,
-            pos: 1200,
-            generation: 4,
-            paging: true,
-        };
+        let c = Cursor { item_index: 3, pos: 1200, generation: 4, paging: true };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert!(c.encode().len() <= 256);
         assert_eq!(Cursor::decode("not-a-cursor"), None);
@@ -941,17 +821,7 @@ mod tests {
         let cursor = sync_into(&mut s, &id, &mut set, None, 100);
         assert_eq!(set.len(), 250);
         let summary = s
-            .advance(
-                &id,
-                &Advance {
-                    new: 4,
-                    post_pending: true,
-                    modify: 3,
-                    remove: 2,
-                    webhooks: true,
-                },
-                Utc::now(),
-            )
+            .advance(&id, &Advance { new: 4, post_pending: true, modify: 3, remove: 2, webhooks: true }, Utc::now())
             .unwrap();
         assert_eq!(summary.modified.len(), 3);
         // A second round posts what the first left pending.
@@ -960,10 +830,7 @@ mod tests {
         let expected: std::collections::HashSet<_> = s.items[&id].tx.current.keys().cloned().collect();
         assert_eq!(set.keys().cloned().collect::<std::collections::HashSet<_>>(), expected);
         let posted: Vec<_> = set.values().filter(|t| t.pending_transaction_id.is_some()).collect();
-        assert!(
-            !posted.is_empty(),
-            "pending transactions posted with a link to their pending id"
-        );
+        assert!(!posted.is_empty(), "pending transactions posted with a link to their pending id");
     }
 
     #[test]
@@ -982,21 +849,10 @@ mod tests {
     #[test]
     fn sandbox_credentials_behave_as_documented() {
         assert!(login("user_good", "pass_good", false).is_ok());
+        assert_eq!(login("user_good", "error_ITEM_LOCKED", false).unwrap_err().body.error_code, "ITEM_LOCKED");
+        assert_eq!(login("user_good", "wrong", false).unwrap_err().body.error_code, "INVALID_CREDENTIALS");
         assert_eq!(
-            login("user_good", "error_ITEM_LOCKED", false)
-                .unwrap_err()
-                .body
-                .error_code,
-            "ITEM_LOCKED"
-        );
-        assert_eq!(
-            login("user_good", "wrong", false).unwrap_err().body.error_code,
-            "INVALID_CREDENTIALS"
-        );
-        assert_eq!(
-            login("user_custom", r#"{"seed":"abc","transaction_count":7}"#, false)
-                .unwrap()
-                .transaction_count,
+            login("user_custom", r#"{"seed":"abc","transaction_count":7}"#, false).unwrap().transaction_count,
             Some(7)
         );
         assert!(login("anyone", "", true).is_ok());

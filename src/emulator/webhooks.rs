@@ -42,10 +42,7 @@ impl SigningKey {
             created_at,
             expired_at: None,
         };
-        Ok(SigningKey {
-            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-            jwk,
-        })
+        Ok(SigningKey { encoding: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk })
     }
 
     /// The `Plaid-Verification` value for `body`, issued at `iat` (unix seconds).
@@ -59,14 +56,7 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.jwk.kid.clone());
         header.typ = Some("JWT".into());
-        Ok(jsonwebtoken::encode(
-            &header,
-            &Claims {
-                iat,
-                request_body_sha256: &digest,
-            },
-            &self.encoding,
-        )?)
+        Ok(jsonwebtoken::encode(&header, &Claims { iat, request_body_sha256: &digest }, &self.encoding)?)
     }
 }
 

@@ -18,10 +18,7 @@ pub struct Guardrails {
 
 impl ExtensionFactory for Guardrails {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardrailsExt {
-            max_aliases: self.max_aliases,
-            max_directives: self.max_directives,
-        })
+        Arc::new(GuardrailsExt { max_aliases: self.max_aliases, max_directives: self.max_directives })
     }
 }
 

@@ -33,10 +33,7 @@ pub fn schema(
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(limits.max_directives.max(1))
-        .extension(extensions::Guardrails {
-            max_aliases: limits.max_aliases,
-            max_directives: limits.max_directives,
-        })
+        .extension(extensions::Guardrails { max_aliases: limits.max_aliases, max_directives: limits.max_directives })
         .extension(extensions::Observe);
     if !introspection {
         b = b.disable_introspection().disable_suggestions();
@@ -64,13 +61,13 @@ pub struct DateTime(pub chrono::DateTime<Utc>);
 impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .map(|d| DateTime(d.with_timezone(&Utc)))
-                .map_err(|_| {
+            Value::String(s) => {
+                chrono::DateTime::parse_from_rfc3339(s).map(|d| DateTime(d.with_timezone(&Utc))).map_err(|_| {
                     InputValueError::custom(format!(
                         "expected an RFC 3339 date-time such as \"2026-01-01T00:00:00Z\", got {s:?}"
                     ))
-                }),
+                })
+            }
             other => Err(InputValueError::expected_type(other.clone())),
         }
     }
@@ -84,10 +81,7 @@ fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<&'a str> {
     let state = ctx
         .data::<AuthState>()
         .map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
-    state
-        .require(MANAGE_PAYMENT)
-        .map(|c| c.user_id.as_str())
-        .map_err(|e| e.to_graphql())
+    state.require(MANAGE_PAYMENT).map(|c| c.user_id.as_str()).map_err(|e| e.to_graphql())
 }
 
 /// The tighter per-caller limit of the operations that cost money or call Plaid.
@@ -433,11 +427,7 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
             bank_institution_auth_id: ID(t.connection_id),
             bank_account_id: ID(t.account_id),
             transaction_id: t.plaid_transaction_id,
-            transaction_status: if t.pending {
-                TransactionStatus::Pending
-            } else {
-                TransactionStatus::Posted
-            },
+            transaction_status: if t.pending { TransactionStatus::Pending } else { TransactionStatus::Posted },
             transaction_type: if t.amount.is_sign_negative() {
                 TransactionType::Credit
             } else {
@@ -499,10 +489,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The caller's linked bank accounts (removed connections excluded). Reads stored data only.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn get_plaid_bank_accounts(
         &self,
         ctx: &Context<'_>,
@@ -533,10 +520,7 @@ impl Query {
     }
 
     /// The latest stored balance of each of the caller's accounts.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn get_plaid_bank_balances(
         &self,
         ctx: &Context<'_>,
@@ -554,10 +538,7 @@ impl Query {
     }
 
     /// The caller's transaction history, newest first; `totalCount` counts the whole filtered set.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn get_plaid_bank_transactions(
         &self,
         ctx: &Context<'_>,
@@ -592,10 +573,7 @@ impl Query {
             limit: limit as i64,
             offset: offset as i64,
         };
-        let (total, rows) = service(ctx)
-            .transactions(user, filter)
-            .await
-            .map_err(|e| e.to_graphql())?;
+        let (total, rows) = service(ctx).transactions(user, filter).await.map_err(|e| e.to_graphql())?;
         Ok(PlaidBankTransactionPage {
             total_count: i32::try_from(total).unwrap_or(i32::MAX),
             transactions: rows.into_iter().map(Into::into).collect(),
@@ -608,10 +586,7 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn create_plaid_link_token(
         &self,
         ctx: &Context<'_>,
@@ -625,28 +600,18 @@ impl Mutation {
             DeviceOs::Android => identity::DeviceOs::Android,
             DeviceOs::Web => identity::DeviceOs::Web,
         });
-        let t = service(ctx)
-            .create_link_token(user, os, item.as_deref())
-            .await
-            .map_err(|e| e.to_graphql())?;
+        let t = service(ctx).create_link_token(user, os, item.as_deref()).await.map_err(|e| e.to_graphql())?;
         Ok(PlaidLinkToken {
             link_token: t.link_token,
             expiration: DateTime(t.expiration),
             request_id: t.request_id,
-            mode: if t.update_mode {
-                PlaidLinkMode::Update
-            } else {
-                PlaidLinkMode::Create
-            },
+            mode: if t.update_mode { PlaidLinkMode::Update } else { PlaidLinkMode::Create },
         })
     }
 
     /// Completes Link: stores the connection, its accounts and balances, and starts the first
     /// transaction sync. Idempotent per public token.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn complete_plaid_link(
         &self,
         ctx: &Context<'_>,
@@ -667,10 +632,7 @@ impl Mutation {
     }
 
     /// A cached refresh (Plaid `/accounts/get`) of every active connection of the caller.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn refresh_plaid_bank_connections(&self, ctx: &Context<'_>) -> GqlResult<RefreshPlaidBankConnectionsPayload> {
         let user = caller(ctx)?;
         sensitive(ctx, user)?;
@@ -703,10 +665,7 @@ impl Mutation {
     }
 
     /// Attaches a postal address to one of the caller's connections.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn create_plaid_link_address(
         &self,
         ctx: &Context<'_>,
@@ -724,18 +683,12 @@ impl Mutation {
             &a.country,
         )
         .map_err(|problems| bad(format!("Invalid address: {}.", problems.join("; "))))?;
-        let id = service(ctx)
-            .add_address(user, &conn, address)
-            .await
-            .map_err(|e| e.to_graphql())?;
+        let id = service(ctx).add_address(user, &conn, address).await.map_err(|e| e.to_graphql())?;
         Ok(CreatePlaidLinkAddressPayload { address_id: ID(id) })
     }
 
     /// Removes a connection at Plaid and hides it (history kept). Calling it again is fine.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn remove_plaid_bank_institution(
         &self,
         ctx: &Context<'_>,
@@ -744,13 +697,7 @@ impl Mutation {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
         let reason = input.reason.unwrap_or(RemovalReason::UserRequested).into();
-        service(ctx)
-            .remove_connection(user, &conn, reason)
-            .await
-            .map_err(|e| e.to_graphql())?;
-        Ok(RemovePlaidBankInstitutionPayload {
-            removed: true,
-            bank_institution_auth_id: ID(conn),
-        })
+        service(ctx).remove_connection(user, &conn, reason).await.map_err(|e| e.to_graphql())?;
+        Ok(RemovePlaidBankInstitutionPayload { removed: true, bank_institution_auth_id: ID(conn) })
     }
 }

@@ -50,10 +50,7 @@ fn negotiate(headers: &HeaderMap) -> Option<Answer> {
     for part in accept.split(',') {
         let mut it = part.split(';');
         let media = it.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = it
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
+        let q = it.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
         let answer = match media.as_str() {
             GRAPHQL_RESPONSE => Answer::GraphqlResponse,
             JSON | "application/*" | "*/*" => Answer::Json,
@@ -70,8 +67,7 @@ fn negotiate(headers: &HeaderMap) -> Option<Answer> {
 fn refuse(status: StatusCode, answer: Answer, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
     let mut r = (status, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
     r
 }
 
@@ -87,8 +83,7 @@ fn rate_limited(answer: Answer, wait: std::time::Duration, who: &str) -> Respons
         "extensions": {"code": code::RATE_LIMITED, "retryAfterSeconds": secs}
     }]});
     let mut r = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     refused("rate_limited", r)
 }
@@ -103,9 +98,7 @@ fn request_id(headers: &HeaderMap, ext: Option<&RequestId>) -> String {
 /// `GET /api/v1/graphql`: GraphiQL. Operations go over POST only (no mutation over GET, no
 /// CSRF through a link), so a GET that carries a query is refused with 405.
 pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
-    let has_operation = query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
+    let has_operation = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
     if has_operation {
         let mut r = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -116,13 +109,8 @@ pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return refused("get_operation", r);
     }
-    Html(
-        async_graphql::http::GraphiQLSource::build()
-            .endpoint(GRAPHQL_PATH)
-            .title("bankgraph")
-            .finish(),
-    )
-    .into_response()
+    Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
+        .into_response()
 }
 
 /// `POST /api/v1/graphql`.
@@ -152,17 +140,8 @@ pub async fn post_graphql(
         return rate_limited(answer, wait, "address");
     }
     // application/json only: a form or text/plain post (CSRF without a preflight) is refused.
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case(JSON)
-    {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(JSON) {
         return refused(
             "media_type",
             refuse(
@@ -184,10 +163,8 @@ pub async fn post_graphql(
             ),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return too_large();
     }
@@ -209,18 +186,12 @@ pub async fn post_graphql(
         Ok(r) => r,
         Err(e) => {
             let msg = format!("The body is not a GraphQL request ({e}).");
-            return refused(
-                "malformed",
-                refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg),
-            );
+            return refused("malformed", refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg));
         }
     };
     if request.query.chars().count() > limits.max_query_length {
         let msg = format!("The query is longer than {} characters.", limits.max_query_length);
-        return refused(
-            "query_too_long",
-            refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg),
-        );
+        return refused("query_too_long", refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg));
     }
 
     let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
@@ -235,10 +206,7 @@ pub async fn post_graphql(
         return rate_limited(answer, wait, "caller");
     }
     let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
-    let request = request
-        .data(auth)
-        .data(RequestIdValue(request_id.clone()))
-        .data(state.limiters.clone());
+    let request = request.data(auth).data(RequestIdValue(request_id.clone())).data(state.limiters.clone());
     let response = match tokio::time::timeout(limits.request_timeout, state.schema.execute(request)).await {
         Ok(r) => r,
         Err(_) => {
@@ -306,12 +274,7 @@ pub async fn post_graphql(
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "response could not be encoded");
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                answer,
-                code::INTERNAL_SERVER_ERROR,
-                INTERNAL_MESSAGE,
-            );
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, answer, code::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE);
         }
     };
     let mut resp = (status, body).into_response();
@@ -324,11 +287,7 @@ pub async fn post_graphql(
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = if codes.is_empty() {
-        "ok".to_string()
-    } else {
-        codes.join(",")
-    };
+    let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
     tracing::info!(%operation, sub = sub.as_deref().unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
     metrics::counter!(GRAPHQL_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
     resp

@@ -52,16 +52,10 @@ pub struct AppState {
 fn observed(router: Router) -> Router {
     let header = header::HeaderName::from_static(REQUEST_ID);
     router
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
 }
@@ -97,9 +91,7 @@ pub fn public_router(state: AppState) -> Router {
 
 /// The internal listener: Plaid webhooks, metrics and health. It is the identity service's.
 pub fn internal_router(state: AppState, identity: PlaidIdentity) -> Router {
-    let webhooks = Router::new()
-        .route("/webhooks/plaid", post(plaid_webhook))
-        .with_state(identity);
+    let webhooks = Router::new().route("/webhooks/plaid", post(plaid_webhook)).with_state(identity);
     observed(
         Router::new()
             .route("/healthz", get(healthz))
@@ -127,11 +119,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
 }
 
 /// `POST /webhooks/plaid`: verified, stored, acknowledged. An unverifiable request gets 401
@@ -164,10 +152,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -41,9 +41,7 @@ impl Limiters {
     ) -> Result<(), Duration> {
         match l {
             None => Ok(()),
-            Some(l) => l
-                .check_key(key)
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+            Some(l) => l.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now())),
         }
     }
 

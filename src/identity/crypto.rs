@@ -25,9 +25,7 @@ pub struct TokenCipher {
 
 impl std::fmt::Debug for TokenCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCipher")
-            .field("current_key_id", &self.current_id)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenCipher").field("current_key_id", &self.current_id).finish_non_exhaustive()
     }
 }
 
@@ -38,12 +36,8 @@ pub fn key_id_of(key: &[u8; 32]) -> String {
 
 /// Decodes a base64 32-byte key.
 pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD
-        .decode(b64.trim())
-        .map_err(|_| "is not valid base64".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
 }
 
 fn aad(user_id: &str, item_id: &str) -> Vec<u8> {
@@ -63,10 +57,7 @@ impl TokenCipher {
         for k in previous {
             keys.insert(key_id_of(k), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(k)));
         }
-        keys.insert(
-            current_id.clone(),
-            Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&current)),
-        );
+        keys.insert(current_id.clone(), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&current)));
         TokenCipher { current_id, keys }
     }
 
@@ -75,27 +66,15 @@ impl TokenCipher {
     }
 
     pub fn seal(&self, token: &SecretString, user_id: &str, item_id: &str) -> anyhow::Result<Sealed> {
-        let cipher = self
-            .keys
-            .get(&self.current_id)
-            .ok_or_else(|| anyhow::anyhow!("current key missing"))?;
+        let cipher = self.keys.get(&self.current_id).ok_or_else(|| anyhow::anyhow!("current key missing"))?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = aad(user_id, item_id);
         let ct = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: token.expose_secret().as_bytes(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: token.expose_secret().as_bytes(), aad: &aad })
             .map_err(|_| anyhow::anyhow!("access token encryption failed"))?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ct);
-        Ok(Sealed {
-            key_id: self.current_id.clone(),
-            blob: STANDARD.encode(blob),
-        })
+        Ok(Sealed { key_id: self.current_id.clone(), blob: STANDARD.encode(blob) })
     }
 
     /// Opens a sealed token; fails if the key is unknown or the token was sealed for another
@@ -105,9 +84,7 @@ impl TokenCipher {
             .keys
             .get(&sealed.key_id)
             .ok_or_else(|| anyhow::anyhow!("no key with id {} to open an access token", sealed.key_id))?;
-        let blob = STANDARD
-            .decode(&sealed.blob)
-            .map_err(|_| anyhow::anyhow!("sealed access token is not base64"))?;
+        let blob = STANDARD.decode(&sealed.blob).map_err(|_| anyhow::anyhow!("sealed access token is not base64"))?;
         anyhow::ensure!(blob.len() > 12 + 16, "sealed access token is too short");
         let (nonce, ct) = blob.split_at(12);
         let aad = aad(user_id, item_id);
@@ -134,10 +111,7 @@ mod tests {
         let t = SecretString::from("access-sandbox-1234");
         let s = c.seal(&t, "user-1", "item-1").unwrap();
         assert!(!s.blob.contains("access"));
-        assert_eq!(
-            c.open(&s, "user-1", "item-1").unwrap().expose_secret(),
-            "access-sandbox-1234"
-        );
+        assert_eq!(c.open(&s, "user-1", "item-1").unwrap().expose_secret(), "access-sandbox-1234");
         assert!(c.open(&s, "user-2", "item-1").is_err());
         assert!(c.open(&s, "user-1", "item-2").is_err());
         let s2 = c.seal(&t, "user-1", "item-1").unwrap();

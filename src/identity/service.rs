@@ -86,10 +86,7 @@ impl StoredError {
 
     fn into_error(self) -> AppError {
         match (self.code.as_str(), self.plaid) {
-            (_, Some(detail)) => AppError::Plaid {
-                message: self.message,
-                detail,
-            },
+            (_, Some(detail)) => AppError::Plaid { message: self.message, detail },
             ("BAD_USER_INPUT", _) => AppError::BadInput(self.message),
             ("NOT_FOUND", _) => AppError::NotFound(self.message),
             ("CONFLICT", _) => AppError::Conflict(self.message),
@@ -101,10 +98,7 @@ impl StoredError {
 
 /// Errors worth a retry with the same public token: nothing was decided.
 fn transient(e: &AppError) -> bool {
-    matches!(
-        e,
-        AppError::Upstream(_) | AppError::Internal(_) | AppError::RateLimited { .. }
-    )
+    matches!(e, AppError::Upstream(_) | AppError::Internal(_) | AppError::RateLimited { .. })
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -165,10 +159,7 @@ impl PlaidIdentity {
             Box::pin(async move { this.run_job(job).await })
         });
         self.inner.jobs.spawn_workers(workers, handler, stop, &self.inner.tasks);
-        self.inner
-            .jobs
-            .enqueue(JobKind::Reconcile, "reconciler", Utc::now())
-            .await?;
+        self.inner.jobs.enqueue(JobKind::Reconcile, "reconciler", Utc::now()).await?;
         Ok(())
     }
 
@@ -210,12 +201,7 @@ impl PlaidIdentity {
                 };
                 let every = chrono::Duration::from_std(self.inner.config.reconcile_interval)
                     .unwrap_or(chrono::Duration::hours(1));
-                if let Err(e) = self
-                    .inner
-                    .jobs
-                    .enqueue(JobKind::Reconcile, "reconciler", Utc::now() + every)
-                    .await
-                {
+                if let Err(e) = self.inner.jobs.enqueue(JobKind::Reconcile, "reconciler", Utc::now() + every).await {
                     tracing::error!(error = %format!("{e:#}"), "could not schedule the next reconciler run");
                 }
                 outcome
@@ -250,9 +236,7 @@ impl PlaidIdentity {
             client_name: cfg.client_name.clone(),
             language: cfg.language.clone(),
             country_codes: cfg.country_codes.clone(),
-            user: LinkTokenUser {
-                client_user_id: user_id.to_string(),
-            },
+            user: LinkTokenUser { client_user_id: user_id.to_string() },
             products: (!update).then(|| cfg.products.clone()),
             webhook: cfg.webhook_url.clone(),
             ..Default::default()
@@ -321,11 +305,8 @@ impl PlaidIdentity {
             });
         }
         let accounts = self.inner.plaid.accounts_get(&token, None).await?;
-        let usable: Vec<wire::Account> = accounts
-            .accounts
-            .into_iter()
-            .filter(|a| !needs_manual_verification(a))
-            .collect();
+        let usable: Vec<wire::Account> =
+            accounts.accounts.into_iter().filter(|a| !needs_manual_verification(a)).collect();
         let sealed = if self.inner.cipher.is_stale(&conn.sealed()) {
             self.inner.cipher.seal(&token, user_id, item_id)?
         } else {
@@ -345,8 +326,7 @@ impl PlaidIdentity {
             .await?;
         store.set_new_accounts_available(&conn.id, false).await?;
         self.spawn_sync(conn.id.clone()).await;
-        self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids)
-            .await
+        self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids).await
     }
 
     /// A new Link session finished: exchange, then store; if storing fails, the new item is
@@ -354,10 +334,7 @@ impl PlaidIdentity {
     async fn new_link(&self, user_id: &str, public_token: SecretString) -> AppResult<CompletedLink> {
         let exchanged = self.inner.plaid.item_public_token_exchange(&public_token).await?;
         tracing::info!(item_id = %exchanged.item_id, "public token exchanged");
-        match self
-            .store_new_item(user_id, &exchanged.access_token, &exchanged.item_id)
-            .await
-        {
+        match self.store_new_item(user_id, &exchanged.access_token, &exchanged.item_id).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 match self.inner.plaid.item_remove(&exchanged.access_token).await {
@@ -386,10 +363,8 @@ impl PlaidIdentity {
             },
             None => "Unknown institution".to_string(),
         };
-        let (usable, manual): (Vec<_>, Vec<_>) = fetched
-            .accounts
-            .into_iter()
-            .partition(|a| !needs_manual_verification(a));
+        let (usable, manual): (Vec<_>, Vec<_>) =
+            fetched.accounts.into_iter().partition(|a| !needs_manual_verification(a));
         if usable.is_empty() {
             return Err(AppError::BadInput(if manual.is_empty() {
                 "The bank returned no accounts for this connection.".into()
@@ -399,29 +374,22 @@ impl PlaidIdentity {
                     .into()
             }));
         }
-        let address = if cfg.products.iter().any(|p| p == "identity") {
-            self.identity_address(token).await
-        } else {
-            None
-        };
+        let address =
+            if cfg.products.iter().any(|p| p == "identity") { self.identity_address(token).await } else { None };
         let now = Utc::now();
         let sealed = self.inner.cipher.seal(token, user_id, item_id)?;
 
         // The same login linked again as new: repair the existing connection onto the new item.
         let duplicate = match &institution_id {
-            Some(inst) => store
-                .connections_at(user_id, inst)
-                .await?
-                .into_iter()
-                .find(|(_, accounts)| {
-                    accounts.iter().any(|e| {
-                        usable.iter().any(|a| {
-                            e.mask == a.mask
-                                && e.name.as_deref() == Some(a.name.as_str())
-                                && e.account_type == a.account_type
-                        })
+            Some(inst) => store.connections_at(user_id, inst).await?.into_iter().find(|(_, accounts)| {
+                accounts.iter().any(|e| {
+                    usable.iter().any(|a| {
+                        e.mask == a.mask
+                            && e.name.as_deref() == Some(a.name.as_str())
+                            && e.account_type == a.account_type
                     })
-                }),
+                })
+            }),
             None => None,
         };
         if let Some((old, _)) = duplicate {
@@ -454,9 +422,7 @@ impl PlaidIdentity {
                 }
             }
             self.spawn_sync(old.id.clone()).await;
-            return self
-                .result(&old.id, &institution_name, item_id, None, &usable, &ids)
-                .await;
+            return self.result(&old.id, &institution_name, item_id, None, &usable, &ids).await;
         }
 
         let new = NewConnection {
@@ -470,15 +436,7 @@ impl PlaidIdentity {
         };
         let (connection_id, ids) = store.create_connection(&new, ConnectionStatus::Active, now).await?;
         self.spawn_sync(connection_id.clone()).await;
-        self.result(
-            &connection_id,
-            &institution_name,
-            item_id,
-            Some(connection_id.clone()),
-            &usable,
-            &ids,
-        )
-        .await
+        self.result(&connection_id, &institution_name, item_id, Some(connection_id.clone()), &usable, &ids).await
     }
 
     /// The primary address of the first owner Plaid knows, if it is a valid one.
@@ -554,11 +512,8 @@ impl PlaidIdentity {
         })?;
         match self.inner.plaid.accounts_get(&token, None).await {
             Ok(r) => {
-                if let Err(e) = self
-                    .inner
-                    .store
-                    .store_balances(conn, &r.accounts, BalanceTrigger::Refresh, Utc::now())
-                    .await
+                if let Err(e) =
+                    self.inner.store.store_balances(conn, &r.accounts, BalanceTrigger::Refresh, Utc::now()).await
                 {
                     tracing::error!(connection_id = %conn.id, error = %format!("{e:#}"), "storing balances failed");
                     return Err(());
@@ -622,10 +577,7 @@ impl IdentityService for PlaidIdentity {
         let store = &self.inner.store;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match store
-                .claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2))
-                .await?
-            {
+            match store.claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2)).await? {
                 Claim::Mine => break,
                 Claim::Done(json) => return serde_json::from_str(&json).map_err(AppError::internal),
                 Claim::Failed(json) => {
@@ -656,12 +608,7 @@ impl IdentityService for PlaidIdentity {
                 },
                 Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
                 Err(e) => match serde_json::to_string(&StoredError::of(e)) {
-                    Ok(json) => {
-                        this.inner
-                            .store
-                            .finish_completion(&user, &hash, false, &json, now)
-                            .await
-                    }
+                    Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
                     Err(e) => Err(e.into()),
                 },
             };
@@ -692,10 +639,7 @@ impl IdentityService for PlaidIdentity {
             conns
                 .iter()
                 .filter(|c| c.status().needs_user())
-                .map(|c| VerifyMember {
-                    plaid_item_id: c.plaid_item_id.clone(),
-                    connection_id: c.id.clone(),
-                })
+                .map(|c| VerifyMember { plaid_item_id: c.plaid_item_id.clone(), connection_id: c.id.clone() })
                 .collect()
         };
         if conns.is_empty() {
@@ -715,21 +659,14 @@ impl IdentityService for PlaidIdentity {
                 retry_after_seconds: Some(wait),
             });
         }
-        let runs = conns
-            .iter()
-            .filter(|c| !c.status().blocks_data())
-            .map(|c| self.refresh_one(c));
+        let runs = conns.iter().filter(|c| !c.status().blocks_data()).map(|c| self.refresh_one(c));
         let results = futures::future::join_all(runs).await;
         let failed = results.iter().filter(|r| r.is_err()).count();
         let blocked = conns.iter().filter(|c| c.status().blocks_data()).count();
         // Statuses may have changed during the refresh.
         let conns = store.connections(user_id).await?;
         Ok(RefreshOutcome {
-            status: if failed + blocked == 0 {
-                RefreshStatus::Refreshed
-            } else {
-                RefreshStatus::Partial
-            },
+            status: if failed + blocked == 0 { RefreshStatus::Refreshed } else { RefreshStatus::Partial },
             balances: store.latest_balances(user_id, &AccountFilter::default()).await?,
             verify: verify_of(&conns),
             retry_after_seconds: None,

@@ -20,8 +20,7 @@ pub fn new_id() -> String {
 }
 
 fn dec(s: Option<String>) -> anyhow::Result<Option<Decimal>> {
-    s.map(|s| Decimal::from_str(&s).with_context(|| format!("stored amount {s:?} is malformed")))
-        .transpose()
+    s.map(|s| Decimal::from_str(&s).with_context(|| format!("stored amount {s:?} is malformed"))).transpose()
 }
 
 /// A connection as stored, with its sealed token.
@@ -41,10 +40,7 @@ pub struct ConnectionRow {
 
 impl ConnectionRow {
     pub fn sealed(&self) -> Sealed {
-        Sealed {
-            key_id: self.access_token_key_id.clone(),
-            blob: self.access_token_sealed.clone(),
-        }
+        Sealed { key_id: self.access_token_key_id.clone(), blob: self.access_token_sealed.clone() }
     }
 
     pub fn status(&self) -> ConnectionStatus {
@@ -125,11 +121,7 @@ struct Where {
 
 impl Where {
     fn new(user_id: &str) -> Self {
-        Where {
-            clauses: vec![],
-            args: vec![],
-        }
-        .text("a.user_id", user_id)
+        Where { clauses: vec![], args: vec![] }.text("a.user_id", user_id)
     }
 
     fn text(mut self, column: &str, value: &str) -> Self {
@@ -161,9 +153,7 @@ impl Where {
     }
 
     fn accounts(self, f: &AccountFilter) -> Self {
-        self.opt("c.plaid_item_id", &f.plaid_item_id)
-            .opt("c.id", &f.connection_id)
-            .opt("a.id", &f.account_id)
+        self.opt("c.plaid_item_id", &f.plaid_item_id).opt("c.id", &f.connection_id).opt("a.id", &f.account_id)
     }
 }
 
@@ -201,11 +191,7 @@ impl Store {
             "select {CONNECTION_COLUMNS} from bank_connections where user_id = $1 and id = $2{}",
             if include_removed { "" } else { " and removed_at is null" }
         );
-        Ok(sqlx::query_as(&sql)
-            .bind(user_id)
-            .bind(id)
-            .fetch_optional(&self.db.read)
-            .await?)
+        Ok(sqlx::query_as(&sql).bind(user_id).bind(id).fetch_optional(&self.db.read).await?)
     }
 
     /// The caller's live connection on this Plaid item.
@@ -213,11 +199,7 @@ impl Store {
         let sql = format!(
             "select {CONNECTION_COLUMNS} from bank_connections where user_id = $1 and plaid_item_id = $2 and removed_at is null"
         );
-        Ok(sqlx::query_as(&sql)
-            .bind(user_id)
-            .bind(item_id)
-            .fetch_optional(&self.db.read)
-            .await?)
+        Ok(sqlx::query_as(&sql).bind(user_id).bind(item_id).fetch_optional(&self.db.read).await?)
     }
 
     /// A connection by id, whoever owns it (background work only).
@@ -244,11 +226,8 @@ impl Store {
             "select {CONNECTION_COLUMNS} from bank_connections \
              where user_id = $1 and institution_id = $2 and removed_at is null order by created_at, id"
         );
-        let conns: Vec<ConnectionRow> = sqlx::query_as(&sql)
-            .bind(user_id)
-            .bind(institution_id)
-            .fetch_all(&self.db.read)
-            .await?;
+        let conns: Vec<ConnectionRow> =
+            sqlx::query_as(&sql).bind(user_id).bind(institution_id).fetch_all(&self.db.read).await?;
         let mut out = Vec::with_capacity(conns.len());
         for c in conns {
             let accounts = self.account_rows(&c.id).await?;
@@ -362,9 +341,7 @@ impl Store {
         let mut used = std::collections::HashSet::new();
         let mut ids = Vec::with_capacity(accounts.len());
         for (position, a) in accounts.iter().enumerate() {
-            let same_id = existing
-                .iter()
-                .find(|e| e.plaid_account_id == a.account_id && !used.contains(&e.id));
+            let same_id = existing.iter().find(|e| e.plaid_account_id == a.account_id && !used.contains(&e.id));
             let same_shape = || {
                 existing.iter().find(|e| {
                     !used.contains(&e.id)
@@ -535,13 +512,11 @@ impl Store {
 
     /// Deletes processed webhook events older than `before`.
     pub async fn prune_webhook_events(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
-        Ok(
-            sqlx::query("delete from webhook_events where processed_at is not null and received_at < $1")
-                .bind(ts(before))
-                .execute(&self.db.write)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query("delete from webhook_events where processed_at is not null and received_at < $1")
+            .bind(ts(before))
+            .execute(&self.db.write)
+            .await?
+            .rows_affected())
     }
 
     // ----- addresses --------------------------------------------------------------------------
@@ -571,10 +546,7 @@ impl Store {
 
     /// The caller's live accounts, filtered.
     pub async fn accounts(&self, user_id: &str, f: &AccountFilter) -> anyhow::Result<Vec<BankAccount>> {
-        let w = Where::new(user_id)
-            .accounts(f)
-            .raw("a.removed_at is null")
-            .raw("c.removed_at is null");
+        let w = Where::new(user_id).accounts(f).raw("a.removed_at is null").raw("c.removed_at is null");
         let sql = format!(
             "select a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, a.mask, \
              a.account_type, a.subtype, c.status from bank_accounts a join bank_connections c on c.id = a.connection_id \
@@ -687,10 +659,7 @@ impl Store {
         let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
                     join bank_connections c on c.id = t.connection_id";
         let count_sql = format!("select count(*) as n {from} where {}", w.sql());
-        let total: i64 = bind_all(sqlx::query(&count_sql), &w.args)
-            .fetch_one(&self.db.read)
-            .await?
-            .try_get("n")?;
+        let total: i64 = bind_all(sqlx::query(&count_sql), &w.args).fetch_one(&self.db.read).await?.try_get("n")?;
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -700,9 +669,7 @@ impl Store {
             f.limit,
             f.offset
         );
-        let rows = bind_all(sqlx::query(&page_sql), &w.args)
-            .fetch_all(&self.db.read)
-            .await?;
+        let rows = bind_all(sqlx::query(&page_sql), &w.args).fetch_all(&self.db.read).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(BankTransaction {
@@ -733,12 +700,8 @@ impl Store {
         page: &wire::TransactionsSyncResponse,
         now: DateTime<Utc>,
     ) -> anyhow::Result<SyncCounts> {
-        let account_ids: std::collections::HashMap<String, String> = self
-            .account_rows(&connection.id)
-            .await?
-            .into_iter()
-            .map(|a| (a.plaid_account_id, a.id))
-            .collect();
+        let account_ids: std::collections::HashMap<String, String> =
+            self.account_rows(&connection.id).await?.into_iter().map(|a| (a.plaid_account_id, a.id)).collect();
         let account_of = |plaid_id: &str| account_ids.get(plaid_id).map(String::as_str);
         let at = ts(now);
         let mut counts = SyncCounts::default();
@@ -833,10 +796,7 @@ impl Store {
             .bind(connection_id)
             .fetch_optional(&self.db.write)
             .await?;
-        Ok(row
-            .map(|r| r.try_get::<Option<String>, _>("transactions_loop_cursor"))
-            .transpose()?
-            .flatten())
+        Ok(row.map(|r| r.try_get::<Option<String>, _>("transactions_loop_cursor")).transpose()?.flatten())
     }
 
     // ----- idempotency and throttling ------------------------------------------------------------

@@ -93,11 +93,7 @@ impl PlaidIdentity {
             anyhow::Ok(received)
         };
         let received = store().await.map_err(WebhookError::Storage)?;
-        let delivery = if matches!(received, Received::New(_)) {
-            "new"
-        } else {
-            "redelivery"
-        };
+        let delivery = if matches!(received, Received::New(_)) { "new" } else { "redelivery" };
         metrics::counter!(crate::metrics::WEBHOOKS_RECEIVED,
             "webhook_type" => wtype.clone().unwrap_or_default(),
             "webhook_code" => code.clone().unwrap_or_default(),
@@ -182,9 +178,7 @@ impl PlaidIdentity {
                 let at = text(&e, "consent_expiration_time")
                     .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
                     .map(|d| ts(d.with_timezone(&Utc)));
-                store
-                    .set_status_detail(&conn.id, ConnectionStatus::PendingExpiration, None, now)
-                    .await?;
+                store.set_status_detail(&conn.id, ConnectionStatus::PendingExpiration, None, now).await?;
                 store.set_consent_expiration(&conn.id, at.as_deref()).await?;
                 "status PENDING_EXPIRATION".into()
             }
@@ -200,9 +194,7 @@ impl PlaidIdentity {
                 "status PENDING_DISCONNECT".into()
             }
             ("ITEM", "USER_PERMISSION_REVOKED") | ("ITEM", "USER_ACCOUNT_REVOKED") => {
-                store
-                    .set_status_detail(&conn.id, ConnectionStatus::Revoked, Some(&code), now)
-                    .await?;
+                store.set_status_detail(&conn.id, ConnectionStatus::Revoked, Some(&code), now).await?;
                 "status REVOKED".into()
             }
             ("ITEM", "LOGIN_REPAIRED") => self.confirm_health(&conn).await?,
@@ -220,39 +212,26 @@ impl PlaidIdentity {
     /// Asks Plaid whether an item is healthy; only its answer moves a connection to `ACTIVE`.
     pub(super) async fn confirm_health(&self, conn: &super::store::ConnectionRow) -> anyhow::Result<String> {
         let store = &self.inner.store;
-        let token = self
-            .inner
-            .cipher
-            .open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
+        let token = self.inner.cipher.open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
         let now = Utc::now();
         match self.inner.plaid.item_get(&token).await {
             Ok(r) => {
                 store.mark_item_checked(&conn.id, now).await?;
                 match r.item.error {
                     None => {
-                        store
-                            .set_status_detail(&conn.id, ConnectionStatus::Active, None, now)
-                            .await?;
+                        store.set_status_detail(&conn.id, ConnectionStatus::Active, None, now).await?;
                         self.inner.jobs.enqueue(JobKind::Sync, &conn.id, now).await?;
                         Ok("status ACTIVE (confirmed with Plaid)".into())
                     }
                     Some(err) => {
                         let status = super::service::status_for(&err.error_code).unwrap_or(ConnectionStatus::Error);
-                        store
-                            .set_status_detail(&conn.id, status, Some(&err.error_code), now)
-                            .await?;
-                        Ok(format!(
-                            "status {} (Plaid still reports {})",
-                            status.as_str(),
-                            err.error_code
-                        ))
+                        store.set_status_detail(&conn.id, status, Some(&err.error_code), now).await?;
+                        Ok(format!("status {} (Plaid still reports {})", status.as_str(), err.error_code))
                     }
                 }
             }
             Err(e) if e.class() == ErrorClass::ItemGone => {
-                store
-                    .set_status_detail(&conn.id, ConnectionStatus::Revoked, e.code(), now)
-                    .await?;
+                store.set_status_detail(&conn.id, ConnectionStatus::Revoked, e.code(), now).await?;
                 Ok("status REVOKED (Plaid no longer knows the item)".into())
             }
             Err(e) => Err(e.into()),
@@ -280,23 +259,16 @@ impl PlaidIdentity {
                 continue;
             }
             checked += 1;
-            let token = self
-                .inner
-                .cipher
-                .open(&conn.row.sealed(), &conn.row.user_id, &conn.row.plaid_item_id)?;
+            let token = self.inner.cipher.open(&conn.row.sealed(), &conn.row.user_id, &conn.row.plaid_item_id)?;
             match self.inner.plaid.item_get(&token).await {
                 Ok(r) => {
                     store.mark_item_checked(&conn.row.id, now).await?;
                     if let Some(err) = r.item.error {
                         if let Some(status) = super::service::status_for(&err.error_code) {
-                            store
-                                .set_status_detail(&conn.row.id, status, Some(&err.error_code), now)
-                                .await?;
+                            store.set_status_detail(&conn.row.id, status, Some(&err.error_code), now).await?;
                         }
                     } else if conn.row.status() == ConnectionStatus::LoginRequired {
-                        store
-                            .set_status_detail(&conn.row.id, ConnectionStatus::Active, None, now)
-                            .await?;
+                        store.set_status_detail(&conn.row.id, ConnectionStatus::Active, None, now).await?;
                     }
                     if let Some(want) = &cfg.webhook_url
                         && r.item.webhook.as_deref() != Some(want.as_str())
@@ -307,9 +279,7 @@ impl PlaidIdentity {
                 }
                 Err(e) if e.class() == ErrorClass::ItemGone => {
                     tracing::warn!(connection_id = %conn.row.id, item_id = %conn.row.plaid_item_id, "Plaid no longer knows this item");
-                    store
-                        .set_status_detail(&conn.row.id, ConnectionStatus::Revoked, e.code(), now)
-                        .await?;
+                    store.set_status_detail(&conn.row.id, ConnectionStatus::Revoked, e.code(), now).await?;
                     store.mark_item_checked(&conn.row.id, now).await?;
                 }
                 Err(e) => tracing::warn!(connection_id = %conn.row.id, error = %e, "item check failed; next round"),

@@ -64,10 +64,7 @@ mod tests {
 
     #[test]
     fn amounts_are_written_as_json_numbers() {
-        let a = A {
-            v: Decimal::from_str("110.50").unwrap(),
-            o: Some(Decimal::from_str("2000").unwrap()),
-        };
+        let a = A { v: Decimal::from_str("110.50").unwrap(), o: Some(Decimal::from_str("2000").unwrap()) };
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"v":110.5,"o":2000.0}"#);
     }
 }

@@ -51,10 +51,7 @@ impl std::fmt::Debug for PlaidClientConfig {
             .field("base_url", &self.base_url.as_str())
             .field("client_id", &self.client_id)
             .field("secret", &"[redacted]")
-            .field(
-                "extra_headers",
-                &self.extra_headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("extra_headers", &self.extra_headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("timeout", &self.timeout)
             .field("slow_timeout", &self.slow_timeout)
             .field("max_retries", &self.max_retries)
@@ -149,9 +146,7 @@ struct Inner {
 
 impl std::fmt::Debug for PlaidClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlaidClient")
-            .field("config", &self.inner.config)
-            .finish()
+        f.debug_struct("PlaidClient").field("config", &self.inner.config).finish()
     }
 }
 
@@ -160,10 +155,7 @@ impl PlaidClient {
     pub fn new(config: PlaidClientConfig) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("bankgraph/", env!("CARGO_PKG_VERSION"))),
-        );
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("bankgraph/", env!("CARGO_PKG_VERSION"))));
         headers.insert("plaid-version", HeaderValue::from_static(PLAID_VERSION));
         headers.insert("plaid-client-id", HeaderValue::from_str(&config.client_id)?);
         let mut secret = HeaderValue::from_str(config.secret.expose_secret())?;
@@ -174,14 +166,9 @@ impl PlaidClient {
             v.set_sensitive(true);
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, v);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
         let base = config.base_url.as_str().trim_end_matches('/').to_string();
-        Ok(PlaidClient {
-            http,
-            inner: Arc::new(Inner { config, headers, base }),
-        })
+        Ok(PlaidClient { http, inner: Arc::new(Inner { config, headers, base }) })
     }
 
     pub fn config(&self) -> &PlaidClientConfig {
@@ -280,25 +267,13 @@ impl PlaidClient {
     }
 
     pub async fn link_token_get(&self, link_token: &str) -> Result<LinkTokenGetResponse, PlaidError> {
-        self.post(
-            LINK_TOKEN_GET,
-            &LinkTokenGetRequest {
-                link_token: link_token.to_string(),
-            },
-        )
-        .await
+        self.post(LINK_TOKEN_GET, &LinkTokenGetRequest { link_token: link_token.to_string() }).await
     }
 
     pub async fn item_public_token_exchange(&self, public_token: &SecretString) -> Result<Exchanged, PlaidError> {
-        let req = PublicTokenExchangeRequest {
-            public_token: public_token.expose_secret().to_string(),
-        };
+        let req = PublicTokenExchangeRequest { public_token: public_token.expose_secret().to_string() };
         let r: PublicTokenExchangeResponse = self.post(PUBLIC_TOKEN_EXCHANGE, &req).await?;
-        Ok(Exchanged {
-            access_token: r.access_token.into(),
-            item_id: r.item_id,
-            request_id: r.request_id,
-        })
+        Ok(Exchanged { access_token: r.access_token.into(), item_id: r.item_id, request_id: r.request_id })
     }
 
     pub async fn item_get(&self, access_token: &SecretString) -> Result<ItemGetResponse, PlaidError> {
@@ -336,8 +311,7 @@ impl PlaidClient {
         access_token: &SecretString,
         account_ids: Option<Vec<String>>,
     ) -> Result<AccountsResponse, PlaidError> {
-        self.post(ACCOUNTS_BALANCE_GET, &accounts_req(access_token, account_ids))
-            .await
+        self.post(ACCOUNTS_BALANCE_GET, &accounts_req(access_token, account_ids)).await
     }
 
     pub async fn auth_get(&self, access_token: &SecretString) -> Result<AuthGetResponse, PlaidError> {
@@ -418,13 +392,7 @@ impl PlaidClient {
         &self,
         key_id: &str,
     ) -> Result<WebhookVerificationKeyGetResponse, PlaidError> {
-        self.post(
-            WEBHOOK_KEY_GET,
-            &WebhookVerificationKeyGetRequest {
-                key_id: key_id.to_string(),
-            },
-        )
-        .await
+        self.post(WEBHOOK_KEY_GET, &WebhookVerificationKeyGetRequest { key_id: key_id.to_string() }).await
     }
 
     /// Sandbox only: a public token without Link.
@@ -461,18 +429,13 @@ impl PlaidClient {
 }
 
 fn token_req(access_token: &SecretString) -> AccessTokenRequest {
-    AccessTokenRequest {
-        access_token: access_token.expose_secret().to_string(),
-    }
+    AccessTokenRequest { access_token: access_token.expose_secret().to_string() }
 }
 
 fn accounts_req(access_token: &SecretString, account_ids: Option<Vec<String>>) -> AccountsRequest {
     AccountsRequest {
         access_token: access_token.expose_secret().to_string(),
-        options: account_ids.map(|ids| AccountIdsOptions {
-            account_ids: Some(ids),
-            ..Default::default()
-        }),
+        options: account_ids.map(|ids| AccountIdsOptions { account_ids: Some(ids), ..Default::default() }),
     }
 }
 
@@ -485,11 +448,7 @@ fn decode<T: DeserializeOwned>(endpoint: Endpoint, status: u16, bytes: &[u8]) ->
         });
     }
     match serde_json::from_slice::<PlaidErrorBody>(bytes) {
-        Ok(body) => Err(PlaidError::Api {
-            endpoint: endpoint.path,
-            status,
-            body: Box::new(body),
-        }),
+        Ok(body) => Err(PlaidError::Api { endpoint: endpoint.path, status, body: Box::new(body) }),
         Err(_) => Err(PlaidError::Decode {
             endpoint: endpoint.path,
             status,
@@ -500,10 +459,7 @@ fn decode<T: DeserializeOwned>(endpoint: Endpoint, status: u16, bytes: &[u8]) ->
 
 fn transport(endpoint: Endpoint, attempts: u32, e: &reqwest::Error) -> PlaidError {
     if e.is_timeout() {
-        return PlaidError::Timeout {
-            endpoint: endpoint.path,
-            attempts,
-        };
+        return PlaidError::Timeout { endpoint: endpoint.path, attempts };
     }
     // reqwest's Display names the URL; keep only the kind of failure.
     let kind = if e.is_connect() {
@@ -515,11 +471,7 @@ fn transport(endpoint: Endpoint, attempts: u32, e: &reqwest::Error) -> PlaidErro
     } else {
         "transport error"
     };
-    PlaidError::Transport {
-        endpoint: endpoint.path,
-        attempts,
-        detail: kind.to_string(),
-    }
+    PlaidError::Transport { endpoint: endpoint.path, attempts, detail: kind.to_string() }
 }
 
 /// Exponential backoff with full jitter: uniform in `[d/2, d]`, `d = base * 2^(attempt-1)`.
@@ -552,13 +504,9 @@ mod tests {
 
     #[test]
     fn config_debug_redacts_secrets() {
-        let mut cfg = PlaidClientConfig::new(
-            "http://127.0.0.1:1".parse().unwrap(),
-            "c",
-            "topsecret".to_string().into(),
-        );
-        cfg.extra_headers
-            .push(("Fuse-Api-Key".into(), "fusesecret".to_string().into()));
+        let mut cfg =
+            PlaidClientConfig::new("http://127.0.0.1:1".parse().unwrap(), "c", "topsecret".to_string().into());
+        cfg.extra_headers.push(("Fuse-Api-Key".into(), "fusesecret".to_string().into()));
         let s = format!("{cfg:?}");
         assert!(!s.contains("topsecret") && !s.contains("fusesecret"));
     }

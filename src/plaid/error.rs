@@ -9,28 +9,16 @@ pub enum PlaidError {
     /// Plaid answered with its error object.
     #[error("plaid {endpoint} failed: {} {} (http {status}, request_id {})",
         .body.error_type, .body.error_code, .body.request_id.as_deref().unwrap_or("-"))]
-    Api {
-        endpoint: &'static str,
-        status: u16,
-        body: Box<PlaidErrorBody>,
-    },
+    Api { endpoint: &'static str, status: u16, body: Box<PlaidErrorBody> },
     /// No answer within the endpoint's timeout (after any retries).
     #[error("plaid {endpoint} timed out after {attempts} attempt(s)")]
     Timeout { endpoint: &'static str, attempts: u32 },
     /// The connection failed or dropped before a complete answer arrived.
     #[error("plaid {endpoint} transport failure after {attempts} attempt(s): {detail}")]
-    Transport {
-        endpoint: &'static str,
-        attempts: u32,
-        detail: String,
-    },
+    Transport { endpoint: &'static str, attempts: u32, detail: String },
     /// Plaid answered something that is not the documented shape.
     #[error("plaid {endpoint} returned an unreadable response (http {status}): {detail}")]
-    Decode {
-        endpoint: &'static str,
-        status: u16,
-        detail: String,
-    },
+    Decode { endpoint: &'static str, status: u16, detail: String },
 }
 
 /// How bankgraph should react to an error (plaid-reference §3.4).

@@ -144,17 +144,10 @@ impl WebhookVerifier {
             return Err(WebhookRejection::Stale { age_seconds: age });
         }
         let digest = hex::encode(Sha256::digest(body));
-        if !bool::from(
-            digest
-                .as_bytes()
-                .ct_eq(claims.request_body_sha256.to_ascii_lowercase().as_bytes()),
-        ) {
+        if !bool::from(digest.as_bytes().ct_eq(claims.request_body_sha256.to_ascii_lowercase().as_bytes())) {
             return Err(WebhookRejection::BodyMismatch);
         }
-        Ok(Verified {
-            kid,
-            issued_at: claims.iat,
-        })
+        Ok(Verified { kid, issued_at: claims.iat })
     }
 
     async fn key(&self, kid: &str) -> Result<Jwk, WebhookRejection> {
@@ -179,13 +172,7 @@ impl WebhookVerifier {
         for other in others {
             match self.plaid.webhook_verification_key_get(&other).await {
                 Ok(r) => {
-                    cache.insert(
-                        other,
-                        CachedKey {
-                            jwk: r.key,
-                            fetched: Instant::now(),
-                        },
-                    );
+                    cache.insert(other, CachedKey { jwk: r.key, fetched: Instant::now() });
                 }
                 Err(e) if e.code() == Some("INVALID_WEBHOOK_VERIFICATION_KEY_ID") => {
                     cache.remove(&other);
@@ -193,13 +180,7 @@ impl WebhookVerifier {
                 Err(e) => tracing::warn!(kid = %other, error = %e, "could not refresh a cached webhook key"),
             }
         }
-        cache.insert(
-            kid.to_string(),
-            CachedKey {
-                jwk: jwk.clone(),
-                fetched: Instant::now(),
-            },
-        );
+        cache.insert(kid.to_string(), CachedKey { jwk: jwk.clone(), fetched: Instant::now() });
         Ok(jwk)
     }
 }

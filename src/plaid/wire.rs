@@ -754,10 +754,7 @@ mod tests {
             request_id: "r".into(),
         };
         assert!(!format!("{r:?}").contains("access-sandbox"));
-        let l = LinkTokenCreateRequest {
-            access_token: Some("access-sandbox-secret".into()),
-            ..Default::default()
-        };
+        let l = LinkTokenCreateRequest { access_token: Some("access-sandbox-secret".into()), ..Default::default() };
         assert!(!format!("{l:?}").contains("access-sandbox"));
     }
 }

@@ -7,22 +7,13 @@ use crate::helpers::*;
 const OPERATIONS: &[(&str, &str)] = &[
     ("getPlaidBankAccounts", "{ getPlaidBankAccounts { bankAccountId } }"),
     ("getPlaidBankBalances", "{ getPlaidBankBalances { bankAccountId } }"),
-    (
-        "getPlaidBankTransactions",
-        "{ getPlaidBankTransactions { totalCount } }",
-    ),
-    (
-        "createPlaidLinkToken",
-        "mutation { createPlaidLinkToken(input: {}) { linkToken } }",
-    ),
+    ("getPlaidBankTransactions", "{ getPlaidBankTransactions { totalCount } }"),
+    ("createPlaidLinkToken", "mutation { createPlaidLinkToken(input: {}) { linkToken } }"),
     (
         "completePlaidLink",
         "mutation { completePlaidLink(input: {publicToken: \"public-sandbox-x\"}) { requiresAddress } }",
     ),
-    (
-        "refreshPlaidBankConnections",
-        "mutation { refreshPlaidBankConnections { status } }",
-    ),
+    ("refreshPlaidBankConnections", "mutation { refreshPlaidBankConnections { status } }"),
     (
         "createPlaidLinkAddress",
         "mutation { createPlaidLinkAddress(input: {bankInstitutionAuthId: \"x\", address: {streetAddressLine1: \"1 Main St\", city: \"NYC\", state: \"NY\", postalCode: \"10001\", country: \"US\"}}) { addressId } }",
@@ -45,12 +36,7 @@ fn sign(claims: Value, secret: &str) -> String {
 #[tokio::test]
 async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() {
     let app = TestApp::spawn_with(Options {
-        args: vec![
-            "--jwt-issuer".into(),
-            "https://auth.example".into(),
-            "--jwt-audience".into(),
-            "bankgraph".into(),
-        ],
+        args: vec!["--jwt-issuer".into(), "https://auth.example".into(), "--jwt-audience".into(), "bankgraph".into()],
         ..Default::default()
     })
     .await;
@@ -67,26 +53,14 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
         ("basic", Some("Basic dXNlcjpwYXNz".into()), "UNAUTHENTICATED"),
         ("other scheme", Some("Digest abc".into()), "UNAUTHENTICATED"),
         ("malformed", Some("Bearer not.a.jwt".into()), "UNAUTHENTICATED"),
-        (
-            "expired",
-            Some(bearer(sign(with("exp", json!(now - 120)), JWT_SECRET))),
-            "UNAUTHENTICATED",
-        ),
+        ("expired", Some(bearer(sign(with("exp", json!(now - 120)), JWT_SECRET))), "UNAUTHENTICATED"),
         (
             "wrong signature",
             Some(bearer(sign(good.clone(), "another-secret-another-secret-1234567"))),
             "UNAUTHENTICATED",
         ),
-        (
-            "wrong iss",
-            Some(bearer(sign(with("iss", json!("https://evil.example")), JWT_SECRET))),
-            "UNAUTHENTICATED",
-        ),
-        (
-            "wrong aud",
-            Some(bearer(sign(with("aud", json!("other")), JWT_SECRET))),
-            "UNAUTHENTICATED",
-        ),
+        ("wrong iss", Some(bearer(sign(with("iss", json!("https://evil.example")), JWT_SECRET))), "UNAUTHENTICATED"),
+        ("wrong aud", Some(bearer(sign(with("aud", json!("other")), JWT_SECRET))), "UNAUTHENTICATED"),
         (
             "no exp",
             Some(bearer(sign(
@@ -95,21 +69,14 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
             ))),
             "UNAUTHENTICATED",
         ),
-        (
-            "no scope",
-            Some(bearer(sign(with("scope", json!("READ_ONLY")), JWT_SECRET))),
-            "FORBIDDEN",
-        ),
+        ("no scope", Some(bearer(sign(with("scope", json!("READ_ONLY")), JWT_SECRET))), "FORBIDDEN"),
     ];
     for (op, query) in OPERATIONS {
         for (case, header, expected) in &cases {
             let headers: Vec<(&str, &str)> = header.iter().map(|h| ("authorization", h.as_str())).collect();
             let (status, resp_headers, body) = app.post_raw(&headers, json!({"query": query})).await;
             assert_eq!(code(&body).as_deref(), Some(*expected), "{op} / {case}: {body}");
-            assert!(
-                body["data"].is_null() || body["data"][op].is_null(),
-                "{op} / {case}: no data leaks"
-            );
+            assert!(body["data"].is_null() || body["data"][op].is_null(), "{op} / {case}: no data leaks");
             if *expected == "UNAUTHENTICATED" {
                 assert_eq!(status, 401, "{op} / {case}");
                 assert_eq!(resp_headers.get("www-authenticate").unwrap(), "Bearer", "{op} / {case}");
@@ -136,10 +103,7 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
             let h = bearer(sign(claims, JWT_SECRET));
             let (status, _, body) = app.post_raw(&[("authorization", &h)], json!({"query": query})).await;
             let c = code(&body);
-            assert!(
-                c.as_deref() != Some("UNAUTHENTICATED") && c.as_deref() != Some("FORBIDDEN"),
-                "{op} valid: {body}"
-            );
+            assert!(c.as_deref() != Some("UNAUTHENTICATED") && c.as_deref() != Some("FORBIDDEN"), "{op} valid: {body}");
             assert_eq!(status, 200, "{op} valid: {body}");
         }
     }
@@ -148,9 +112,7 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
 #[tokio::test]
 async fn introspection_and_typename_need_no_token() {
     let app = TestApp::spawn().await;
-    let (status, _, body) = app
-        .post_raw(&[], json!({"query": "{ __schema { queryType { name } } __typename }"}))
-        .await;
+    let (status, _, body) = app.post_raw(&[], json!({"query": "{ __schema { queryType { name } } __typename }"})).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
     assert_eq!(body["data"]["__typename"], "Query");
@@ -163,9 +125,7 @@ async fn introspection_can_be_switched_off() {
         ..Default::default()
     })
     .await;
-    let (_, _, body) = app
-        .post_raw(&[], json!({"query": "{ __schema { queryType { name } } }"}))
-        .await;
+    let (_, _, body) = app.post_raw(&[], json!({"query": "{ __schema { queryType { name } } }"})).await;
     assert!(body["data"]["__schema"].is_null(), "the schema is not served: {body}");
 }
 
@@ -184,18 +144,9 @@ fn es256_key() -> (Vec<u8>, String, String, String) {
     let b64 = STANDARD.encode(&spki);
     let pem = format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        b64.as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
+        b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
     );
-    (
-        pkcs8.as_ref().to_vec(),
-        pem,
-        URL_SAFE_NO_PAD.encode(&point[1..33]),
-        URL_SAFE_NO_PAD.encode(&point[33..65]),
-    )
+    (pkcs8.as_ref().to_vec(), pem, URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..65]))
 }
 
 fn es256(der: &[u8], kid: Option<&str>, sub: &str) -> String {
@@ -219,18 +170,9 @@ async fn an_es256_public_key_verifies_its_tokens_and_nothing_else() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("issuer.pem");
     std::fs::write(&path, &pem).unwrap();
-    let app_args = vec![
-        "--jwt-algorithm".to_string(),
-        "ES256".into(),
-        "--jwt-public-key-pem".into(),
-        path.display().to_string(),
-    ];
-    let app = TestApp::spawn_with(Options {
-        args: app_args,
-        without_jwt_secret: true,
-        ..Default::default()
-    })
-    .await;
+    let app_args =
+        vec!["--jwt-algorithm".to_string(), "ES256".into(), "--jwt-public-key-pem".into(), path.display().to_string()];
+    let app = TestApp::spawn_with(Options { args: app_args, without_jwt_secret: true, ..Default::default() }).await;
     let ok = app.gql(Some(&es256(&der, None, "pem-user")), ME, json!({})).await;
     assert!(ok["errors"].is_null(), "{ok}");
     let (other, _, _, _) = es256_key();
@@ -246,11 +188,7 @@ async fn an_es256_public_key_verifies_its_tokens_and_nothing_else() {
     let r = app.gql(Some(&confused), ME, json!({})).await;
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
     let r = app.gql(Some(&app.token("hs-user")), ME, json!({})).await;
-    assert_eq!(
-        code(&r).as_deref(),
-        Some("UNAUTHENTICATED"),
-        "HS256 is not accepted once ES256 is pinned"
-    );
+    assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "HS256 is not accepted once ES256 is pinned");
 }
 
 #[tokio::test]
@@ -283,22 +221,16 @@ async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
     })
     .await;
     for _ in 0..3 {
-        let r = app
-            .gql(Some(&es256(&der, Some("k1"), "jwks-user")), ME, json!({}))
-            .await;
+        let r = app.gql(Some(&es256(&der, Some("k1"), "jwks-user")), ME, json!({})).await;
         assert!(r["errors"].is_null(), "{r}");
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set is cached");
-    let r = app
-        .gql(Some(&es256(&der, Some("k9"), "jwks-user")), ME, json!({}))
-        .await;
+    let r = app.gql(Some(&es256(&der, Some("k9"), "jwks-user")), ME, json!({})).await;
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
     let r = app.gql(Some(&es256(&der, None, "jwks-user")), ME, json!({})).await;
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "a JWKS token needs a kid");
     // The unknown kid refetched once; a flood of unknown kids does not hammer the issuer.
-    let r = app
-        .gql(Some(&es256(&der, Some("k10"), "jwks-user")), ME, json!({}))
-        .await;
+    let r = app.gql(Some(&es256(&der, Some("k10"), "jwks-user")), ME, json!({})).await;
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
     assert!(fetches.load(Ordering::SeqCst) <= 2, "refetches are rate limited");
 }

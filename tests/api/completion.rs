@@ -24,16 +24,9 @@ async fn concurrent_duplicates_wait_for_the_first_and_agree() {
     let t = app.token("erin");
     let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
     // Slow the upstream so the duplicates really overlap.
-    app.emu_post(
-        "/emulator/faults",
-        json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 300, "times": 1}),
-    )
-    .await;
-    let (a, b, c) = tokio::join!(
-        app.complete(&t, &pt, None),
-        app.complete(&t, &pt, None),
-        app.complete(&t, &pt, None)
-    );
+    app.emu_post("/emulator/faults", json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 300, "times": 1}))
+        .await;
+    let (a, b, c) = tokio::join!(app.complete(&t, &pt, None), app.complete(&t, &pt, None), app.complete(&t, &pt, None));
     assert!(a["errors"].is_null(), "{a}");
     assert_eq!(a, b);
     assert_eq!(a, c);
@@ -46,15 +39,9 @@ async fn a_client_that_disconnects_mid_request_still_finds_the_link_completed() 
     let app = TestApp::spawn().await;
     let t = app.token("frank");
     let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
-    app.emu_post(
-        "/emulator/faults",
-        json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 800, "times": 1}),
-    )
-    .await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    app.emu_post("/emulator/faults", json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 800, "times": 1}))
+        .await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
     let sent = impatient
         .post(&app.graphql)
         .bearer_auth(&t)
@@ -64,12 +51,7 @@ async fn a_client_that_disconnects_mid_request_still_finds_the_link_completed() 
     assert!(sent.is_err(), "the client gave up");
     let mut found = 0;
     for _ in 0..100 {
-        found = app
-            .accounts(&t, json!({}))
-            .await
-            .as_array()
-            .map(|a| a.len())
-            .unwrap_or(0);
+        found = app.accounts(&t, json!({})).await.as_array().map(|a| a.len()).unwrap_or(0);
         if found > 0 {
             break;
         }
@@ -99,14 +81,8 @@ async fn a_storage_failure_after_the_exchange_removes_the_new_item_at_plaid() {
     let r = app.complete(&t, &pt, None).await;
     assert_eq!(code(&r).as_deref(), Some("INTERNAL_SERVER_ERROR"), "{r}");
     let msg = r["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        msg.starts_with("Internal server error.") && msg.contains("Request id"),
-        "{msg}"
-    );
-    assert!(
-        !msg.contains("injected") && !msg.to_lowercase().contains("insert"),
-        "no SQL in the message"
-    );
+    assert!(msg.starts_with("Internal server error.") && msg.contains("Request id"), "{msg}");
+    assert!(!msg.contains("injected") && !msg.to_lowercase().contains("insert"), "no SQL in the message");
     assert!(r["errors"][0]["extensions"]["requestId"].is_string());
     let view = app.emu_get(&format!("/emulator/items/{item}")).await;
     assert_eq!(view["removed"], true, "nothing billed is left orphaned");
@@ -119,21 +95,14 @@ async fn linking_the_same_bank_again_repairs_the_existing_connection() {
     let t = app.token("heidi");
     let first = app.link(&t).await;
     app.wait_for_history(&t, 120).await;
-    let (pt, new_item) = app
-        .link_session(&t, json!({}), json!({"institution_id": "ins_109508"}))
-        .await;
+    let (pt, new_item) = app.link_session(&t, json!({}), json!({"institution_id": "ins_109508"})).await;
     let r = app.complete(&t, &pt, None).await;
     let second = &r["data"]["completePlaidLink"];
     assert_eq!(second["bankInstitutionAuthId"], first["bankInstitutionAuthId"], "{r}");
     assert!(second["newlyLinkedBankInstitutionAuthId"].is_null());
     assert_eq!(second["platformItemId"], new_item);
     let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["bankAccounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["bankAccountId"].as_str().unwrap().to_string())
-            .collect()
+        v["bankAccounts"].as_array().unwrap().iter().map(|a| a["bankAccountId"].as_str().unwrap().to_string()).collect()
     };
     assert_eq!(ids(second), ids(&first), "matching accounts keep their ids");
     let old_item = first["platformItemId"].as_str().unwrap();
@@ -144,13 +113,7 @@ async fn linking_the_same_bank_again_repairs_the_existing_connection() {
     );
     let accounts = app.accounts(&t, json!({})).await;
     assert_eq!(accounts.as_array().unwrap().len(), 9, "still one connection");
-    assert!(
-        accounts
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["platformItemId"] == new_item)
-    );
+    assert!(accounts.as_array().unwrap().iter().all(|a| a["platformItemId"] == new_item));
     // The history is the new item's, once, not both items'.
     app.wait_for_history(&t, 120).await;
 
@@ -162,18 +125,12 @@ async fn linking_the_same_bank_again_repairs_the_existing_connection() {
 
 #[tokio::test]
 async fn accounts_that_need_manual_micro_deposit_verification_are_refused_and_the_item_removed() {
-    let app = TestApp::spawn_with(Options {
-        args: vec!["--plaid-products".into(), "auth".into()],
-        ..Default::default()
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(Options { args: vec!["--plaid-products".into(), "auth".into()], ..Default::default() })
+            .await;
     let t = app.token("ivan");
     let (pt, item) = app
-        .link_session(
-            &t,
-            json!({}),
-            json!({"institution_id": "ins_109512", "password": "microdeposits_good"}),
-        )
+        .link_session(&t, json!({}), json!({"institution_id": "ins_109512", "password": "microdeposits_good"}))
         .await;
     let r = app.complete(&t, &pt, None).await;
     assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");

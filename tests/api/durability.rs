@@ -77,45 +77,24 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
 async fn a_process_killed_mid_sync_resumes_and_ends_with_exactly_the_banks_history() {
     // The test's app supplies the emulator and a fresh database; the server under test is a
     // separate process on the same database.
-    let probe = TestApp::spawn_with(Options {
-        args: vec!["--job-workers=0".into()],
-        ..Default::default()
-    })
-    .await;
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
     let emulator = probe.emulator.url();
-    probe
-        .emu_post(
-            "/emulator/faults",
-            json!({"endpoint": "/transactions/sync", "kind": "latency", "ms": 60}),
-        )
-        .await;
+    probe.emu_post("/emulator/faults", json!({"endpoint": "/transactions/sync", "kind": "latency", "ms": 60})).await;
     let http = reqwest::Client::new();
     let token = probe.token("crash-user");
     let mut server = Server::start(&probe.database_url, &emulator);
 
     let r = gql(&http, &server.graphql, &token, CREATE_LINK_TOKEN, json!({"input": {}})).await;
-    let link_token = r["data"]["createPlaidLinkToken"]["linkToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let link_token = r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap().to_string();
     let done = probe
         .emu_post(
             "/emulator/link/complete",
             json!({"link_token": link_token, "username": "user_custom", "password": "{\"transaction_count\": 20000}"}),
         )
         .await;
-    let r = gql(
-        &http,
-        &server.graphql,
-        &token,
-        COMPLETE_LINK,
-        json!({"input": {"publicToken": done["public_token"]}}),
-    )
-    .await;
-    let item = r["data"]["completePlaidLink"]["platformItemId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_string();
+    let r = gql(&http, &server.graphql, &token, COMPLETE_LINK, json!({"input": {"publicToken": done["public_token"]}}))
+        .await;
+    let item = r["data"]["completePlaidLink"]["platformItemId"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
 
     // Kill it while the 40-page sync is part-way through.
     probe
@@ -147,14 +126,8 @@ async fn a_process_killed_mid_sync_resumes_and_ends_with_exactly_the_banks_histo
             json!({"input": {"paginate": {"limit": 100, "offset": offset}}}),
         )
         .await;
-        for t in r["data"]["getPlaidBankTransactions"]["transactions"]
-            .as_array()
-            .unwrap()
-        {
-            assert!(
-                stored.insert(t["transactionId"].as_str().unwrap().to_string()),
-                "no duplicate"
-            );
+        for t in r["data"]["getPlaidBankTransactions"]["transactions"].as_array().unwrap() {
+            assert!(stored.insert(t["transactionId"].as_str().unwrap().to_string()), "no duplicate");
         }
         offset += 100;
     }
@@ -169,11 +142,7 @@ async fn two_processes_on_one_postgres_process_every_event_once_and_never_sync_a
         eprintln!("two processes share a database only on PostgreSQL (TEST_DATABASE_URL); SQLite runs one");
         return;
     }
-    let a = TestApp::spawn_with(Options {
-        database_url: Some(database_url.clone()),
-        ..Default::default()
-    })
-    .await;
+    let a = TestApp::spawn_with(Options { database_url: Some(database_url.clone()), ..Default::default() }).await;
     let b = TestApp::spawn_with(Options {
         database_url: Some(database_url),
         shared_emulator: Some(a.emulator.clone()),
@@ -209,21 +178,14 @@ async fn two_processes_on_one_postgres_process_every_event_once_and_never_sync_a
     }
     for (t, item) in &items {
         a.eventually("each item ends in sync", || async {
-            let ours: std::collections::BTreeSet<String> = a
-                .stored_transactions(t, json!({"platformItemId": item}))
-                .await
-                .into_keys()
-                .collect();
+            let ours: std::collections::BTreeSet<String> =
+                a.stored_transactions(t, json!({"platformItemId": item})).await.into_keys().collect();
             ours == a.upstream_ids(item).await
         })
         .await;
     }
     let q = "select count(*) from webhook_events where webhook_code = 'DEFAULT_UPDATE' and deliveries = 2 and processed_at is not null";
-    assert_eq!(
-        a.db_i64(q).await,
-        8,
-        "each event stored once though delivered to both, and processed"
-    );
+    assert_eq!(a.db_i64(q).await, 8, "each event stored once though delivered to both, and processed");
     let jobs = "select count(*) from jobs j join webhook_events e on e.id = j.dedupe_key where j.kind = 'webhook' and e.webhook_code = 'DEFAULT_UPDATE'";
     assert_eq!(a.db_i64(jobs).await, 8, "one processing job per event");
     // No two sync runs of one connection ever overlapped.

@@ -65,9 +65,7 @@ struct SettingsParser {
 pub fn settings(args: &[String]) -> Settings {
     let mut all = vec!["bankgraph".to_string()];
     all.extend_from_slice(args);
-    SettingsParser::try_parse_from(all)
-        .expect("test settings parse")
-        .settings
+    SettingsParser::try_parse_from(all).expect("test settings parse").settings
 }
 
 /// A fresh database URL for one test.
@@ -75,13 +73,8 @@ pub async fn fresh_database() -> String {
     match std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.is_empty()) {
         Some(admin) if admin.starts_with("postgres") => {
             let name = format!("bankgraph_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("connect to TEST_DATABASE_URL");
-            sqlx::query(&format!("create database {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
+            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
+            sqlx::query(&format!("create database {name}")).execute(&mut conn).await.expect("create test database");
             let mut url = url::Url::parse(&admin).unwrap();
             url.set_path(&format!("/{name}"));
             url.to_string()
@@ -139,21 +132,13 @@ impl TestApp {
         }
         let emulator = match &options.shared_emulator {
             Some(shared) => shared.clone(),
-            None => Arc::new(
-                RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
-                    .await
-                    .unwrap(),
-            ),
+            None => Arc::new(RunningEmulator::start(emu, "127.0.0.1:0".parse::<SocketAddr>().unwrap()).await.unwrap()),
         };
         let database_url = match &options.database_url {
             Some(u) => u.clone(),
             None => fresh_database().await,
         };
-        let plaid_url = if options.proxy {
-            format!("{}/v1/plaid", emulator.url())
-        } else {
-            emulator.url()
-        };
+        let plaid_url = if options.proxy { format!("{}/v1/plaid", emulator.url()) } else { emulator.url() };
         let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
         let mut args: Vec<String> = [
             "--bind-addr",
@@ -182,11 +167,7 @@ impl TestApp {
         }
         args.extend(options.args.iter().cloned());
         // Rate limits are off unless a test sets them (tests call fast, as one caller).
-        for limit in [
-            "--rate-limit-per-ip",
-            "--rate-limit-per-user",
-            "--rate-limit-sensitive-per-minute",
-        ] {
+        for limit in ["--rate-limit-per-ip", "--rate-limit-per-user", "--rate-limit-sensitive-per-minute"] {
             if !args.iter().any(|a| a.starts_with(limit)) {
                 args.push(format!("{limit}=0"));
             }
@@ -195,15 +176,11 @@ impl TestApp {
         let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         if !args.iter().any(|a| a.starts_with("--plaid-webhook-url")) {
-            args.push(format!(
-                "--plaid-webhook-url=http://{}/webhooks/plaid",
-                internal.local_addr().unwrap()
-            ));
+            args.push(format!("--plaid-webhook-url=http://{}/webhooks/plaid", internal.local_addr().unwrap()));
         }
         let config = settings(&args).resolve().expect("test config resolves");
-        let app = App::build_with_listeners(config, EmulatorConfig::default(), public, internal)
-            .await
-            .expect("app builds");
+        let app =
+            App::build_with_listeners(config, EmulatorConfig::default(), public, internal).await.expect("app builds");
         Self::start(app, emulator, database_url).await
     }
 
@@ -219,10 +196,7 @@ impl TestApp {
             base,
             internal,
             emulator,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             database_url,
             shutdown: Some(tx),
             task: Some(task),
@@ -245,60 +219,36 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         bodies().lock().unwrap().push(text.clone());
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// A GraphQL call as `token` (or anonymous).
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        self.post_raw(&headers, json!({"query": query, "variables": variables}))
-            .await
-            .2
+        self.post_raw(&headers, json!({"query": query, "variables": variables})).await.2
     }
 
     pub async fn emu_post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.emulator.url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.post(format!("{}{path}", self.emulator.url())).json(&body).send().await.unwrap();
         r.json().await.unwrap()
     }
 
     pub async fn emu_get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.emulator.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(format!("{}{path}", self.emulator.url())).send().await.unwrap().json().await.unwrap()
     }
 
     /// Plaid Link as a user would run it: a link token from bankgraph, Link finished at the
     /// emulator. Returns (public token, emulator item id).
     pub async fn link_session(&self, token: &str, input: Value, link: Value) -> (String, String) {
         let r = self.gql(Some(token), CREATE_LINK_TOKEN, json!({"input": input})).await;
-        let link_token = r["data"]["createPlaidLinkToken"]["linkToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{r}"))
-            .to_string();
+        let link_token =
+            r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
         let mut body = link;
         body["link_token"] = json!(link_token);
         let done = self.emu_post("/emulator/link/complete", body).await;
         (
-            done["public_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{done}"))
-                .to_string(),
+            done["public_token"].as_str().unwrap_or_else(|| panic!("{done}")).to_string(),
             done["item_id"].as_str().unwrap().to_string(),
         )
     }
@@ -309,9 +259,7 @@ impl TestApp {
     }
 
     pub async fn link_at(&self, token: &str, institution: &str) -> Value {
-        let (public_token, _) = self
-            .link_session(token, json!({}), json!({"institution_id": institution}))
-            .await;
+        let (public_token, _) = self.link_session(token, json!({}), json!({"institution_id": institution})).await;
         let r = self.complete(token, &public_token, None).await;
         r["data"]["completePlaidLink"].clone()
     }
@@ -366,29 +314,17 @@ impl TestApp {
         use sqlx::Row;
         if self.is_postgres() {
             let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
-            sqlx::query(sql)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-                .try_get::<i64, _>(0)
-                .unwrap()
+            sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get::<i64, _>(0).unwrap()
         } else {
             let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
-            sqlx::query(sql)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-                .try_get::<i64, _>(0)
-                .unwrap()
+            sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get::<i64, _>(0).unwrap()
         }
     }
 
     /// Posts a raw webhook to the internal listener; returns the HTTP status.
     pub async fn post_webhook(&self, body: &[u8], signature: Option<&str>) -> u16 {
-        let mut req = self
-            .http
-            .post(format!("{}/webhooks/plaid", self.internal))
-            .header("content-type", "application/json");
+        let mut req =
+            self.http.post(format!("{}/webhooks/plaid", self.internal)).header("content-type", "application/json");
         if let Some(s) = signature {
             req = req.header("plaid-verification", s);
         }

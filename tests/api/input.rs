@@ -21,18 +21,9 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
         (json!({"paginate": {"limit": 0}}), "paginate.limit"),
         (json!({"paginate": {"limit": 101}}), "paginate.limit"),
         (json!({"paginate": {"limit": 10, "offset": -1}}), "paginate.offset"),
-        (
-            json!({"startDate": "2026-06-01T00:00:00Z", "endDate": "2026-01-01T00:00:00Z"}),
-            "endDate",
-        ),
-        (
-            json!({"startDate": "yesterday"}),
-            "RFC 3339 date-time such as \"2026-01-01T00:00:00Z\", got \"yesterday\"",
-        ),
-        (
-            json!({"endDate": "2026-13-45T00:00:00Z"}),
-            "got \"2026-13-45T00:00:00Z\"",
-        ),
+        (json!({"startDate": "2026-06-01T00:00:00Z", "endDate": "2026-01-01T00:00:00Z"}), "endDate"),
+        (json!({"startDate": "yesterday"}), "RFC 3339 date-time such as \"2026-01-01T00:00:00Z\", got \"yesterday\""),
+        (json!({"endDate": "2026-13-45T00:00:00Z"}), "got \"2026-13-45T00:00:00Z\""),
         (json!({"bankAccountId": ""}), "bankAccountId"),
     ] {
         expect_bad(&app.transactions(&t, input).await, needle);
@@ -60,19 +51,10 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
     expect_bad(&app.gql(Some(&t), ADDRESS, address(missing)).await, "city");
 
     expect_bad(
-        &app.gql(
-            Some(&t),
-            REMOVE,
-            json!({"input": {"bankInstitutionAuthId": conn, "reason": "BORED"}}),
-        )
-        .await,
+        &app.gql(Some(&t), REMOVE, json!({"input": {"bankInstitutionAuthId": conn, "reason": "BORED"}})).await,
         "BORED",
     );
-    expect_bad(
-        &app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": "SYMBIAN"}}))
-            .await,
-        "SYMBIAN",
-    );
+    expect_bad(&app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": "SYMBIAN"}})).await, "SYMBIAN");
     expect_bad(&app.complete(&t, "", None).await, "publicToken");
 
     // Nothing was changed by the refused calls.
@@ -84,14 +66,8 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
 #[tokio::test]
 async fn a_body_that_is_not_a_graphql_request_gets_a_400() {
     let app = TestApp::spawn().await;
-    let r = app
-        .http
-        .post(&app.graphql)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        app.http.post(&app.graphql).header("content-type", "application/json").body("{not json").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(code(&body).as_deref(), Some("BAD_REQUEST"));

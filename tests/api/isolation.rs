@@ -22,81 +22,34 @@ async fn a_second_user_sees_nothing_and_can_touch_nothing_of_the_first() {
         json!({"bankAccountId": account}),
     ] {
         assert_eq!(app.accounts(&mallory, filter.clone()).await, json!([]), "{filter}");
-        let b = app
-            .gql(Some(&mallory), BALANCES, json!({"input": filter.clone()}))
-            .await;
+        let b = app.gql(Some(&mallory), BALANCES, json!({"input": filter.clone()})).await;
         assert_eq!(b["data"]["getPlaidBankBalances"], json!([]), "{filter}");
         let t = app.transactions(&mallory, filter.clone()).await;
         assert_eq!(t["data"]["getPlaidBankTransactions"]["totalCount"], 0, "{filter}");
     }
     let unknown = json!({"bankAccountId": "00000000-0000-0000-0000-000000000000"});
-    assert_eq!(
-        app.accounts(&alice, unknown).await,
-        json!([]),
-        "an unknown id looks the same to its owner"
-    );
+    assert_eq!(app.accounts(&alice, unknown).await, json!([]), "an unknown id looks the same to its owner");
 
-    let r = app
-        .gql(
-            Some(&mallory),
-            CREATE_LINK_TOKEN,
-            json!({"input": {"platformItemId": item}}),
-        )
-        .await;
+    let r = app.gql(Some(&mallory), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}})).await;
     assert_eq!(code(&r).as_deref(), Some("NOT_FOUND"));
-    assert_eq!(
-        r["errors"][0]["message"],
-        "No active Plaid connection found for the provided platformItemId."
-    );
-    let r2 = app
-        .gql(
-            Some(&mallory),
-            CREATE_LINK_TOKEN,
-            json!({"input": {"platformItemId": "no-such-item"}}),
-        )
-        .await;
-    assert_eq!(
-        r["errors"][0]["message"], r2["errors"][0]["message"],
-        "foreign and unknown look alike"
-    );
+    assert_eq!(r["errors"][0]["message"], "No active Plaid connection found for the provided platformItemId.");
+    let r2 = app.gql(Some(&mallory), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": "no-such-item"}})).await;
+    assert_eq!(r["errors"][0]["message"], r2["errors"][0]["message"], "foreign and unknown look alike");
 
-    let r = app
-        .complete(
-            &mallory,
-            "public-sandbox-11111111-1111-1111-1111-111111111111",
-            Some(item),
-        )
-        .await;
+    let r = app.complete(&mallory, "public-sandbox-11111111-1111-1111-1111-111111111111", Some(item)).await;
     assert_eq!(code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
 
     let address = json!({"streetAddressLine1": "1 Main St", "city": "New York", "state": "NY", "postalCode": "10001", "country": "US"});
-    let r = app
-        .gql(
-            Some(&mallory),
-            ADDRESS,
-            json!({"input": {"bankInstitutionAuthId": conn, "address": address}}),
-        )
-        .await;
+    let r =
+        app.gql(Some(&mallory), ADDRESS, json!({"input": {"bankInstitutionAuthId": conn, "address": address}})).await;
     assert_eq!(code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
 
-    let r = app
-        .gql(
-            Some(&mallory),
-            REMOVE,
-            json!({"input": {"bankInstitutionAuthId": conn}}),
-        )
-        .await;
+    let r = app.gql(Some(&mallory), REMOVE, json!({"input": {"bankInstitutionAuthId": conn}})).await;
     assert_eq!(code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
 
     // Alice's connection is untouched: still linked, still active at the emulator, no address.
     assert_eq!(app.accounts(&alice, json!({})).await.as_array().unwrap().len(), 9);
     assert_eq!(app.emu_get(&format!("/emulator/items/{item}")).await["removed"], false);
-    let r = app
-        .gql(
-            Some(&alice),
-            CREATE_LINK_TOKEN,
-            json!({"input": {"platformItemId": item}}),
-        )
-        .await;
+    let r = app.gql(Some(&alice), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}})).await;
     assert_eq!(r["data"]["createPlaidLinkToken"]["mode"], "UPDATE");
 }

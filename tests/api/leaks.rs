@@ -20,10 +20,7 @@ async fn no_token_secret_or_account_number_reaches_a_response_or_a_log_line() {
     // A full run: link, sync, relink, refresh, address, remove, and a few failures.
     let (pt, item) = app.link_session(&t, json!({}), json!({})).await;
     let done = app.complete(&t, &pt, None).await["data"]["completePlaidLink"].clone();
-    assert_eq!(
-        done["requiresAddress"], false,
-        "the address came from Plaid identity data"
-    );
+    assert_eq!(done["requiresAddress"], false, "the address came from Plaid identity data");
     app.wait_for_history(&t, 120).await;
     let view = app.emu_get(&format!("/emulator/items/{item}")).await;
     let access_token = view["access_token"].as_str().unwrap().to_string();
@@ -31,12 +28,7 @@ async fn no_token_secret_or_account_number_reaches_a_response_or_a_log_line() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|n| {
-            [
-                n["account"].as_str().unwrap().to_string(),
-                n["routing"].as_str().unwrap().to_string(),
-            ]
-        })
+        .flat_map(|n| [n["account"].as_str().unwrap().to_string(), n["routing"].as_str().unwrap().to_string()])
         .collect();
     assert!(!numbers.is_empty());
     let (relink_pt, _) = app.link_session(&t, json!({"platformItemId": item}), json!({})).await;
@@ -46,24 +38,11 @@ async fn no_token_secret_or_account_number_reaches_a_response_or_a_log_line() {
     app.gql(Some(&t), BALANCES, json!({})).await;
     app.transactions(&t, json!({"paginate": {"limit": 100}})).await;
     app.accounts(&t, json!({})).await;
-    app.emu_post(
-        "/emulator/faults",
-        json!({"endpoint": "/link/token/create", "kind": "http_error", "status": 500}),
-    )
-    .await;
-    app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}}))
+    app.emu_post("/emulator/faults", json!({"endpoint": "/link/token/create", "kind": "http_error", "status": 500}))
         .await;
-    app.http
-        .delete(format!("{}/emulator/faults", app.emulator.url()))
-        .send()
-        .await
-        .unwrap();
-    app.gql(
-        Some(&t),
-        REMOVE,
-        json!({"input": {"bankInstitutionAuthId": done["bankInstitutionAuthId"]}}),
-    )
-    .await;
+    app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}})).await;
+    app.http.delete(format!("{}/emulator/faults", app.emulator.url())).send().await.unwrap();
+    app.gql(Some(&t), REMOVE, json!({"input": {"bankInstitutionAuthId": done["bankInstitutionAuthId"]}})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
@@ -83,9 +62,6 @@ async fn no_token_secret_or_account_number_reaches_a_response_or_a_log_line() {
         assert!(!logs.contains(secret.as_str()), "a log line carried the {what}");
     }
     // No access token of any test in this binary, whatever it was.
-    assert!(
-        !bodies.contains("access-sandbox-"),
-        "a response carried an access token"
-    );
+    assert!(!bodies.contains("access-sandbox-"), "a response carried an access token");
     assert!(!logs.contains("access-sandbox-"), "a log line carried an access token");
 }

@@ -13,11 +13,7 @@ async fn removal_calls_plaid_hides_the_connection_and_is_idempotent() {
     let conn = done["bankInstitutionAuthId"].clone();
     for _ in 0..2 {
         let r = app
-            .gql(
-                Some(&t),
-                REMOVE,
-                json!({"input": {"bankInstitutionAuthId": conn, "reason": "ACCOUNT_CLOSED"}}),
-            )
+            .gql(Some(&t), REMOVE, json!({"input": {"bankInstitutionAuthId": conn, "reason": "ACCOUNT_CLOSED"}}))
             .await;
         assert_eq!(
             r["data"]["removePlaidBankInstitution"],
@@ -28,17 +24,9 @@ async fn removal_calls_plaid_hides_the_connection_and_is_idempotent() {
     let item = done["platformItemId"].as_str().unwrap();
     assert_eq!(app.emu_get(&format!("/emulator/items/{item}")).await["removed"], true);
     assert_eq!(app.accounts(&t, json!({})).await, json!([]));
-    assert_eq!(
-        app.transactions(&t, json!({})).await["data"]["getPlaidBankTransactions"]["totalCount"],
-        0
-    );
-    let r = app
-        .gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}}))
-        .await;
-    assert_eq!(
-        r["errors"][0]["message"],
-        "No active Plaid connection found for the provided platformItemId."
-    );
+    assert_eq!(app.transactions(&t, json!({})).await["data"]["getPlaidBankTransactions"]["totalCount"], 0);
+    let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}})).await;
+    assert_eq!(r["errors"][0]["message"], "No active Plaid connection found for the provided platformItemId.");
     app.stop().await;
 }
 
@@ -48,23 +36,14 @@ async fn an_item_plaid_no_longer_knows_is_removed_all_the_same() {
     let t = app.token("liam");
     let done = app.link(&t).await;
     let item = done["platformItemId"].as_str().unwrap();
-    let access = app.emu_get(&format!("/emulator/items/{item}")).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let access = app.emu_get(&format!("/emulator/items/{item}")).await["access_token"].as_str().unwrap().to_string();
     app.http
         .post(format!("{}/item/remove", app.emulator.url()))
         .json(&json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret", "access_token": access}))
         .send()
         .await
         .unwrap();
-    let r = app
-        .gql(
-            Some(&t),
-            REMOVE,
-            json!({"input": {"bankInstitutionAuthId": done["bankInstitutionAuthId"]}}),
-        )
-        .await;
+    let r = app.gql(Some(&t), REMOVE, json!({"input": {"bankInstitutionAuthId": done["bankInstitutionAuthId"]}})).await;
     assert_eq!(r["data"]["removePlaidBankInstitution"]["removed"], true, "{r}");
 }
 
@@ -94,14 +73,10 @@ async fn an_address_can_be_attached_and_then_is_known() {
 async fn device_os_adds_the_oauth_option_or_says_which_setting_is_missing() {
     let app = TestApp::spawn().await;
     let t = app.token("nina");
-    for (os, var) in [
-        ("IOS", "PLAID_REDIRECT_URI"),
-        ("WEB", "PLAID_REDIRECT_URI"),
-        ("ANDROID", "PLAID_ANDROID_PACKAGE_NAME"),
-    ] {
-        let r = app
-            .gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": os}}))
-            .await;
+    for (os, var) in
+        [("IOS", "PLAID_REDIRECT_URI"), ("WEB", "PLAID_REDIRECT_URI"), ("ANDROID", "PLAID_ANDROID_PACKAGE_NAME")]
+    {
+        let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": os}})).await;
         assert_eq!(code(&r).as_deref(), Some("NOT_CONFIGURED"), "{os}: {r}");
         assert!(r["errors"][0]["message"].as_str().unwrap().contains(var), "{os}: {r}");
     }
@@ -116,13 +91,9 @@ async fn device_os_adds_the_oauth_option_or_says_which_setting_is_missing() {
     })
     .await;
     for os in ["IOS", "ANDROID", "WEB"] {
-        let r = configured
-            .gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": os}}))
-            .await;
-        let lt = r["data"]["createPlaidLinkToken"]["linkToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{os}: {r}"))
-            .to_string();
+        let r = configured.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": os}})).await;
+        let lt =
+            r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap_or_else(|| panic!("{os}: {r}")).to_string();
         let got = configured
             .http
             .post(format!("{}/link/token/get", configured.emulator.url()))
@@ -156,11 +127,8 @@ async fn refresh_stores_new_balances_and_is_throttled_per_caller() {
     let item = done["platformItemId"].as_str().unwrap();
     let before = app.gql(Some(&t), BALANCES, json!({})).await["data"]["getPlaidBankBalances"].clone();
     // New activity at the bank moves balances.
-    app.emu_post(
-        &format!("/emulator/items/{item}/transactions/advance"),
-        json!({"new": 12, "post_pending": true}),
-    )
-    .await;
+    app.emu_post(&format!("/emulator/items/{item}/transactions/advance"), json!({"new": 12, "post_pending": true}))
+        .await;
     let upstream = app.emu_get(&format!("/emulator/items/{item}")).await;
     let r = app.gql(Some(&t), REFRESH, json!({})).await;
     let p = &r["data"]["refreshPlaidBankConnections"];
@@ -188,23 +156,13 @@ async fn refresh_stores_new_balances_and_is_throttled_per_caller() {
         .unwrap()
         .iter()
         .filter(|b| {
-            let now = p["balances"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["bankAccountId"] == b["bankAccountId"])
-                .unwrap();
+            let now =
+                p["balances"].as_array().unwrap().iter().find(|n| n["bankAccountId"] == b["bankAccountId"]).unwrap();
             now["amount"] != b["amount"] || now["current"] != b["current"]
         })
         .count();
     assert!(moved > 0, "refreshed balances differ from the ones stored at link time");
-    let b = app
-        .gql(
-            Some(&t),
-            BALANCES,
-            json!({"input": {"bankAccountId": done["bankAccountId"]}}),
-        )
-        .await;
+    let b = app.gql(Some(&t), BALANCES, json!({"input": {"bankAccountId": done["bankAccountId"]}})).await;
     assert_eq!(b["data"]["getPlaidBankBalances"][0]["trigger"], "REFRESH");
 
     let again = app.gql(Some(&t), REFRESH, json!({})).await;
@@ -222,8 +180,7 @@ async fn plaid_errors_surface_with_the_contracts_codes() {
     let t = app.token("quinn");
     // An expired public token.
     let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
-    app.emu_post("/emulator/clock/advance", json!({"seconds": 31 * 60}))
-        .await;
+    app.emu_post("/emulator/clock/advance", json!({"seconds": 31 * 60})).await;
     let r = app.complete(&t, &pt, None).await;
     assert_eq!(code(&r).as_deref(), Some("PLAID_ERROR"), "{r}");
     let plaid = &r["errors"][0]["extensions"]["plaid"];
@@ -240,10 +197,7 @@ async fn plaid_errors_surface_with_the_contracts_codes() {
     let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {}})).await;
     assert_eq!(code(&r).as_deref(), Some("UPSTREAM_UNAVAILABLE"), "{r}");
     let msg = r["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        !msg.contains("127.0.0.1") && !msg.contains("http"),
-        "no upstream URL: {msg}"
-    );
+    assert!(!msg.contains("127.0.0.1") && !msg.contains("http"), "no upstream URL: {msg}");
     // Fewer 500s than retries: the caller never notices.
     app.emu_post(
         "/emulator/faults",
@@ -254,11 +208,7 @@ async fn plaid_errors_surface_with_the_contracts_codes() {
     assert_eq!(r["data"]["createPlaidLinkToken"]["mode"], "CREATE", "{r}");
 
     // Plaid rate limiting is its own code.
-    app.emu_post(
-        "/emulator/faults",
-        json!({"endpoint": "/link/token/create", "kind": "rate_limit", "times": 1}),
-    )
-    .await;
+    app.emu_post("/emulator/faults", json!({"endpoint": "/link/token/create", "kind": "rate_limit", "times": 1})).await;
     let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {}})).await;
     assert_eq!(code(&r).as_deref(), Some("RATE_LIMITED"), "{r}");
     assert!(r["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().is_some());
@@ -268,23 +218,11 @@ async fn plaid_errors_surface_with_the_contracts_codes() {
 async fn schema_graphql_is_the_running_schema() {
     let app = TestApp::spawn().await;
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
-    assert_eq!(
-        committed,
-        bankgraph::graphql::sdl(),
-        "run `cargo run -- schema > schema.graphql`"
-    );
-    let (_, _, body) = app
-        .post_raw(
-            &[],
-            json!({"query": "{ __type(name: \"PlaidBankTransaction\") { fields { name } } }"}),
-        )
-        .await;
-    let names: Vec<&str> = body["data"]["__type"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    assert_eq!(committed, bankgraph::graphql::sdl(), "run `cargo run -- schema > schema.graphql`");
+    let (_, _, body) =
+        app.post_raw(&[], json!({"query": "{ __type(name: \"PlaidBankTransaction\") { fields { name } } }"})).await;
+    let names: Vec<&str> =
+        body["data"]["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"historicalBankTransactionId") && names.contains(&"merchantName"));
 }
 
@@ -292,28 +230,13 @@ async fn schema_graphql_is_the_running_schema() {
 async fn health_is_served_on_both_listeners_and_webhooks_never_on_the_public_one() {
     let app = TestApp::spawn().await;
     for base in [&app.base, &app.internal] {
-        assert_eq!(
-            app.http.get(format!("{base}/healthz")).send().await.unwrap().status(),
-            200
-        );
-        assert_eq!(
-            app.http.get(format!("{base}/readyz")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(app.http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(app.http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
     }
-    let r = app
-        .http
-        .post(format!("{}/webhooks/plaid", app.base))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(format!("{}/webhooks/plaid", app.base)).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let page = app.http.get(&app.graphql).send().await.unwrap();
-    assert!(
-        page.headers().get("x-request-id").is_some(),
-        "every response carries a request id"
-    );
+    assert!(page.headers().get("x-request-id").is_some(), "every response carries a request id");
     assert!(page.text().await.unwrap().contains("graphiql"), "GraphiQL on GET");
 }
 
@@ -378,10 +301,7 @@ async fn with_no_configuration_it_runs_offline_on_sqlite_with_development_secret
         }
     };
     let r = call(json!({"query": "mutation { createPlaidLinkToken(input: {}) { linkToken } }"})).await;
-    let lt = r["data"]["createPlaidLinkToken"]["linkToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lt = r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap().to_string();
     let done: serde_json::Value = http
         .post(format!("{emulator_url}/emulator/link/complete"))
         .json(&json!({"link_token": lt}))
@@ -392,10 +312,7 @@ async fn with_no_configuration_it_runs_offline_on_sqlite_with_development_secret
         .await
         .unwrap();
     let r = call(json!({"query": COMPLETE_LINK, "variables": {"input": {"publicToken": done["public_token"]}}})).await;
-    assert_eq!(
-        r["data"]["completePlaidLink"]["bankInstitutionName"], "First Platypus Bank",
-        "{r}"
-    );
+    assert_eq!(r["data"]["completePlaidLink"]["bankInstitutionName"], "First Platypus Bank", "{r}");
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
