@@ -10,21 +10,40 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, Value, Variables};
 
-/// Refuses requests with too many aliases or directives (alias overload, directive overload).
+/// Refuses requests with too many aliases or directives (alias overload, directive overload),
+/// and introspection when it is switched off.
 pub struct Guardrails {
     pub max_aliases: usize,
     pub max_directives: usize,
+    pub introspection: bool,
 }
 
 impl ExtensionFactory for Guardrails {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardrailsExt { max_aliases: self.max_aliases, max_directives: self.max_directives })
+        Arc::new(GuardrailsExt {
+            max_aliases: self.max_aliases,
+            max_directives: self.max_directives,
+            introspection: self.introspection,
+        })
     }
 }
 
 struct GuardrailsExt {
     max_aliases: usize,
     max_directives: usize,
+    introspection: bool,
+}
+
+/// Whether a selection asks for the schema (`__schema` or `__type`) at its top level.
+fn asks_for_schema(set: &SelectionSet, doc: &ExecutableDocument) -> bool {
+    set.items.iter().any(|item| match &item.node {
+        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+        Selection::InlineFragment(i) => asks_for_schema(&i.node.selection_set.node, doc),
+        Selection::FragmentSpread(s) => doc
+            .fragments
+            .get(&s.node.fragment_name.node)
+            .is_some_and(|f| asks_for_schema(&f.node.selection_set.node, doc)),
+    })
 }
 
 #[derive(Default)]
@@ -68,6 +87,11 @@ impl Extension for GuardrailsExt {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
+        if !self.introspection
+            && doc.operations.iter().any(|(_, op)| asks_for_schema(&op.node.selection_set.node, &doc))
+        {
+            return Err(refuse("Introspection is disabled on this server.".into()));
+        }
         let mut c = Counts::default();
         for (_, op) in doc.operations.iter() {
             c.directives += op.node.directives.len();

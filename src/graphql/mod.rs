@@ -33,7 +33,11 @@ pub fn schema(
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(limits.max_directives.max(1))
-        .extension(extensions::Guardrails { max_aliases: limits.max_aliases, max_directives: limits.max_directives })
+        .extension(extensions::Guardrails {
+            max_aliases: limits.max_aliases,
+            max_directives: limits.max_directives,
+            introspection,
+        })
         .extension(extensions::Observe);
     if !introspection {
         b = b.disable_introspection().disable_suggestions();

@@ -259,7 +259,10 @@ pub async fn post_graphql(
         unauthenticated |= c == code::UNAUTHENTICATED;
         codes.push(c);
     }
-    let request_failed = matches!(response.data, Value::Null) && !response.errors.is_empty();
+    // Parse and validation errors have no path; field errors do (even when they null `data`).
+    let request_failed = matches!(response.data, Value::Null)
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
     let status = if unauthenticated {
         StatusCode::UNAUTHORIZED
     } else if retry_after.is_some() {

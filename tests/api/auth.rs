@@ -126,7 +126,9 @@ async fn introspection_can_be_switched_off() {
     })
     .await;
     let (_, _, body) = app.post_raw(&[], json!({"query": "{ __schema { queryType { name } } }"})).await;
-    assert!(body["data"]["__schema"].is_null(), "the schema is not served: {body}");
+    assert!(body["data"].is_null(), "the schema is not served: {body}");
+    assert_eq!(body["errors"][0]["message"], "Introspection is disabled on this server.");
+    assert_eq!(code(&body).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"));
 }
 
 /// A P-256 key pair: (PKCS#8 DER private key, SPKI PEM public key, JWK x, JWK y).

@@ -5,6 +5,7 @@ mod auth;
 mod completion;
 mod durability;
 mod flows;
+mod hardening;
 mod helpers;
 mod input;
 mod isolation;

@@ -1,0 +1,302 @@
+//! Every threat of HARDENING.md refused with the right status and code; GraphQL over HTTP;
+//! observability; graceful shutdown.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// graphql-js's `getIntrospectionQuery()`, what GraphiQL and codegen tools send.
+const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name }
+  subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description
+  args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue }
+  interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+
+async fn post(app: &TestApp, headers: &[(&str, &str)], body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let (s, h, b) = app.post_raw(headers, body).await;
+    (s.as_u16(), h, b)
+}
+
+#[tokio::test]
+async fn every_threat_is_refused_with_the_right_status_and_code() {
+    let app = TestApp::spawn().await;
+    let t = app.token("armor");
+    let bearer = format!("Bearer {t}");
+    let as_graphql = [("accept", GRAPHQL_RESPONSE), ("authorization", bearer.as_str())];
+
+    // Codegen still works: the full introspection query is within every limit.
+    let (s, _, b) = post(&app, &[], json!({"query": INTROSPECTION})).await;
+    assert_eq!(s, 200);
+    assert!(b["data"]["__schema"]["types"].as_array().unwrap().len() > 20, "{b}");
+
+    // Deep query.
+    let mut deep = String::from("__typename");
+    for _ in 0..20 {
+        deep = format!("ofType {{ {deep} }}");
+    }
+    let (s, _, b) =
+        post(&app, &as_graphql, json!({"query": format!("{{ __type(name: \"Query\") {{ {deep} }} }}")})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("GRAPHQL_VALIDATION_FAILED")), "{b}");
+
+    // 100 aliases of a Plaid field.
+    let aliased: Vec<String> = (0..100).map(|i| format!("a{i}: getPlaidBankAccounts {{ bankAccountId }}")).collect();
+    let (s, _, b) = post(&app, &as_graphql, json!({"query": format!("{{ {} }}", aliased.join(" "))})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("GRAPHQL_VALIDATION_FAILED")), "{b}");
+    // Cheap fields too: an alias flood is refused whatever it aliases.
+    let typenames: Vec<String> = (0..100).map(|i| format!("t{i}: __typename")).collect();
+    let (s, _, b) = post(&app, &as_graphql, json!({"query": format!("{{ {} }}", typenames.join(" "))})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("GRAPHQL_VALIDATION_FAILED")), "{b}");
+
+    // 50 directives.
+    let directives = "@include(if: true) ".repeat(50);
+    let (s, _, b) = post(&app, &as_graphql, json!({"query": format!("{{ __typename {directives} }}")})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("GRAPHQL_VALIDATION_FAILED")), "{b}");
+
+    // A batch array.
+    let r = app
+        .http
+        .post(&app.graphql)
+        .header("content-type", "application/json")
+        .body(r#"[{"query":"{ __typename }"},{"query":"{ __typename }"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()).as_deref(), Some("BAD_REQUEST"));
+
+    // A 1 MB body, refused before it is parsed.
+    let huge = json!({"query": "{ __typename }", "variables": {"pad": "x".repeat(1 << 20)}});
+    let r = app.http.post(&app.graphql).json(&huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()).as_deref(), Some("PAYLOAD_TOO_LARGE"));
+
+    // A mutation over GET.
+    let r = app
+        .http
+        .get(format!("{}?query=mutation%20%7B%20refreshPlaidBankConnections%20%7B%20status%20%7D%20%7D", app.graphql))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers().get("allow").unwrap(), "POST");
+
+    // A text/plain post (a cross-site form could send it without a preflight).
+    let r = app
+        .http
+        .post(&app.graphql)
+        .header("content-type", "text/plain")
+        .header("authorization", &bearer)
+        .body(r#"{"query":"mutation { refreshPlaidBankConnections { status } }"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(code(&r.json::<Value>().await.unwrap()).as_deref(), Some("UNSUPPORTED_MEDIA_TYPE"));
+
+    // A query longer than the cap.
+    let long = format!("{{ __typename }} # {}", "x".repeat(25_000));
+    let (s, _, b) = post(&app, &as_graphql, json!({"query": long})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("BAD_REQUEST")));
+
+    // An internal error's message is masked (the storage-failure test shows the same for a
+    // real failure): nothing but a generic message and the request id.
+    app.sql(&["drop table balance_snapshots"]).await;
+    let (s, h, b) = post(&app, &as_graphql, json!({"query": "{ getPlaidBankBalances { bankAccountId } }"})).await;
+    assert_eq!((s, code(&b).as_deref()), (200, Some("INTERNAL_SERVER_ERROR")), "{b}");
+    let msg = b["errors"][0]["message"].as_str().unwrap();
+    let rid = h.get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(msg, format!("Internal server error. Request id: {rid}."));
+    assert!(!b.to_string().to_lowercase().contains("balance_snapshots"), "no SQL leaks: {b}");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--rate-limit-per-user=3".into(), "--rate-limit-sensitive-per-minute=2".into()],
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("busy");
+    let h = format!("Bearer {t}");
+    let q = json!({"query": "{ getPlaidBankAccounts { bankAccountId } }"});
+    let mut statuses = vec![];
+    for _ in 0..6 {
+        let (s, headers, b) = post(&app, &[("authorization", &h)], q.clone()).await;
+        if s == 429 {
+            assert!(headers.get("retry-after").is_some(), "Retry-After on a 429");
+            assert_eq!(code(&b).as_deref(), Some("RATE_LIMITED"));
+            assert!(b["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+        }
+        statuses.push(s);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200);
+    // Another caller has their own allowance.
+    let other = format!("Bearer {}", app.token("calm"));
+    assert_eq!(post(&app, &[("authorization", &other)], q.clone()).await.0, 200);
+
+    // The operations that call Plaid have a tighter, per-minute limit.
+    let t3 = format!("Bearer {}", app.token("linker"));
+    let link = json!({"query": "mutation { createPlaidLinkToken(input: {}) { linkToken } }"});
+    assert_eq!(post(&app, &[("authorization", &t3)], link.clone()).await.0, 200);
+    assert_eq!(post(&app, &[("authorization", &t3)], link.clone()).await.0, 200);
+    let (s, headers, b) = post(&app, &[("authorization", &t3)], link.clone()).await;
+    assert_eq!((s, code(&b).as_deref()), (429, Some("RATE_LIMITED")), "{b}");
+    let wait: u64 = headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+
+    // Per client IP.
+    let ip = TestApp::spawn_with(Options { args: vec!["--rate-limit-per-ip=2".into()], ..Default::default() }).await;
+    let mut codes = vec![];
+    for _ in 0..5 {
+        codes.push(post(&ip, &[], json!({"query": "{ __typename }"})).await.0);
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+}
+
+#[tokio::test]
+async fn answers_come_in_the_media_type_the_client_accepts() {
+    let app = TestApp::spawn().await;
+    let ok = json!({"query": "{ __typename }"});
+    let bad = json!({"query": "{ nope }"});
+    let (s, h, _) = post(&app, &[("accept", GRAPHQL_RESPONSE)], ok.clone()).await;
+    assert_eq!(s, 200);
+    assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with(GRAPHQL_RESPONSE));
+    let (s, h, b) = post(&app, &[("accept", GRAPHQL_RESPONSE)], bad.clone()).await;
+    assert_eq!(s, 400, "a request that fails validation is a 400 under {GRAPHQL_RESPONSE}: {b}");
+    assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with(GRAPHQL_RESPONSE));
+    let (s, h, _) = post(&app, &[("accept", "application/json")], bad.clone()).await;
+    assert_eq!(s, 200, "legacy application/json clients get 200 with errors");
+    assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with("application/json"));
+    let (s, _, _) = post(&app, &[("accept", "text/html")], ok.clone()).await;
+    assert_eq!(s, 406);
+    let (s, _, _) = post(&app, &[("accept", GRAPHQL_RESPONSE)], json!({"query": "{ __typename "})).await;
+    assert_eq!(s, 400, "a request that does not parse");
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--cors-allowed-origins=https://app.example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, &app.graphql)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(ok.headers().get("access-control-allow-origin").unwrap(), "https://app.example.com");
+    let no = preflight("https://evil.example.com").await.unwrap();
+    assert!(no.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn metrics_show_per_operation_latency_plaid_calls_and_background_work() {
+    let app = TestApp::spawn().await;
+    let t = app.token("observed");
+    app.link(&t).await;
+    app.wait_for_history(&t, 120).await;
+    app.accounts(&t, json!({})).await;
+    let text = app.http.get(format!("{}/metrics", app.internal)).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "bankgraph_graphql_operation_duration_seconds_bucket{operation=\"getPlaidBankAccounts\",outcome=\"ok\"",
+        "bankgraph_graphql_operation_duration_seconds_count{operation=\"completePlaidLink\",outcome=\"ok\"}",
+        "bankgraph_plaid_call_duration_seconds_count{endpoint=\"/item/public_token/exchange\"}",
+        "bankgraph_jobs_finished_total{kind=\"sync\",outcome=\"done\"}",
+        "bankgraph_sync_transactions_total{change=\"upserted\"}",
+        "bankgraph_webhooks_received_total{",
+        "bankgraph_graphql_requests_total{status=\"200\"}",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    let public = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(public.status(), 404, "metrics are only on the internal listener");
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_database_is_unreachable() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.http.get(format!("{}/readyz", app.base)).send().await.unwrap().status(), 200);
+    if !app.is_postgres() {
+        eprintln!("an embedded SQLite file cannot be made unreachable from outside; run with TEST_DATABASE_URL");
+        return;
+    }
+    let name = app.database_url.rsplit('/').next().unwrap().to_string();
+    let admin = std::env::var("TEST_DATABASE_URL").unwrap();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    sqlx::query(&format!("drop database {name} with (force)")).execute(&mut c).await.unwrap();
+    app.eventually("readyz reports the database", || async {
+        app.http.get(format!("{}/readyz", app.base)).send().await.unwrap().status() == 503
+    })
+    .await;
+    assert_eq!(app.http.get(format!("{}/healthz", app.base)).send().await.unwrap().status(), 200, "still alive");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    probe.emu_post("/emulator/faults", json!({"endpoint": "/link/token/create", "kind": "latency", "ms": 1500})).await;
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"))
+        .args([
+            "serve",
+            "--bind-addr=127.0.0.1:0",
+            "--internal-bind-addr=127.0.0.1:0",
+            &format!("--database-url={}", probe.database_url),
+            &format!("--jwt-secret={JWT_SECRET}"),
+            &format!("--token-encryption-key={key}"),
+            "--plaid-client-id=emulator_client_id",
+            "--plaid-secret=emulator_sandbox_secret",
+            &format!("--plaid-base-url={}", probe.emulator.url()),
+            "--shutdown-grace-seconds=10",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let graphql = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(url) = line.split("GraphQL and GraphiQL: ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let token = probe.token("patient");
+    let http = reqwest::Client::new();
+    let slow = {
+        let (http, graphql, token) = (http.clone(), graphql.clone(), token.clone());
+        tokio::spawn(async move {
+            http.post(graphql)
+                .bearer_auth(token)
+                .json(&json!({"query": "mutation { createPlaidLinkToken(input: {}) { linkToken } }"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let resp = slow.await.unwrap().expect("the in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["data"]["createPlaidLinkToken"]["linkToken"].is_string(), "{body}");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "exits 0 after SIGTERM: {status:?}");
+    assert!(http.post(&graphql).json(&json!({"query": "{ __typename }"})).send().await.is_err(), "no longer accepting");
+}
