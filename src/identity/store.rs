@@ -1,6 +1,7 @@
 //! The identity service's storage: one set of SQL for SQLite and PostgreSQL. Every read is
 //! scoped to a user; every multi-statement write runs in one transaction.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -332,6 +333,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
+                "update account_transaction_counts set posted = 0, pending = 0 \
+                 where account_id in (select id from bank_accounts where connection_id = $1)",
+            )
+            .bind(&connection.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
                 "update bank_connections set transactions_cursor = null, transactions_loop_cursor = null where id = $1",
             )
             .bind(&connection.id)
@@ -658,8 +666,25 @@ impl Store {
         }
         let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
                     join bank_connections c on c.id = t.connection_id";
-        let count_sql = format!("select count(*) as n {from} where {}", w.sql());
-        let total: i64 = bind_all(sqlx::query(&count_sql), &w.args).fetch_one(&self.db.read).await?.try_get("n")?;
+        let total: i64 = if f.start.is_none() && f.end.is_none() {
+            // No date range: the per-account counts answer without scanning the history.
+            let c = Where::new(user_id).accounts(&f.accounts).raw("a.removed_at is null").raw("c.removed_at is null");
+            let sum = match f.pending {
+                None => "coalesce(n.posted, 0) + coalesce(n.pending, 0)",
+                Some(true) => "coalesce(n.pending, 0)",
+                Some(false) => "coalesce(n.posted, 0)",
+            };
+            let sql = format!(
+                "select cast(coalesce(sum({sum}), 0) as bigint) as n from bank_accounts a \
+                 join bank_connections c on c.id = a.connection_id \
+                 left join account_transaction_counts n on n.account_id = a.id where {}",
+                c.sql()
+            );
+            bind_all(sqlx::query(&sql), &c.args).fetch_one(&self.db.read).await?.try_get("n")?
+        } else {
+            let count_sql = format!("select count(*) as n {from} where {}", w.sql());
+            bind_all(sqlx::query(&count_sql), &w.args).fetch_one(&self.db.read).await?.try_get("n")?
+        };
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -694,87 +719,134 @@ impl Store {
 
     /// Applies one `/transactions/sync` page and saves `next_cursor`, in one transaction: a
     /// crash leaves either the page and its cursor, or neither.
+    ///
+    /// The state of every row the page touches is read first and followed in memory, so the
+    /// page is applied in its order (upserts, then posted transactions taking over their
+    /// pending rows, then removals), the per-account counts move by exact deltas, and a page
+    /// applied a second time (after a restart of the pagination loop) converges instead of
+    /// colliding.
     pub async fn apply_sync_page(
         &self,
         connection: &ConnectionRow,
         page: &wire::TransactionsSyncResponse,
         now: DateTime<Utc>,
     ) -> anyhow::Result<SyncCounts> {
-        let account_ids: std::collections::HashMap<String, String> =
+        let account_ids: HashMap<String, String> =
             self.account_rows(&connection.id).await?.into_iter().map(|a| (a.plaid_account_id, a.id)).collect();
-        let account_of = |plaid_id: &str| account_ids.get(plaid_id).map(String::as_str);
         let at = ts(now);
         let mut counts = SyncCounts::default();
         let mut tx = self.db.write.begin().await?;
-        // Plain upserts first, in batches (the last version of a transaction in the page wins),
-        // then posted transactions that take over their pending one's row, then removals.
-        let mut latest: std::collections::HashMap<&str, &wire::Transaction> = std::collections::HashMap::new();
+
+        let mut touched: Vec<&str> = Vec::new();
+        for t in page.added.iter().chain(page.modified.iter()) {
+            touched.push(&t.transaction_id);
+            if let Some(p) = &t.pending_transaction_id {
+                touched.push(p);
+            }
+        }
+        touched.extend(page.removed.iter().map(|r| r.transaction_id.as_str()));
+        touched.sort_unstable();
+        touched.dedup();
+        let mut rows = row_states(&mut tx, &connection.id, &touched).await?;
+        let mut deltas = Deltas::default();
+
+        // Plain upserts, in batches; the last version of a transaction in the page wins.
+        let mut latest: HashMap<&str, &wire::Transaction> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
         let mut linked: Vec<&wire::Transaction> = Vec::new();
         for t in page.added.iter().chain(page.modified.iter()) {
-            if account_of(&t.account_id).is_none() {
+            if !account_ids.contains_key(&t.account_id) {
                 counts.skipped += 1;
                 continue;
             }
             if t.pending_transaction_id.is_some() {
                 linked.push(t);
-                continue;
-            }
-            if latest.insert(t.transaction_id.as_str(), t).is_none() {
+            } else if latest.insert(t.transaction_id.as_str(), t).is_none() {
                 order.push(t.transaction_id.as_str());
             }
         }
         let plain: Vec<&wire::Transaction> = order.iter().map(|id| latest[id]).collect();
         for chunk in plain.chunks(UPSERT_BATCH) {
+            for t in chunk {
+                deltas.replace(rows.get(&t.transaction_id), &account_ids[&t.account_id], t.pending);
+                rows.insert(t.transaction_id.clone(), RowState::live(&account_ids[&t.account_id], t.pending));
+            }
             upsert_transactions(&mut tx, connection, chunk, &account_ids, &at).await?;
             counts.upserted += chunk.len();
         }
+
+        // A posted transaction takes over its pending one's row (and historical id).
         for t in linked {
-            let (Some(account_id), Some(pending_id)) = (account_of(&t.account_id), &t.pending_transaction_id) else {
-                continue;
-            };
-            // A posted transaction that replaces a pending one takes over its row (and id).
-            let moved = sqlx::query(
-                "update bank_transactions set plaid_transaction_id = $1, account_id = $2, amount = $3, \
-                 currency_code = $4, transaction_date = $5, description = $6, merchant_name = $7, category = $8, \
-                 pending = $9, removed_at = null, updated_at = $10 \
-                 where connection_id = $11 and plaid_transaction_id = $12",
-            )
-            .bind(&t.transaction_id)
-            .bind(account_id)
-            .bind(t.amount.to_string())
-            .bind(currency(t))
-            .bind(tx_date(t))
-            .bind(&t.name)
-            .bind(t.merchant_name.as_deref())
-            .bind(category(t))
-            .bind(t.pending)
-            .bind(&at)
-            .bind(&connection.id)
-            .bind(pending_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved > 0 {
+            let account_id = &account_ids[&t.account_id];
+            let pending_id = t.pending_transaction_id.as_deref().unwrap_or_default();
+            let own = rows.get(&t.transaction_id).cloned();
+            let pending_row = rows.get(pending_id).cloned();
+            if own.is_some() {
+                // Already taken over (a replayed page): refresh it, and retire a pending row
+                // that the replay brought back.
+                deltas.replace(own.as_ref(), account_id, t.pending);
+                upsert_transactions(&mut tx, connection, &[t], &account_ids, &at).await?;
+                counts.upserted += 1;
+                if let Some(p) = pending_row.filter(|p| p.live) {
+                    deltas.remove(&p);
+                    mark_removed(&mut tx, &connection.id, pending_id, &at).await?;
+                    rows.insert(pending_id.to_string(), RowState { live: false, ..p });
+                }
+            } else if let Some(p) = pending_row {
+                deltas.replace(Some(&p), account_id, t.pending);
+                sqlx::query(
+                    "update bank_transactions set plaid_transaction_id = $1, account_id = $2, amount = $3, \
+                     currency_code = $4, transaction_date = $5, description = $6, merchant_name = $7, category = $8, \
+                     pending = $9, removed_at = null, updated_at = $10 \
+                     where connection_id = $11 and plaid_transaction_id = $12",
+                )
+                .bind(&t.transaction_id)
+                .bind(account_id)
+                .bind(t.amount.to_string())
+                .bind(currency(t))
+                .bind(tx_date(t))
+                .bind(&t.name)
+                .bind(t.merchant_name.as_deref())
+                .bind(category(t))
+                .bind(t.pending)
+                .bind(&at)
+                .bind(&connection.id)
+                .bind(pending_id)
+                .execute(&mut *tx)
+                .await?;
+                rows.remove(pending_id);
                 counts.posted += 1;
             } else {
+                deltas.replace(None, account_id, t.pending);
                 upsert_transactions(&mut tx, connection, &[t], &account_ids, &at).await?;
                 counts.upserted += 1;
             }
+            rows.insert(t.transaction_id.clone(), RowState::live(account_id, t.pending));
         }
+
         for r in &page.removed {
-            let n = sqlx::query(
-                "update bank_transactions set removed_at = $1, updated_at = $1 \
-                 where connection_id = $2 and plaid_transaction_id = $3 and removed_at is null",
-            )
-            .bind(&at)
-            .bind(&connection.id)
-            .bind(&r.transaction_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            counts.removed += n as usize;
+            if let Some(row) = rows.get(&r.transaction_id).cloned().filter(|row| row.live) {
+                deltas.remove(&row);
+                mark_removed(&mut tx, &connection.id, &r.transaction_id, &at).await?;
+                rows.insert(r.transaction_id.clone(), RowState { live: false, ..row });
+                counts.removed += 1;
+            }
         }
+
+        for (account_id, (posted, pending)) in deltas.0.iter().filter(|(_, d)| **d != (0, 0)) {
+            sqlx::query(
+                "insert into account_transaction_counts (account_id, posted, pending) values ($1, $2, $3) \
+                 on conflict (account_id) do update set posted = account_transaction_counts.posted + excluded.posted, \
+                 pending = account_transaction_counts.pending + excluded.pending",
+            )
+            .bind(account_id)
+            .bind(*posted)
+            .bind(*pending)
+            .execute(&mut *tx)
+            .await
+            .context("update account_transaction_counts")?;
+        }
+
         // The end of a loop is also where the next loop begins.
         sqlx::query(
             "update bank_connections set transactions_cursor = $1, transactions_synced_at = $2, \
@@ -940,7 +1012,100 @@ pub struct LiveConnection {
     pub checked_at: Option<String>,
 }
 
+/// The state of a stored transaction row, as a sync page sees it.
+#[derive(Debug, Clone)]
+struct RowState {
+    account_id: String,
+    pending: bool,
+    live: bool,
+}
+
+impl RowState {
+    fn live(account_id: &str, pending: bool) -> Self {
+        RowState { account_id: account_id.to_string(), pending, live: true }
+    }
+}
+
+/// Changes to the per-account counts: (posted, pending) by account.
+#[derive(Default)]
+struct Deltas(HashMap<String, (i64, i64)>);
+
+impl Deltas {
+    fn add(&mut self, account_id: &str, pending: bool, n: i64) {
+        let d = self.0.entry(account_id.to_string()).or_default();
+        if pending {
+            d.1 += n;
+        } else {
+            d.0 += n;
+        }
+    }
+
+    fn remove(&mut self, row: &RowState) {
+        self.add(&row.account_id, row.pending, -1);
+    }
+
+    /// A row becomes (or stays) live as `account_id`/`pending`, replacing `old` if it was live.
+    fn replace(&mut self, old: Option<&RowState>, account_id: &str, pending: bool) {
+        if let Some(old) = old.filter(|o| o.live) {
+            self.remove(old);
+        }
+        self.add(account_id, pending, 1);
+    }
+}
+
+/// The current state of the rows with these Plaid ids on a connection.
+async fn row_states(
+    tx: &mut Transaction<'_, Any>,
+    connection_id: &str,
+    plaid_ids: &[&str],
+) -> anyhow::Result<HashMap<String, RowState>> {
+    let mut out = HashMap::new();
+    for chunk in plaid_ids.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "select plaid_transaction_id, account_id, cast(case when pending then 1 else 0 end as bigint) as pending, \
+             cast(case when removed_at is null then 1 else 0 end as bigint) as live from bank_transactions \
+             where connection_id = $1 and plaid_transaction_id in ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(connection_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            out.insert(
+                r.try_get::<String, _>("plaid_transaction_id")?,
+                RowState {
+                    account_id: r.try_get("account_id")?,
+                    pending: r.try_get::<i64, _>("pending")? != 0,
+                    live: r.try_get::<i64, _>("live")? != 0,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+async fn mark_removed(
+    tx: &mut Transaction<'_, Any>,
+    connection_id: &str,
+    plaid_id: &str,
+    at: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update bank_transactions set removed_at = $1, updated_at = $1 \
+         where connection_id = $2 and plaid_transaction_id = $3 and removed_at is null",
+    )
+    .bind(at)
+    .bind(connection_id)
+    .bind(plaid_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Rows per multi-row upsert (13 parameters each, far below both backends' limits).
+
 const UPSERT_BATCH: usize = 100;
 
 /// Inserts or updates transactions by their Plaid id, in one statement.

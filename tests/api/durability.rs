@@ -29,6 +29,8 @@ impl Server {
                 "--plaid-secret=emulator_sandbox_secret",
                 &format!("--plaid-base-url={plaid_url}"),
                 "--job-lease-seconds=2",
+                "--rate-limit-per-ip=0",
+                "--rate-limit-per-user=0",
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

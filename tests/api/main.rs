@@ -11,4 +11,5 @@ mod input;
 mod isolation;
 mod leaks;
 mod operations;
+mod sync_replay;
 mod webhooks;
