@@ -1105,7 +1105,6 @@ async fn mark_removed(
 }
 
 /// Rows per multi-row upsert (13 parameters each, far below both backends' limits).
-
 const UPSERT_BATCH: usize = 100;
 
 /// Inserts or updates transactions by their Plaid id, in one statement.
