@@ -100,6 +100,7 @@ impl App {
                 item_check_interval: config.item_check_interval,
                 reconcile_interval: config.reconcile_interval,
                 job_lease: config.job_lease,
+                read_cache: config.read_cache,
             },
         );
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());

@@ -140,6 +140,10 @@ pub struct Settings {
     /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
+    /// Seconds a caller's account list may be served from memory; writes in this process
+    /// invalidate it at once, so this bounds staleness from other processes (0: no cache).
+    #[arg(long, env = "READ_CACHE_SECONDS", default_value = "1")]
+    pub read_cache_seconds: String,
     /// Seconds to finish in-flight requests and jobs after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30")]
     pub shutdown_grace_seconds: String,
@@ -228,6 +232,7 @@ pub struct Config {
     pub introspection: bool,
     pub job_workers: usize,
     pub job_lease: Duration,
+    pub read_cache: Duration,
     pub reconcile_interval: Duration,
     pub resync_after: Duration,
     pub item_check_interval: Duration,
@@ -631,6 +636,7 @@ impl Settings {
             introspection,
             job_workers,
             job_lease: Duration::from_secs(lease_secs),
+            read_cache: Duration::from_secs(secs("READ_CACHE_SECONDS", &self.read_cache_seconds, 0)?),
             reconcile_interval: Duration::from_secs(reconcile_secs),
             resync_after: Duration::from_secs(resync_secs),
             item_check_interval: Duration::from_secs(check_secs),

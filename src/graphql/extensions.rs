@@ -1,17 +1,16 @@
-//! async-graphql extensions: guardrails the schema builder does not have (aliases,
-//! directives), and per-operation metrics.
+//! The async-graphql extension that adds the guardrails the schema builder does not have
+//! (aliases, directives, introspection off) and records per-operation metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, ResolveInfo,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ServerError, ServerResult, Value, Variables};
+use async_graphql::{Response, ServerError, ServerResult, Value, Variables};
 
 /// Refuses requests with too many aliases or directives (alias overload, directive overload),
-/// and introspection when it is switched off.
+/// and introspection when it is switched off; records each operation's latency and outcome.
+/// It hooks parsing and execution only: a `resolve` hook would run for every field.
 pub struct Guardrails {
     pub max_aliases: usize,
     pub max_directives: usize,
@@ -24,6 +23,7 @@ impl ExtensionFactory for Guardrails {
             max_aliases: self.max_aliases,
             max_directives: self.max_directives,
             introspection: self.introspection,
+            root_fields: Default::default(),
         })
     }
 }
@@ -32,6 +32,8 @@ struct GuardrailsExt {
     max_aliases: usize,
     max_directives: usize,
     introspection: bool,
+    /// The request's root fields, seen at parse time, to label its metrics.
+    root_fields: std::sync::Mutex<String>,
 }
 
 /// Whether a selection asks for the schema (`__schema` or `__type`) at its top level.
@@ -92,6 +94,21 @@ impl Extension for GuardrailsExt {
         {
             return Err(refuse("Introspection is disabled on this server.".into()));
         }
+        // Schema field names only, so the label set stays bounded whatever clients send.
+        let mut roots: Vec<&str> = Vec::new();
+        for (_, op) in doc.operations.iter() {
+            for item in &op.node.selection_set.node.items {
+                if let Selection::Field(f) = &item.node
+                    && !f.node.name.node.starts_with("__")
+                {
+                    roots.push(f.node.name.node.as_str());
+                }
+            }
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        *self.root_fields.lock().unwrap_or_else(|p| p.into_inner()) =
+            if roots.is_empty() { "introspection".into() } else { roots.join(",") };
         let mut c = Counts::default();
         for (_, op) in doc.operations.iter() {
             c.directives += op.node.directives.len();
@@ -115,43 +132,23 @@ impl Extension for GuardrailsExt {
         }
         Ok(doc)
     }
-}
 
-/// Records each root field's latency and outcome (`operation` is the schema field name, so
-/// the label set stays bounded whatever clients send).
-pub struct Observe;
-
-impl ExtensionFactory for Observe {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ObserveExt)
-    }
-}
-
-struct ObserveExt;
-
-#[async_trait::async_trait]
-impl Extension for ObserveExt {
-    async fn resolve(
+    async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        if info.path_node.parent.is_some() || info.is_for_introspection {
-            return next.run(ctx, info).await;
-        }
-        let name = info.name.to_string();
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         let started = Instant::now();
-        let result = next.run(ctx, info).await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => match e.extensions.as_ref().and_then(|x| x.get("code")) {
-                Some(Value::String(code)) => code.clone(),
-                _ => "error".to_string(),
-            },
+        let response = next.run(ctx, operation_name).await;
+        let outcome = match response.errors.first().and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")) {
+            None if response.errors.is_empty() => "ok".to_string(),
+            Some(Value::String(code)) => code.clone(),
+            _ => "error".to_string(),
         };
-        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => name, "outcome" => outcome)
+        let operation = self.root_fields.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => operation, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-        result
+        response
     }
 }

@@ -37,8 +37,7 @@ pub fn schema(
             max_aliases: limits.max_aliases,
             max_directives: limits.max_directives,
             introspection,
-        })
-        .extension(extensions::Observe);
+        });
     if !introspection {
         b = b.disable_introspection().disable_suggestions();
     }

@@ -42,6 +42,9 @@ pub struct IdentityConfig {
     pub reconcile_interval: Duration,
     /// How long a worker holds a job between heartbeats.
     pub job_lease: Duration,
+    /// How long a caller's account list may be served from memory (0: never). Writes in this
+    /// process invalidate it at once; this bounds staleness from other processes.
+    pub read_cache: Duration,
 }
 
 /// The identity service: Plaid, the store, and the cipher of access tokens. Cheap to clone.
@@ -62,6 +65,8 @@ pub(super) struct Inner {
     /// The durable job queue (syncs, webhook processing, the reconciler).
     pub(super) jobs: Jobs,
     pub(super) verifier: WebhookVerifier,
+    /// Account lists by caller: (fetched at, store generation, accounts).
+    pub(super) accounts_cache: Mutex<HashMap<String, (std::time::Instant, u64, Arc<Vec<BankAccount>>)>>,
 }
 
 /// An error as stored with a failed completion, to answer a replay the same way.
@@ -142,6 +147,7 @@ impl PlaidIdentity {
                 tasks: TaskTracker::new(),
                 jobs,
                 verifier,
+                accounts_cache: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -219,6 +225,32 @@ impl PlaidIdentity {
         if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("background work still running at the end of the grace period");
         }
+    }
+
+    /// The caller's account list, from memory while it is fresh: no write in this process
+    /// since it was read, and younger than `read_cache`.
+    async fn cached_accounts(&self, user_id: &str) -> AppResult<Arc<Vec<BankAccount>>> {
+        let ttl = self.inner.config.read_cache;
+        // Read before the database, so a write that lands meanwhile makes this entry stale.
+        let generation = self.inner.store.generation();
+        if !ttl.is_zero() {
+            let cache = self.inner.accounts_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, g, v)) = cache.get(user_id)
+                && *g == generation
+                && at.elapsed() < ttl
+            {
+                return Ok(v.clone());
+            }
+        }
+        let fresh = Arc::new(self.inner.store.accounts(user_id, &AccountFilter::default()).await?);
+        if !ttl.is_zero() {
+            let mut cache = self.inner.accounts_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= 100_000 {
+                cache.retain(|_, (at, _, _)| at.elapsed() < ttl);
+            }
+            cache.insert(user_id.to_string(), (std::time::Instant::now(), generation, fresh.clone()));
+        }
+        Ok(fresh)
     }
 
     fn open(&self, c: &ConnectionRow) -> AppResult<SecretString> {
@@ -621,7 +653,14 @@ impl IdentityService for PlaidIdentity {
     }
 
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
-        Ok(self.inner.store.accounts(user_id, &filter).await?)
+        let all = self.cached_accounts(user_id).await?;
+        Ok(all
+            .iter()
+            .filter(|a| filter.plaid_item_id.as_ref().is_none_or(|v| *v == a.plaid_item_id))
+            .filter(|a| filter.connection_id.as_ref().is_none_or(|v| *v == a.connection_id))
+            .filter(|a| filter.account_id.as_ref().is_none_or(|v| *v == a.id))
+            .cloned()
+            .collect())
     }
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {

@@ -172,11 +172,23 @@ fn bind_all<'q>(
 #[derive(Debug, Clone)]
 pub struct Store {
     pub db: Db,
+    /// Bumped by every write in this process that changes what `accounts` returns; read
+    /// caches compare it to know they are stale.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Store { db }
+        Store { db, generation: Default::default() }
+    }
+
+    /// The write generation of this process (see [`Store::generation`]'s field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     // ----- connections -----------------------------------------------------------------------
@@ -287,6 +299,8 @@ impl Store {
             insert_address(&mut tx, &id, &new.user_id, addr, "PLAID_IDENTITY", &at).await?;
         }
         tx.commit().await?;
+        // After the commit: a reader that saw the old generation refetches.
+        self.bump();
         Ok((id, ids))
     }
 
@@ -390,6 +404,8 @@ impl Store {
             ids.push(account_id);
         }
         tx.commit().await?;
+        // After the commit: a reader that saw the old generation refetches.
+        self.bump();
         Ok(ids)
     }
 
@@ -405,6 +421,8 @@ impl Store {
             .bind(connection_id)
             .execute(&self.db.write)
             .await?;
+        // After the commit: a reader that saw the old generation refetches.
+        self.bump();
         Ok(())
     }
 
@@ -434,6 +452,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        // After the commit: a reader that saw the old generation refetches.
+        self.bump();
         Ok(())
     }
 
@@ -478,6 +498,8 @@ impl Store {
             .bind(connection_id)
             .execute(&self.db.write)
             .await?;
+        // After the commit: a reader that saw the old generation refetches.
+        self.bump();
         Ok(())
     }
 
@@ -860,6 +882,21 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(counts)
+    }
+
+    /// Refreshes the planner's statistics of the tables the read paths join (PostgreSQL). A first sync
+    /// grows the table from nothing to 100,000 rows in seconds, long before autovacuum looks;
+    /// with statistics that still say "empty", PostgreSQL scans and sorts the whole history for
+    /// a page of 50 and for each sync page's lookups. SQLite's planner does not need this.
+    pub async fn refresh_statistics(&self) -> anyhow::Result<()> {
+        if self.db.backend == crate::db::Backend::Postgres {
+            // The small tables too: below autovacuum's threshold they may never be analyzed,
+            // and a join estimated at one row makes the planner sort the whole history.
+            sqlx::query("analyze bank_transactions, bank_accounts, bank_connections, account_transaction_counts")
+                .execute(&self.db.write)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Where the current sync pagination loop of a connection began.

@@ -18,6 +18,8 @@ use crate::plaid::ErrorClass;
 const PAGE: u32 = 500;
 /// Restarts after `TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION` before giving up for now.
 const MAX_RESTARTS: u32 = 5;
+/// Rows written between two refreshes of the planner's statistics during a sync.
+const STATISTICS_EVERY: usize = 20_000;
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +45,7 @@ impl PlaidIdentity {
         let store = &self.inner.store;
         let mut report = SyncReport::default();
         let mut restart_from: Option<Option<String>> = None;
+        let mut since_statistics = 0usize;
         'restart: loop {
             let Some(conn) = store.connection_by_id(connection_id).await? else {
                 return Ok(report);
@@ -69,9 +72,17 @@ impl PlaidIdentity {
                         metrics::counter!(crate::metrics::SYNC_TRANSACTIONS, "change" => "removed")
                             .increment(counts.removed as u64);
                         report.upserted += counts.upserted;
+                        since_statistics += counts.upserted;
+                        if since_statistics >= STATISTICS_EVERY {
+                            since_statistics = 0;
+                            store.refresh_statistics().await?;
+                        }
                         report.posted += counts.posted;
                         report.removed += counts.removed;
                         if !page.has_more {
+                            if report.upserted >= 1_000 {
+                                store.refresh_statistics().await?;
+                            }
                             tracing::info!(?report, "transactions synced");
                             return Ok(report);
                         }

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The HTTP load benchmark: builds release binaries, then runs examples/loadtest.rs (see its
+# header). Usage: bash bench/load.sh [--seconds 5] [--postgres postgres://…/postgres]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet --bin bankgraph --example loadtest
+exec target/release/examples/loadtest "$@"

@@ -1,0 +1,328 @@
+//! The HTTP load benchmark (run it with `bash bench/load.sh`).
+//!
+//! For SQLite and PostgreSQL, a release `bankgraph serve` (rate limits off) and the Plaid
+//! emulator run as separate processes. It measures an authenticated `getPlaidBankAccounts` at
+//! 1, 32 and 128 connections (req/s, p50, p99, every response checked for `errors`) and the
+//! server's peak RSS; the machine's ceiling, a raw axum handler in its own process returning
+//! the same JSON bytes from memory, at the same concurrency; and a `getPlaidBankTransactions`
+//! page on an account with 100,000 transactions against one with 1,000. It prints a Markdown
+//! report and writes it to `bench/results/load.md`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
+const ACCOUNTS: &str = "{ getPlaidBankAccounts { platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
+const PAGE: &str = "{ getPlaidBankTransactions(input: {paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a process and returns it with the first capture of `pattern` on its stdout.
+fn start(cmd: &mut Command, marker: &str) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn").spawn().expect("start");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let found = loop {
+        let line = lines.next().expect("the process printed its address").unwrap();
+        if let Some(rest) = line.split(marker).nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), found)
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+/// Drives `conns` concurrent connections against `url` for `secs` (after a 1 s warm-up).
+async fn load(url: &str, token: Option<&str>, query: &str, conns: usize, secs: u64) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
+    let body = Arc::new(serde_json::to_vec(&json!({"query": query})).unwrap());
+    let warm = Instant::now() + Duration::from_secs(1);
+    let end = warm + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, body, url, token) = (client.clone(), body.clone(), url.to_string(), token.map(str::to_string));
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let mut req = client.post(&url).header("content-type", "application/json").body((*body).clone());
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let ok = match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        r.bytes().await.map(|b| !b.windows(8).any(|w| w == b"\"errors\"")).unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                if t0 >= warm {
+                    lat.push(t0.elapsed().as_micros() as u32);
+                    errors += usize::from(!ok);
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
+    Run { rps: all.len() as f64 / secs as f64, p50_ms: pct(0.50), p99_ms: pct(0.99), errors }
+}
+
+async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: Value) -> Value {
+    http.post(url)
+        .bearer_auth(token)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Links an item with `count` transactions for `sub` and waits until its history is stored.
+async fn seed(http: &reqwest::Client, graphql: &str, emulator: &str, token: &str, count: usize) {
+    let r = gql(http, graphql, token, "mutation { createPlaidLinkToken(input: {}) { linkToken } }", json!({})).await;
+    let lt = r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap().to_string();
+    let done: Value = http
+        .post(format!("{emulator}/emulator/link/complete"))
+        .json(&json!({"link_token": lt, "username": "user_custom", "password": json!({"transaction_count": count, "seed": format!("bench-{count}")}).to_string()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let q = "mutation($i: CompletePlaidLinkInput!) { completePlaidLink(input: $i) { platformItemId } }";
+    let r = gql(http, graphql, token, q, json!({"i": {"publicToken": done["public_token"]}})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let count_q = "{ getPlaidBankTransactions(input: {paginate: {limit: 1}}) { totalCount } }";
+    loop {
+        let r = gql(http, graphql, token, count_q, json!({})).await;
+        if r["data"]["getPlaidBankTransactions"]["totalCount"].as_u64() == Some(count as u64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn token(bin: &str, sub: &str, db: &str) -> String {
+    let out = Command::new(bin)
+        .args(["token", "--sub", sub, "--ttl", "86400", "--jwt-secret", SECRET, "--database-url", db])
+        .env("TOKEN_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn raw_server(body_path: &str) {
+    let body = bytes::Bytes::from(std::fs::read(body_path).unwrap());
+    let app = axum::Router::new().route(
+        "/api/v1/graphql",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("raw listening on http://{}/api/v1/graphql", listener.local_addr().unwrap());
+    axum::serve(listener, app).await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("raw-server") {
+        return raw_server(&args[2]).await;
+    }
+    // `loadtest probe URL TOKEN QUERY CONNECTIONS SECONDS`: one measurement, for profiling.
+    if args.get(1).map(String::as_str) == Some("probe") {
+        let token = Some(args[3].as_str()).filter(|t| !t.is_empty());
+        let run = load(&args[2], token, &args[4], args[5].parse().unwrap(), args[6].parse().unwrap()).await;
+        println!("{:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}", run.rps, run.p50_ms, run.p99_ms, run.errors);
+        return;
+    }
+    let arg = |name: &str, default: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let secs: u64 = arg("--seconds", "5").parse().unwrap();
+    let postgres = arg("--postgres", "postgres://postgres@127.0.0.1:5432/postgres");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = format!("{root}/target/release/bankgraph");
+    let me = std::env::current_exe().unwrap();
+    let http = reqwest::Client::new();
+    let tmp = std::env::temp_dir().join(format!("bankgraph-load-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let (_emu, emulator_url) = start(
+        Command::new(&bin).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
+        "listening on ",
+    );
+    let pg_db = format!("bankgraph_load_{}", std::process::id());
+    let pg_ok = Command::new("psql")
+        .args([&postgres, "-qc", &format!("create database {pg_db}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut backends = vec![("SQLite", format!("sqlite://{}/load.db", tmp.display()))];
+    if pg_ok {
+        backends.push(("PostgreSQL", format!("{}/{pg_db}", postgres.rsplit_once('/').unwrap().0)));
+    } else {
+        eprintln!("PostgreSQL unavailable at {postgres}: skipped");
+    }
+
+    let levels = [1usize, 32, 128];
+    let mut report = String::new();
+    let mut accounts_body = Vec::new();
+    let mut rows: Vec<(String, usize, Run, f64)> = Vec::new();
+    let mut pages: Vec<(String, Run, Run)> = Vec::new();
+    for (name, db) in &backends {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let (server, graphql) = start(
+            Command::new(&bin).args([
+                "serve",
+                "--bind-addr=127.0.0.1:0",
+                "--internal-bind-addr=127.0.0.1:0",
+                &format!("--database-url={db}"),
+                &format!("--jwt-secret={SECRET}"),
+                &format!("--token-encryption-key={key}"),
+                "--plaid-client-id=emulator_client_id",
+                "--plaid-secret=emulator_sandbox_secret",
+                &format!("--plaid-base-url={emulator_url}"),
+                "--rate-limit-per-ip=0",
+                "--rate-limit-per-user=0",
+                "--rate-limit-sensitive-per-minute=0",
+                "--job-workers=1",
+            ]),
+            "GraphQL and GraphiQL: ",
+        );
+        let (small, large, reader) =
+            (token(&bin, "bench-1k", db), token(&bin, "bench-100k", db), token(&bin, "bench-reader", db));
+        seed(&http, &graphql, &emulator_url, &reader, 50).await;
+        seed(&http, &graphql, &emulator_url, &small, 1_000).await;
+        seed(&http, &graphql, &emulator_url, &large, 100_000).await;
+        if accounts_body.is_empty() {
+            accounts_body = http
+                .post(&graphql)
+                .bearer_auth(&reader)
+                .json(&json!({"query": ACCOUNTS}))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
+        }
+        for &c in &levels {
+            let run = load(&graphql, Some(&reader), ACCOUNTS, c, secs).await;
+            let rss = peak_rss_mb(server.0.id());
+            eprintln!(
+                "{name} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
+                run.rps, run.p50_ms, run.p99_ms, run.errors
+            );
+            rows.push((name.to_string(), c, run, rss));
+        }
+        let p1k = load(&graphql, Some(&small), PAGE, 32, secs).await;
+        let p100k = load(&graphql, Some(&large), PAGE, 32, secs).await;
+        eprintln!("{name} page 1k {:.0} req/s, 100k {:.0} req/s", p1k.rps, p100k.rps);
+        pages.push((name.to_string(), p1k, p100k));
+        drop(server);
+    }
+    if pg_ok {
+        let _ = Command::new("psql").args([&postgres, "-qc", &format!("drop database if exists {pg_db}")]).status();
+    }
+
+    let body_path = tmp.join("accounts.json");
+    std::fs::write(&body_path, &accounts_body).unwrap();
+    let (_raw, raw_url) =
+        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ");
+    let mut ceiling = Vec::new();
+    for &c in &levels {
+        let run = load(&raw_url, None, ACCOUNTS, c, secs).await;
+        eprintln!("raw c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms", run.rps, run.p50_ms, run.p99_ms);
+        ceiling.push((c, run));
+    }
+
+    report.push_str(&format!(
+        "Load benchmark: {} s per run after 1 s warm-up, {} cores, client and servers on this machine.\n\n",
+        secs,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    ));
+    report.push_str("| target | connections | req/s | p50 ms | p99 ms | errors | share of raw ceiling | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n");
+    for (c, run) in &ceiling {
+        report.push_str(&format!(
+            "| raw axum, same bytes | {c} | {:.0} | {:.2} | {:.2} | {} | 1.00 | |\n",
+            run.rps, run.p50_ms, run.p99_ms, run.errors
+        ));
+    }
+    for (name, c, run, rss) in &rows {
+        let raw = ceiling.iter().find(|(rc, _)| rc == c).map(|(_, r)| r.rps).unwrap_or(f64::NAN);
+        report.push_str(&format!(
+            "| bankgraph {name}, getPlaidBankAccounts | {c} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.0} |\n",
+            run.rps,
+            run.p50_ms,
+            run.p99_ms,
+            run.errors,
+            run.rps / raw,
+            rss
+        ));
+    }
+    report.push_str("\n| backend | page on 1,000 (req/s, p50 ms) | page on 100,000 (req/s, p50 ms) | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n");
+    for (name, small, large) in &pages {
+        report.push_str(&format!(
+            "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
+            small.rps,
+            small.p50_ms,
+            large.rps,
+            large.p50_ms,
+            small.rps / large.rps
+        ));
+    }
+    println!("{report}");
+    let dir = format!("{root}/bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/load.md"), report).unwrap();
+}
