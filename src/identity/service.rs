@@ -65,9 +65,12 @@ pub(super) struct Inner {
     /// The durable job queue (syncs, webhook processing, the reconciler).
     pub(super) jobs: Jobs,
     pub(super) verifier: WebhookVerifier,
-    /// Account lists by caller: (fetched at, store generation, accounts).
-    pub(super) accounts_cache: Mutex<HashMap<String, (std::time::Instant, u64, Arc<Vec<BankAccount>>)>>,
+    /// Account lists by caller.
+    pub(super) accounts_cache: Mutex<HashMap<String, CachedAccounts>>,
 }
+
+/// A caller's account list as read at an instant, under a store generation.
+type CachedAccounts = (std::time::Instant, u64, Arc<Vec<BankAccount>>);
 
 /// An error as stored with a failed completion, to answer a replay the same way.
 #[derive(Debug, Serialize, Deserialize)]
