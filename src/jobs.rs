@@ -169,9 +169,10 @@ impl Jobs {
         };
         let at = ts(now);
         let until = ts(now + chrono::Duration::from_std(self.lease)?);
+        let db_now = db_now(self.db.backend);
         let sql = format!(
             "update jobs set state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, \
-             started_at = $3, updated_at = $3 where state = 'queued' and id = (select j.id from jobs j \
+             started_at = {db_now}, updated_at = $3 where state = 'queued' and id = (select j.id from jobs j \
              where j.state = 'queued' and j.run_after <= $3 and not exists (select 1 from jobs r \
              where r.kind = j.kind and r.dedupe_key = j.dedupe_key and r.state = 'running') \
              order by j.run_after, j.created_at limit 1{lock}) \
@@ -217,18 +218,20 @@ impl Jobs {
             }
             Outcome::Retry(e) | Outcome::Fail(e) => ("failed", Some(e), None),
         };
-        let done = sqlx::query(
+        let sql = format!(
             "update jobs set state = $1, last_error = $2, run_after = coalesce($3, run_after), \
-             finished_at = case when $1 = 'queued' then null else $4 end, locked_until = null, \
+             finished_at = case when $1 = 'queued' then null else {} end, locked_until = null, \
              updated_at = $4 where id = $5 and state = 'running'",
-        )
-        .bind(state)
-        .bind(error.as_deref())
-        .bind(run_after.as_deref())
-        .bind(&at)
-        .bind(&job.id)
-        .execute(&self.db.write)
-        .await;
+            db_now(self.db.backend)
+        );
+        let done = sqlx::query(&sql)
+            .bind(state)
+            .bind(error.as_deref())
+            .bind(run_after.as_deref())
+            .bind(&at)
+            .bind(&job.id)
+            .execute(&self.db.write)
+            .await;
         match done {
             Ok(_) => Ok(()),
             // A retry would collide with a newer queued twin, which does the work anyway.
@@ -372,6 +375,17 @@ async fn enqueue_on(
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// The database's clock when the statement runs, in the stored timestamp format. A job's
+/// `started_at` and `finished_at` use it so they follow commit order: a worker's own clock,
+/// read before a claim that then waits for the previous run's commit, could stamp a start
+/// earlier than that run's end.
+fn db_now(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')",
+    }
 }
 
 /// 5 s, 10 s, 20 s, … capped at 30 minutes.
