@@ -18,6 +18,12 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
     pub log_format: String,
+    /// OTLP/HTTP collector to export spans to, e.g. http://127.0.0.1:4318 (none: no export).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// The service name spans carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", global = true, default_value = "bankgraph")]
+    pub otel_service_name: String,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Settings of `serve`, which is what a bare `bankgraph` runs.

@@ -12,7 +12,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    bankgraph::telemetry::init(json);
+    let otlp = bankgraph::telemetry::Otlp {
+        endpoint: cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+        service_name: cli.otel_service_name.clone(),
+    };
+    if let Some(e) = &otlp.endpoint
+        && url::Url::parse(e).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+    {
+        eprintln!("bankgraph: configuration error: OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL, got {e:?}");
+        return ExitCode::from(2);
+    }
+    // Kept to the end of main: dropping it flushes exported spans, outside the runtime.
+    let _telemetry = match bankgraph::telemetry::init(json, &otlp) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bankgraph: configuration error: OTEL_EXPORTER_OTLP_ENDPOINT: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -20,7 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bankgraph::cli::run(cli)) {
+    let result = runtime.block_on(bankgraph::cli::run(cli));
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // One line that names what is wrong; the detail chain is joined with ": ".
         Err(e) if e.downcast_ref::<bankgraph::config::ConfigError>().is_some() => {

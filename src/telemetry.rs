@@ -1,17 +1,63 @@
-//! Logging: human-readable by default, JSON with `LOG_FORMAT=json`; filtered by `RUST_LOG`.
+//! Logging and tracing: human-readable by default, JSON with `LOG_FORMAT=json`, filtered by
+//! `RUST_LOG`; spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where spans go, besides the log.
+#[derive(Debug, Clone, Default)]
+pub struct Otlp {
+    /// e.g. `http://collector:4318` (spans are posted to `/v1/traces`).
+    pub endpoint: Option<String>,
+    pub service_name: String,
+}
+
+/// Flushes exported spans when dropped (at the end of `main`, outside the async runtime).
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("bankgraph: could not flush OTLP spans: {e}");
+        }
+    }
+}
 
 /// Installs the global subscriber once. Logs go to stderr so stdout stays for output.
-pub fn init(json: bool) {
+/// Call it before the async runtime starts (the OTLP exporter's client is a blocking one).
+pub fn init(json: bool, otlp: &Otlp) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let provider = match &otlp.endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+                .with_timeout(std::time::Duration::from_secs(5))
+                .with_headers(Default::default())
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name(otlp.service_name.clone()).build();
+            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+        }
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("bankgraph")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = if json { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
+    Ok(Telemetry { provider })
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so test output stays readable.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
-        init(false);
+        let _ = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("info")).try_init();
     }
 }

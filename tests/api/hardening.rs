@@ -300,3 +300,70 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     assert!(status.success(), "exits 0 after SIGTERM: {status:?}");
     assert!(http.post(&graphql).json(&json!({"query": "{ __typename }"})).send().await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A collector on loopback that counts the spans it is sent (OTLP/HTTP protobuf bodies).
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(body.len(), Ordering::SeqCst);
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"))
+        .args([
+            "serve",
+            "--bind-addr=127.0.0.1:0",
+            "--internal-bind-addr=127.0.0.1:0",
+            &format!("--database-url={}", probe.database_url),
+            &format!("--jwt-secret={JWT_SECRET}"),
+            &format!("--token-encryption-key={key}"),
+            "--plaid-client-id=emulator_client_id",
+            "--plaid-secret=emulator_sandbox_secret",
+            &format!("--plaid-base-url={}", probe.emulator.url()),
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let graphql = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(url) = line.split("GraphQL and GraphiQL: ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let r: Value = reqwest::Client::new()
+        .post(&graphql)
+        .bearer_auth(probe.token("traced"))
+        .json(&json!({"query": "mutation { createPlaidLinkToken(input: {}) { linkToken } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["errors"].is_null(), "{r}");
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success());
+    assert!(received.load(Ordering::SeqCst) > 0, "spans reached the collector (flushed at shutdown)");
+}
