@@ -1,67 +1,9 @@
 //! Durability: a process killed mid-sync loses nothing, and two processes on one PostgreSQL
 //! share the work without doing any of it twice.
 
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-/// A `bankgraph serve` process on its own ports, reading its addresses from its banner.
-struct Server {
-    child: Child,
-    graphql: String,
-}
-
-impl Server {
-    fn start(database_url: &str, plaid_url: &str) -> Server {
-        use std::io::{BufRead, BufReader};
-        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bankgraph"))
-            .args([
-                "serve",
-                "--bind-addr=127.0.0.1:0",
-                "--internal-bind-addr=127.0.0.1:0",
-                &format!("--database-url={database_url}"),
-                &format!("--jwt-secret={JWT_SECRET}"),
-                &format!("--token-encryption-key={key}"),
-                "--plaid-client-id=emulator_client_id",
-                "--plaid-secret=emulator_sandbox_secret",
-                &format!("--plaid-base-url={plaid_url}"),
-                "--job-lease-seconds=2",
-                "--rate-limit-per-ip=0",
-                "--rate-limit-per-user=0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bankgraph starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let graphql = loop {
-            let line = lines.next().expect("banner").unwrap();
-            if let Some(url) = line.split("GraphQL and GraphiQL: ").nth(1) {
-                break url.trim().to_string();
-            }
-        };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, graphql }
-    }
-
-    fn kill(&mut self) {
-        // SIGKILL: no shutdown hook, no flush, nothing finished.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: Value) -> Value {
     http.post(url)
@@ -84,7 +26,7 @@ async fn a_process_killed_mid_sync_resumes_and_ends_with_exactly_the_banks_histo
     probe.emu_post("/emulator/faults", json!({"endpoint": "/transactions/sync", "kind": "latency", "ms": 60})).await;
     let http = reqwest::Client::new();
     let token = probe.token("crash-user");
-    let mut server = Server::start(&probe.database_url, &emulator);
+    let mut server = Server::start(&probe.database_url, &emulator, &["--job-lease-seconds=2"], &[]);
 
     let r = gql(&http, &server.graphql, &token, CREATE_LINK_TOKEN, json!({"input": {}})).await;
     let link_token = r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap().to_string();
@@ -109,7 +51,7 @@ async fn a_process_killed_mid_sync_resumes_and_ends_with_exactly_the_banks_histo
     assert!(at_kill < 20000, "killed mid-sync ({at_kill} stored)");
 
     // Restarted, it takes the dead process's job over once its lease runs out, and resumes.
-    let server = Server::start(&probe.database_url, &emulator);
+    let server = Server::start(&probe.database_url, &emulator, &["--job-lease-seconds=2"], &[]);
     probe
         .eventually("the whole history is stored", || async {
             probe.db_i64("select count(*) from bank_transactions").await == 20000

@@ -247,36 +247,10 @@ async fn readyz_fails_when_the_database_is_unreachable() {
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
-    use std::io::{BufRead, BufReader};
     let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
     probe.emu_post("/emulator/faults", json!({"endpoint": "/link/token/create", "kind": "latency", "ms": 1500})).await;
-    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 32]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"))
-        .args([
-            "serve",
-            "--bind-addr=127.0.0.1:0",
-            "--internal-bind-addr=127.0.0.1:0",
-            &format!("--database-url={}", probe.database_url),
-            &format!("--jwt-secret={JWT_SECRET}"),
-            &format!("--token-encryption-key={key}"),
-            "--plaid-client-id=emulator_client_id",
-            "--plaid-secret=emulator_sandbox_secret",
-            &format!("--plaid-base-url={}", probe.emulator.url()),
-            "--shutdown-grace-seconds=10",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let graphql = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(url) = line.split("GraphQL and GraphiQL: ").nth(1) {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = Server::start(&probe.database_url, &probe.emulator.url(), &["--shutdown-grace-seconds=10"], &[]);
+    let graphql = server.graphql.clone();
     let token = probe.token("patient");
     let http = reqwest::Client::new();
     let slow = {
@@ -290,20 +264,18 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
         })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let terminating = tokio::spawn(server.terminate());
     let resp = slow.await.unwrap().expect("the in-flight request completes");
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert!(body["data"]["createPlaidLinkToken"]["linkToken"].is_string(), "{body}");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = terminating.await.unwrap();
     assert!(status.success(), "exits 0 after SIGTERM: {status:?}");
     assert!(http.post(&graphql).json(&json!({"query": "{ __typename }"})).send().await.is_err(), "no longer accepting");
 }
 
 #[tokio::test]
 async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
-    use std::io::{BufRead, BufReader};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     // A collector on loopback that counts the spans it is sent (OTLP/HTTP protobuf bodies).
@@ -324,33 +296,13 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
-    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"))
-        .args([
-            "serve",
-            "--bind-addr=127.0.0.1:0",
-            "--internal-bind-addr=127.0.0.1:0",
-            &format!("--database-url={}", probe.database_url),
-            &format!("--jwt-secret={JWT_SECRET}"),
-            &format!("--token-encryption-key={key}"),
-            "--plaid-client-id=emulator_client_id",
-            "--plaid-secret=emulator_sandbox_secret",
-            &format!("--plaid-base-url={}", probe.emulator.url()),
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let graphql = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(url) = line.split("GraphQL and GraphiQL: ").nth(1) {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = Server::start(
+        &probe.database_url,
+        &probe.emulator.url(),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("RUST_LOG", "info")],
+    );
+    let graphql = server.graphql.clone();
     let r: Value = reqwest::Client::new()
         .post(&graphql)
         .bearer_auth(probe.token("traced"))
@@ -362,8 +314,6 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
         .await
         .unwrap();
     assert!(r["errors"].is_null(), "{r}");
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
-    assert!(status.success());
+    assert!(server.terminate().await.success());
     assert!(received.load(Ordering::SeqCst) > 0, "spans reached the collector (flushed at shutdown)");
 }
