@@ -300,6 +300,16 @@ fn account_filter(p: Option<&str>, c: Option<&ID>, a: Option<&ID>) -> GqlResult<
     })
 }
 
+impl PlaidBankAccountFilterInput {
+    fn filter(&self) -> GqlResult<AccountFilter> {
+        account_filter(
+            self.platform_item_id.as_deref(),
+            self.bank_institution_auth_id.as_ref(),
+            self.bank_account_id.as_ref(),
+        )
+    }
+}
+
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankAccount {
     pub platform_item_id: String,
@@ -320,6 +330,32 @@ pub struct PlaidBankBalanceFilterInput {
     pub platform_item_id: Option<String>,
     pub bank_institution_auth_id: Option<ID>,
     pub bank_account_id: Option<ID>,
+}
+
+impl PlaidBankBalanceFilterInput {
+    fn filter(&self) -> GqlResult<AccountFilter> {
+        account_filter(
+            self.platform_item_id.as_deref(),
+            self.bank_institution_auth_id.as_ref(),
+            self.bank_account_id.as_ref(),
+        )
+    }
+}
+
+impl From<domain::BankAccount> for PlaidBankAccount {
+    fn from(a: domain::BankAccount) -> Self {
+        PlaidBankAccount {
+            platform_item_id: a.plaid_item_id,
+            bank_institution_auth_id: ID(a.connection_id),
+            bank_institution_name: a.institution_name,
+            bank_account_id: ID(a.id),
+            account_name: a.name,
+            last_four: a.mask,
+            account_type: a.account_type,
+            subtype: a.subtype,
+            status: a.status.into(),
+        }
+    }
 }
 
 #[derive(SimpleObject, Debug)]
@@ -499,27 +535,9 @@ impl Query {
         input: Option<PlaidBankAccountFilterInput>,
     ) -> GqlResult<Vec<PlaidBankAccount>> {
         let user = caller(ctx)?;
-        let i = input.unwrap_or_default();
-        let f = account_filter(
-            i.platform_item_id.as_deref(),
-            i.bank_institution_auth_id.as_ref(),
-            i.bank_account_id.as_ref(),
-        )?;
+        let f = input.unwrap_or_default().filter()?;
         let accounts = service(ctx).accounts(user, f).await.map_err(|e| e.to_graphql())?;
-        Ok(accounts
-            .into_iter()
-            .map(|a| PlaidBankAccount {
-                platform_item_id: a.plaid_item_id,
-                bank_institution_auth_id: ID(a.connection_id),
-                bank_institution_name: a.institution_name,
-                bank_account_id: ID(a.id),
-                account_name: a.name,
-                last_four: a.mask,
-                account_type: a.account_type,
-                subtype: a.subtype,
-                status: a.status.into(),
-            })
-            .collect())
+        Ok(accounts.into_iter().map(Into::into).collect())
     }
 
     /// The latest stored balance of each of the caller's accounts.
@@ -530,12 +548,7 @@ impl Query {
         input: Option<PlaidBankBalanceFilterInput>,
     ) -> GqlResult<Vec<PlaidBankBalance>> {
         let user = caller(ctx)?;
-        let i = input.unwrap_or_default();
-        let f = account_filter(
-            i.platform_item_id.as_deref(),
-            i.bank_institution_auth_id.as_ref(),
-            i.bank_account_id.as_ref(),
-        )?;
+        let f = input.unwrap_or_default().filter()?;
         let balances = service(ctx).balances(user, f).await.map_err(|e| e.to_graphql())?;
         Ok(balances.into_iter().map(Into::into).collect())
     }
