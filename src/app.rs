@@ -106,7 +106,7 @@ impl App {
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
         crate::metrics::handle();
         let state = AppState {
-            schema: crate::graphql::schema(service.clone(), config.introspection, &config.limits),
+            gateway: Arc::new(crate::graphql::Gateway::new(service.clone(), config.introspection, &config.limits)),
             auth: Arc::new(Authenticator::new(&config.jwt)?),
             identity: service,
             limits: Arc::new(config.limits.clone()),

@@ -17,31 +17,81 @@ use crate::domain::{self, Address, ConnectionStatus};
 use crate::error::AppError;
 use crate::identity::{self, AccountFilter, IdentityService, TransactionFilter};
 
-pub mod extensions;
+pub mod guardrails;
 
 pub type BankgraphSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Builds the schema around an identity service, with the configured limits.
-pub fn schema(
-    identity: Arc<dyn IdentityService>,
-    introspection: bool,
-    limits: &crate::config::HttpLimits,
-) -> BankgraphSchema {
-    let mut b = Schema::build(Query, Mutation, EmptySubscription)
-        .data(identity)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth(32)
-        .limit_directives(limits.max_directives.max(1))
-        .extension(extensions::Guardrails {
-            max_aliases: limits.max_aliases,
-            max_directives: limits.max_directives,
-            introspection,
-        });
-    if !introspection {
-        b = b.disable_introspection().disable_suggestions();
+/// The schema with the guardrails in front of it: what the GraphQL endpoint executes.
+pub struct Gateway {
+    schema: BankgraphSchema,
+    guardrails: guardrails::Guardrails,
+}
+
+impl Gateway {
+    /// Builds the schema around an identity service, with the configured limits.
+    pub fn new(identity: Arc<dyn IdentityService>, introspection: bool, limits: &crate::config::HttpLimits) -> Self {
+        let mut b = Schema::build(Query, Mutation, EmptySubscription)
+            .data(identity)
+            .limit_depth(limits.max_depth)
+            .limit_complexity(limits.max_complexity)
+            .limit_recursive_depth(32)
+            .limit_directives(limits.max_directives.max(1));
+        if !introspection {
+            b = b.disable_introspection().disable_suggestions();
+        }
+        Gateway {
+            schema: b.finish(),
+            guardrails: guardrails::Guardrails::new(limits.max_aliases, limits.max_directives, introspection),
+        }
     }
-    b.finish()
+
+    /// Runs one request: its document is parsed (or found parsed) and checked, then validated
+    /// and executed. Every error of the response carries a stable `extensions.code`, and the
+    /// operation's latency and outcome are recorded by its root fields.
+    pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
+        let started = std::time::Instant::now();
+        let prepared = match self.guardrails.prepare(&request.query) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "document").increment(1);
+                return async_graphql::Response::from_errors(vec![e]);
+            }
+        };
+        if let Err(e) = guardrails::check_required_variables(
+            &prepared.document,
+            request.operation_name.as_deref(),
+            &request.variables,
+        ) {
+            metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "variables").increment(1);
+            return async_graphql::Response::from_errors(vec![e]);
+        }
+        request.set_parsed_query((*prepared.document).clone());
+        let mut response = self.schema.execute(request).await;
+        for err in &mut response.errors {
+            let ext = err.extensions.get_or_insert_with(async_graphql::ErrorExtensionValues::default);
+            if !matches!(ext.get("code"), Some(Value::String(_))) {
+                ext.set("code", unlabelled_error_code(&err.message));
+            }
+        }
+        let outcome = match response.errors.first().and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")) {
+            Some(Value::String(code)) => code.clone(),
+            _ => "ok".to_string(),
+        };
+        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => prepared.operation, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// The code of an error async-graphql raised itself: input coercion (a variable or argument of
+/// the wrong shape) is the caller's bad input; anything else it raises before resolving is a
+/// validation failure (the document parsed, so it is not a parse error).
+fn unlabelled_error_code(message: &str) -> &'static str {
+    if message.contains("Invalid value") || message.contains("Failed to parse") || message.contains("invalid value") {
+        crate::error::code::BAD_USER_INPUT
+    } else {
+        "GRAPHQL_VALIDATION_FAILED"
+    }
 }
 
 /// The SDL of the schema, as `bankgraph schema` prints it and `schema.graphql` holds it.

@@ -207,7 +207,7 @@ pub async fn post_graphql(
     }
     let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
     let request = request.data(auth).data(RequestIdValue(request_id.clone())).data(state.limiters.clone());
-    let response = match tokio::time::timeout(limits.request_timeout, state.schema.execute(request)).await {
+    let response = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(%operation, "request timed out");
@@ -228,23 +228,13 @@ pub async fn post_graphql(
     let mut retry_after: Option<u64> = None;
     let mut codes: Vec<String> = Vec::new();
     for err in &mut response.errors {
+        // The gateway gives every error a code.
         let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
         let c = match ext.get("code") {
             Some(Value::String(c)) => c.clone(),
             _ => {
-                // Errors async-graphql raises itself (parsing, validation, input coercion).
-                let c = if err.message.contains("Invalid value")
-                    || err.message.contains("Failed to parse")
-                    || err.message.contains("invalid value")
-                {
-                    code::BAD_USER_INPUT
-                } else if err.message.contains("syntax") || err.message.starts_with(" --> ") {
-                    "GRAPHQL_PARSE_FAILED"
-                } else {
-                    "GRAPHQL_VALIDATION_FAILED"
-                };
-                ext.set("code", c);
-                c.to_string()
+                ext.set("code", code::INTERNAL_SERVER_ERROR);
+                code::INTERNAL_SERVER_ERROR.to_string()
             }
         };
         if c == code::INTERNAL_SERVER_ERROR {

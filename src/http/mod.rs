@@ -27,7 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::config::HttpLimits;
-use crate::graphql::BankgraphSchema;
+use crate::graphql::Gateway;
 use crate::identity::{IdentityService, PlaidIdentity, WebhookError};
 use crate::plaid::WebhookRejection;
 
@@ -40,7 +40,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// What every public handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub schema: BankgraphSchema,
+    pub gateway: Arc<Gateway>,
     pub auth: Arc<Authenticator>,
     pub identity: Arc<dyn IdentityService>,
     pub limits: Arc<HttpLimits>,

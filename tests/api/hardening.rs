@@ -178,8 +178,59 @@ async fn answers_come_in_the_media_type_the_client_accepts() {
     assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with("application/json"));
     let (s, _, _) = post(&app, &[("accept", "text/html")], ok.clone()).await;
     assert_eq!(s, 406);
-    let (s, _, _) = post(&app, &[("accept", GRAPHQL_RESPONSE)], json!({"query": "{ __typename "})).await;
-    assert_eq!(s, 400, "a request that does not parse");
+    let (s, _, b) = post(&app, &[("accept", GRAPHQL_RESPONSE)], json!({"query": "{ __typename "})).await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("GRAPHQL_PARSE_FAILED")), "a request that does not parse: {b}");
+}
+
+/// The same query text is parsed once and reused, but each request's variables, `@include`
+/// decisions, caller and checks are its own.
+#[tokio::test]
+async fn a_reused_document_takes_each_requests_own_variables_and_caller() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.token("doc-alice"), app.token("doc-bob"));
+    app.link(&alice).await;
+    app.link(&bob).await;
+    let q = "query Accounts($f: PlaidBankAccountFilterInput, $names: Boolean!) {
+      getPlaidBankAccounts(input: $f) { bankAccountId lastFour accountName @include(if: $names) } }";
+    let ids = |r: &Value| -> Vec<String> {
+        r["data"]["getPlaidBankAccounts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|a| a["bankAccountId"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let all = app.gql(Some(&alice), q, json!({"names": true})).await;
+    let alice_ids = ids(&all);
+    assert!(alice_ids.len() > 1, "{all}");
+    assert!(all["data"]["getPlaidBankAccounts"].as_array().unwrap().iter().all(|a| a["accountName"].is_string()));
+
+    let one = app.gql(Some(&alice), q, json!({"f": {"bankAccountId": alice_ids[0]}, "names": false})).await;
+    assert_eq!(ids(&one), vec![alice_ids[0].clone()], "the filter of this request, not the last one: {one}");
+    assert!(one["data"]["getPlaidBankAccounts"][0].get("accountName").is_none(), "@include(if: false): {one}");
+
+    let theirs = app.gql(Some(&bob), q, json!({"names": true})).await;
+    let bob_ids = ids(&theirs);
+    assert!(!bob_ids.is_empty() && bob_ids.iter().all(|id| !alice_ids.contains(id)), "{theirs}");
+    let cross = app.gql(Some(&bob), q, json!({"f": {"bankAccountId": alice_ids[0]}, "names": true})).await;
+    assert_eq!(ids(&cross), Vec::<String>::new(), "another caller's id finds nothing: {cross}");
+
+    let bad = app.gql(Some(&alice), q, json!({"names": "yes"})).await;
+    assert_eq!(code(&bad).as_deref(), Some("BAD_USER_INPUT"), "variables are still checked: {bad}");
+    let missing = app.gql(Some(&alice), q, json!({})).await;
+    assert_eq!(code(&missing).as_deref(), Some("BAD_USER_INPUT"), "a required variable: {missing}");
+    assert!(missing["data"].is_null(), "refused before anything runs: {missing}");
+    let page = "query($l: Int!) { getPlaidBankTransactions(input: {paginate: {limit: $l}}) { totalCount } }";
+    let (s, _, b) = post(
+        &app,
+        &[("accept", GRAPHQL_RESPONSE), ("authorization", &format!("Bearer {alice}"))],
+        json!({"query": page, "variables": {"l": null}}),
+    )
+    .await;
+    assert_eq!((s, code(&b).as_deref()), (400, Some("BAD_USER_INPUT")), "a required variable given as null: {b}");
+    let anonymous = app.gql(None, q, json!({"names": true})).await;
+    assert_eq!(code(&anonymous).as_deref(), Some("UNAUTHENTICATED"), "{anonymous}");
 }
 
 #[tokio::test]

@@ -1,0 +1,283 @@
+//! The checks the schema builder does not have (aliases, directives, introspection off), run
+//! on each request's parsed document before async-graphql validates and executes it, and a
+//! bounded cache of parsed documents.
+//!
+//! They run here, around the executor, rather than as an async-graphql extension: with any
+//! extension registered, async-graphql sends every field and list item through the extension
+//! chain (a registry lookup, type-name strings and a boxed future each), which made resolving
+//! a 9-account answer a third of a request's CPU.
+//!
+//! Apps send the same few operations over and over, with their values in `variables`; parsing
+//! was a sixth of a request's CPU. A document parsed once is kept (keyed by the exact query
+//! text) and cloned for each request, and goes through every check as a fresh one does:
+//! depth, complexity, recursion and directive limits and validation run on every request.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{ErrorExtensionValues, ServerError, Value, Variables};
+
+/// Query text the document cache holds at most, in bytes. A parsed document takes roughly ten
+/// times its text, so the cache stays within a few megabytes whatever clients send.
+const CACHE_BYTES: u64 = 512 * 1024;
+/// Longer queries are parsed every time (they are rare, and would crowd out the common ones).
+const CACHE_MAX_QUERY_BYTES: usize = 16 * 1024;
+
+/// A document that passed the checks, and the label of its metrics.
+#[derive(Clone)]
+pub struct Prepared {
+    pub document: Arc<ExecutableDocument>,
+    /// The request's root fields, sorted (`getPlaidBankAccounts`, `introspection` for a
+    /// request that asks only for `__schema`, `__type` or `__typename`). Schema field names
+    /// only, so the label set stays bounded whatever clients send.
+    pub operation: Arc<str>,
+}
+
+#[derive(Clone)]
+struct QueryBytes;
+
+impl quick_cache::Weighter<String, Prepared> for QueryBytes {
+    fn weight(&self, query: &String, _: &Prepared) -> u64 {
+        query.len().max(1) as u64
+    }
+}
+
+/// Refuses documents with too many aliases or directives (alias and directive overload), and
+/// introspection when it is switched off.
+pub struct Guardrails {
+    max_aliases: usize,
+    max_directives: usize,
+    introspection: bool,
+    documents: quick_cache::sync::Cache<String, Prepared, QueryBytes>,
+}
+
+impl Guardrails {
+    pub fn new(max_aliases: usize, max_directives: usize, introspection: bool) -> Self {
+        Guardrails {
+            max_aliases,
+            max_directives,
+            introspection,
+            documents: quick_cache::sync::Cache::with_weighter(1024, CACHE_BYTES, QueryBytes),
+        }
+    }
+
+    /// Parses `query` (or finds it parsed) and checks it. A document that does not parse is
+    /// refused with `GRAPHQL_PARSE_FAILED`, one that breaks a limit with
+    /// `GRAPHQL_VALIDATION_FAILED`; neither is cached.
+    pub fn prepare(&self, query: &str) -> Result<Prepared, ServerError> {
+        if let Some(p) = self.documents.get(query) {
+            return Ok(p);
+        }
+        let document = async_graphql::parser::parse_query(query)
+            .map_err(|e| with_code(ServerError::from(e), "GRAPHQL_PARSE_FAILED"))?;
+        let operation = self.check(&document)?;
+        let prepared = Prepared { document: Arc::new(document), operation };
+        if query.len() <= CACHE_MAX_QUERY_BYTES {
+            self.documents.insert(query.to_string(), prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    /// How many parsed documents are kept now.
+    pub fn cached_documents(&self) -> usize {
+        self.documents.len()
+    }
+
+    fn check(&self, doc: &ExecutableDocument) -> Result<Arc<str>, ServerError> {
+        if !self.introspection && doc.operations.iter().any(|(_, op)| asks_for_schema(&op.node.selection_set.node, doc))
+        {
+            return Err(refuse("Introspection is disabled on this server.".into()));
+        }
+        let mut c = Counts::default();
+        for (_, op) in doc.operations.iter() {
+            c.directives += op.node.directives.len();
+            walk(&op.node.selection_set.node, &mut c);
+        }
+        for f in doc.fragments.values() {
+            c.directives += f.node.directives.len();
+            walk(&f.node.selection_set.node, &mut c);
+        }
+        if c.aliases > self.max_aliases {
+            return Err(refuse(format!(
+                "The request uses {} aliases; at most {} are allowed.",
+                c.aliases, self.max_aliases
+            )));
+        }
+        if c.directives > self.max_directives {
+            return Err(refuse(format!(
+                "The request uses {} directives; at most {} are allowed.",
+                c.directives, self.max_directives
+            )));
+        }
+        let mut roots: Vec<&str> = Vec::new();
+        for (_, op) in doc.operations.iter() {
+            for item in &op.node.selection_set.node.items {
+                if let Selection::Field(f) = &item.node
+                    && !f.node.name.node.starts_with("__")
+                {
+                    roots.push(f.node.name.node.as_str());
+                }
+            }
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        Ok(if roots.is_empty() { "introspection".into() } else { roots.join(",").into() })
+    }
+}
+
+/// The rule of the spec's variable coercion that async-graphql leaves out: a variable of a
+/// non-null type with no default must be given, and not as null. async-graphql reads a
+/// missing one as false in `@include`/`@skip` (a silently different answer) and refuses it only
+/// where an argument reads it. An operation it cannot pick is left to async-graphql to name.
+pub fn check_required_variables(
+    doc: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+) -> Result<(), ServerError> {
+    let op = match (operation_name, &doc.operations) {
+        (None, DocumentOperations::Single(op)) => op,
+        (Some(name), DocumentOperations::Multiple(ops)) => match ops.get(name) {
+            Some(op) => op,
+            None => return Ok(()),
+        },
+        (None, DocumentOperations::Multiple(ops)) if ops.len() == 1 => ops.values().next().expect("one operation"),
+        _ => return Ok(()),
+    };
+    for def in &op.node.variable_definitions {
+        let d = &def.node;
+        if d.var_type.node.nullable || d.default_value.is_some() {
+            continue;
+        }
+        if matches!(variables.get(d.name.node.as_str()), None | Some(Value::Null)) {
+            let message =
+                format!("Variable \"${}\" of required type \"{}\" was not provided.", d.name.node, d.var_type.node);
+            return Err(with_code(ServerError::new(message, Some(def.pos)), crate::error::code::BAD_USER_INPUT));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a selection asks for the schema (`__schema` or `__type`) at its top level.
+fn asks_for_schema(set: &SelectionSet, doc: &ExecutableDocument) -> bool {
+    set.items.iter().any(|item| match &item.node {
+        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+        Selection::InlineFragment(i) => asks_for_schema(&i.node.selection_set.node, doc),
+        Selection::FragmentSpread(s) => doc
+            .fragments
+            .get(&s.node.fragment_name.node)
+            .is_some_and(|f| asks_for_schema(&f.node.selection_set.node, doc)),
+    })
+}
+
+#[derive(Default)]
+struct Counts {
+    aliases: usize,
+    directives: usize,
+}
+
+fn walk(set: &SelectionSet, c: &mut Counts) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => {
+                c.aliases += usize::from(f.node.alias.is_some());
+                c.directives += f.node.directives.len();
+                walk(&f.node.selection_set.node, c);
+            }
+            Selection::FragmentSpread(s) => c.directives += s.node.directives.len(),
+            Selection::InlineFragment(i) => {
+                c.directives += i.node.directives.len();
+                walk(&i.node.selection_set.node, c);
+            }
+        }
+    }
+}
+
+fn with_code(mut e: ServerError, code: &str) -> ServerError {
+    let mut ext = ErrorExtensionValues::default();
+    ext.set("code", code);
+    e.extensions = Some(ext);
+    e
+}
+
+fn refuse(message: String) -> ServerError {
+    with_code(ServerError::new(message, None), "GRAPHQL_VALIDATION_FAILED")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: &ServerError) -> String {
+        match e.extensions.as_ref().and_then(|x| x.get("code")) {
+            Some(async_graphql::Value::String(s)) => s.clone(),
+            other => panic!("no code: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_document_is_parsed_once_and_labelled_by_its_root_fields() {
+        let g = Guardrails::new(15, 10, true);
+        let q = "query Q($f: PlaidBankAccountFilterInput) { getPlaidBankAccounts(input: $f) { bankAccountId } getPlaidBankBalances { amount } }";
+        let first = g.prepare(q).unwrap();
+        assert_eq!(&*first.operation, "getPlaidBankAccounts,getPlaidBankBalances");
+        let again = g.prepare(q).unwrap();
+        assert!(Arc::ptr_eq(&first.document, &again.document), "the second request reuses the parse");
+        assert_eq!(g.cached_documents(), 1);
+        assert_eq!(&*g.prepare("{ __typename }").unwrap().operation, "introspection");
+    }
+
+    #[test]
+    fn refusals_carry_their_code_and_are_not_cached() {
+        let g = Guardrails::new(2, 1, false);
+        let cases = [
+            ("{ getPlaidBankAccounts { ", "GRAPHQL_PARSE_FAILED"),
+            ("{ a: __typename b: __typename c: __typename }", "GRAPHQL_VALIDATION_FAILED"),
+            ("{ __typename @skip(if: false) @include(if: true) }", "GRAPHQL_VALIDATION_FAILED"),
+            ("{ ...F } fragment F on Query { __schema { queryType { name } } }", "GRAPHQL_VALIDATION_FAILED"),
+        ];
+        for (q, want) in cases {
+            for _ in 0..2 {
+                let e = g.prepare(q).err().unwrap_or_else(|| panic!("{q} was accepted"));
+                assert_eq!(code(&e), want, "{q}: {}", e.message);
+            }
+        }
+        assert_eq!(g.cached_documents(), 0);
+        // Within the limits, and introspection off only refuses the schema, not __typename.
+        assert!(g.prepare("{ a: __typename b: __typename }").is_ok());
+    }
+
+    #[test]
+    fn a_required_variable_must_be_given() {
+        let g = Guardrails::new(15, 10, true);
+        let vars = |v: serde_json::Value| Variables::from_json(v);
+        let p = g.prepare("query A($n: Boolean!, $m: Int, $d: Int! = 3) { __typename @include(if: $n) }").unwrap();
+        let doc = &p.document;
+        assert!(check_required_variables(doc, None, &vars(serde_json::json!({"n": true}))).is_ok());
+        assert!(check_required_variables(doc, Some("A"), &vars(serde_json::json!({"n": false, "m": null}))).is_ok());
+        for v in [serde_json::json!({}), serde_json::json!({"n": null, "d": 1})] {
+            let e = check_required_variables(doc, None, &vars(v)).unwrap_err();
+            assert_eq!(code(&e), "BAD_USER_INPUT");
+            assert_eq!(e.message, "Variable \"$n\" of required type \"Boolean!\" was not provided.");
+        }
+        // Of two operations, the one named is checked; an unknown name is async-graphql's to report.
+        let two = g.prepare("query A($n: Int!) { __typename } query B { __typename }").unwrap();
+        assert!(check_required_variables(&two.document, Some("B"), &vars(serde_json::json!({}))).is_ok());
+        assert!(check_required_variables(&two.document, Some("A"), &vars(serde_json::json!({}))).is_err());
+        assert!(check_required_variables(&two.document, Some("C"), &vars(serde_json::json!({}))).is_ok());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_skips_long_queries() {
+        let g = Guardrails::new(15, 10, true);
+        let long = format!("{{ __typename }} # {}", "x".repeat(CACHE_MAX_QUERY_BYTES));
+        g.prepare(&long).unwrap();
+        assert_eq!(g.cached_documents(), 0);
+        // 60,000 distinct queries of 22 to 24 bytes: three times the byte budget.
+        for i in 0..60_000 {
+            g.prepare(&format!("{{ t{i}: __typename }}")).unwrap();
+        }
+        let held = g.cached_documents() as u64;
+        assert!(held > 1000, "the cache still holds recent documents: {held}");
+        assert!(held * 22 <= CACHE_BYTES + CACHE_BYTES / 10, "the byte budget bounds the cache: {held} held");
+    }
+}
