@@ -2,6 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a GraphQL answer is thousands of small allocations, and
+/// glibc's arenas made them a fifth of a request's CPU, with lock contention between workers
+/// (measured in bench/load.sh; see the README's performance section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = bankgraph::cli::Cli::parse();
     let json = match cli.log_format.as_str() {
