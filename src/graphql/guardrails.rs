@@ -12,6 +12,7 @@
 //! text) and cloned for each request, and goes through every check as a fresh one does:
 //! depth, complexity, recursion and directive limits and validation run on every request.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
@@ -30,7 +31,9 @@ pub struct Prepared {
     /// The request's root fields, sorted (`getPlaidBankAccounts`, `introspection` for a
     /// request that asks only for `__schema`, `__type` or `__typename`). Schema field names
     /// only, so the label set stays bounded whatever clients send.
-    pub operation: Arc<str>,
+    pub fields: Arc<str>,
+    /// The name of the document's only operation (`query Mine { … }`), if it has one.
+    pub name: Option<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -48,15 +51,19 @@ pub struct Guardrails {
     max_aliases: usize,
     max_directives: usize,
     introspection: bool,
+    /// The schema's root fields (of Query and Mutation): the only names a label may carry.
+    root_fields: HashSet<String>,
     documents: quick_cache::sync::Cache<String, Prepared, QueryBytes>,
 }
 
 impl Guardrails {
-    pub fn new(max_aliases: usize, max_directives: usize, introspection: bool) -> Self {
+    /// `sdl` is the schema's SDL, from which the root fields are read.
+    pub fn new(max_aliases: usize, max_directives: usize, introspection: bool, sdl: &str) -> Self {
         Guardrails {
             max_aliases,
             max_directives,
             introspection,
+            root_fields: root_fields(sdl),
             documents: quick_cache::sync::Cache::with_weighter(1024, CACHE_BYTES, QueryBytes),
         }
     }
@@ -70,8 +77,12 @@ impl Guardrails {
         }
         let document = async_graphql::parser::parse_query(query)
             .map_err(|e| with_code(ServerError::from(e), "GRAPHQL_PARSE_FAILED"))?;
-        let operation = self.check(&document)?;
-        let prepared = Prepared { document: Arc::new(document), operation };
+        let fields = self.check(&document)?;
+        let name = match &document.operations {
+            DocumentOperations::Multiple(ops) if ops.len() == 1 => ops.keys().next().map(|n| Arc::from(n.as_str())),
+            _ => None,
+        };
+        let prepared = Prepared { document: Arc::new(document), fields, name };
         if query.len() <= CACHE_MAX_QUERY_BYTES {
             self.documents.insert(query.to_string(), prepared.clone());
         }
@@ -109,13 +120,16 @@ impl Guardrails {
                 c.directives, self.max_directives
             )));
         }
+        // The document is not validated yet: a name the schema does not have becomes
+        // `unknown`, so clients cannot mint metric series.
         let mut roots: Vec<&str> = Vec::new();
         for (_, op) in doc.operations.iter() {
             for item in &op.node.selection_set.node.items {
                 if let Selection::Field(f) = &item.node
                     && !f.node.name.node.starts_with("__")
                 {
-                    roots.push(f.node.name.node.as_str());
+                    let name = f.node.name.node.as_str();
+                    roots.push(if self.root_fields.contains(name) { name } else { "unknown" });
                 }
             }
         }
@@ -123,6 +137,27 @@ impl Guardrails {
         roots.dedup();
         Ok(if roots.is_empty() { "introspection".into() } else { roots.join(",").into() })
     }
+}
+
+/// The fields of the `Query` and `Mutation` types of an SDL.
+fn root_fields(sdl: &str) -> HashSet<String> {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    let Ok(doc) = async_graphql::parser::parse_schema(sdl) else {
+        return HashSet::new();
+    };
+    doc.definitions
+        .iter()
+        .filter_map(|d| match d {
+            TypeSystemDefinition::Type(t) if matches!(t.node.name.node.as_str(), "Query" | "Mutation") => {
+                match &t.node.kind {
+                    TypeKind::Object(o) => Some(o.fields.iter().map(|f| f.node.name.node.to_string())),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// The rule of the spec's variable coercion that async-graphql leaves out: a variable of a
@@ -207,6 +242,22 @@ fn refuse(message: String) -> ServerError {
 mod tests {
     use super::*;
 
+    fn guardrails(aliases: usize, directives: usize, introspection: bool) -> Guardrails {
+        Guardrails::new(aliases, directives, introspection, &crate::graphql::sdl())
+    }
+
+    #[test]
+    fn labels_name_only_the_schemas_root_fields() {
+        let g = guardrails(15, 10, true);
+        assert_eq!(g.root_fields.len(), 8, "{:?}", g.root_fields);
+        let p = g.prepare("{ getPlaidBankAccounts { bankAccountId } made_up_1 { x } made_up_2 }").unwrap();
+        assert_eq!(&*p.fields, "getPlaidBankAccounts,unknown");
+        let m = g.prepare("mutation { refreshPlaidBankConnections { status } }").unwrap();
+        assert_eq!(&*m.fields, "refreshPlaidBankConnections");
+        // A type's field is not a root field.
+        assert_eq!(&*g.prepare("{ bankAccountId }").unwrap().fields, "unknown");
+    }
+
     fn code(e: &ServerError) -> String {
         match e.extensions.as_ref().and_then(|x| x.get("code")) {
             Some(async_graphql::Value::String(s)) => s.clone(),
@@ -216,19 +267,22 @@ mod tests {
 
     #[test]
     fn a_document_is_parsed_once_and_labelled_by_its_root_fields() {
-        let g = Guardrails::new(15, 10, true);
+        let g = guardrails(15, 10, true);
         let q = "query Q($f: PlaidBankAccountFilterInput) { getPlaidBankAccounts(input: $f) { bankAccountId } getPlaidBankBalances { amount } }";
         let first = g.prepare(q).unwrap();
-        assert_eq!(&*first.operation, "getPlaidBankAccounts,getPlaidBankBalances");
+        assert_eq!(&*first.fields, "getPlaidBankAccounts,getPlaidBankBalances");
+        assert_eq!(first.name.as_deref(), Some("Q"));
         let again = g.prepare(q).unwrap();
         assert!(Arc::ptr_eq(&first.document, &again.document), "the second request reuses the parse");
         assert_eq!(g.cached_documents(), 1);
-        assert_eq!(&*g.prepare("{ __typename }").unwrap().operation, "introspection");
+        let anonymous = g.prepare("{ __typename }").unwrap();
+        assert_eq!((&*anonymous.fields, anonymous.name), ("introspection", None));
+        assert_eq!(g.prepare("query A { __typename } query B { __typename }").unwrap().name, None);
     }
 
     #[test]
     fn refusals_carry_their_code_and_are_not_cached() {
-        let g = Guardrails::new(2, 1, false);
+        let g = guardrails(2, 1, false);
         let cases = [
             ("{ getPlaidBankAccounts { ", "GRAPHQL_PARSE_FAILED"),
             ("{ a: __typename b: __typename c: __typename }", "GRAPHQL_VALIDATION_FAILED"),
@@ -248,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_required_variable_must_be_given() {
-        let g = Guardrails::new(15, 10, true);
+        let g = guardrails(15, 10, true);
         let vars = |v: serde_json::Value| Variables::from_json(v);
         let p = g.prepare("query A($n: Boolean!, $m: Int, $d: Int! = 3) { __typename @include(if: $n) }").unwrap();
         let doc = &p.document;
@@ -268,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_cache_stays_bounded_and_skips_long_queries() {
-        let g = Guardrails::new(15, 10, true);
+        let g = guardrails(15, 10, true);
         let long = format!("{{ __typename }} # {}", "x".repeat(CACHE_MAX_QUERY_BYTES));
         g.prepare(&long).unwrap();
         assert_eq!(g.cached_documents(), 0);

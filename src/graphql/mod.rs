@@ -39,31 +39,35 @@ impl Gateway {
         if !introspection {
             b = b.disable_introspection().disable_suggestions();
         }
+        let schema = b.finish();
+        let sdl = schema.sdl();
         Gateway {
-            schema: b.finish(),
-            guardrails: guardrails::Guardrails::new(limits.max_aliases, limits.max_directives, introspection),
+            schema,
+            guardrails: guardrails::Guardrails::new(limits.max_aliases, limits.max_directives, introspection, &sdl),
         }
     }
 
     /// Runs one request: its document is parsed (or found parsed) and checked, then validated
     /// and executed. Every error of the response carries a stable `extensions.code`, and the
     /// operation's latency and outcome are recorded by its root fields.
-    pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
+    pub async fn execute(&self, mut request: async_graphql::Request) -> Executed {
         let started = std::time::Instant::now();
         let prepared = match self.guardrails.prepare(&request.query) {
             Ok(p) => p,
             Err(e) => {
                 metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "document").increment(1);
-                return async_graphql::Response::from_errors(vec![e]);
+                return Executed { response: async_graphql::Response::from_errors(vec![e]), fields: None, name: None };
             }
         };
+        let name = request.operation_name.as_deref().map(Arc::from).or_else(|| prepared.name.clone());
+        let fields = Some(prepared.fields.clone());
         if let Err(e) = guardrails::check_required_variables(
             &prepared.document,
             request.operation_name.as_deref(),
             &request.variables,
         ) {
             metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "variables").increment(1);
-            return async_graphql::Response::from_errors(vec![e]);
+            return Executed { response: async_graphql::Response::from_errors(vec![e]), fields, name };
         }
         request.set_parsed_query((*prepared.document).clone());
         let mut response = self.schema.execute(request).await;
@@ -77,10 +81,20 @@ impl Gateway {
             Some(Value::String(code)) => code.clone(),
             _ => "ok".to_string(),
         };
-        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => prepared.operation, "outcome" => outcome)
+        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => prepared.fields, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-        response
+        Executed { response, fields, name }
     }
+}
+
+/// A request's answer, and what names it in logs.
+pub struct Executed {
+    pub response: async_graphql::Response,
+    /// The root fields it asked for, as the metrics label them (none when it did not parse or
+    /// broke a guardrail).
+    pub fields: Option<Arc<str>>,
+    /// The operation's name: `operationName`, else the name of the document's only operation.
+    pub name: Option<Arc<str>>,
 }
 
 /// The code of an error async-graphql raised itself: input coercion (a variable or argument of

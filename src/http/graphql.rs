@@ -207,7 +207,7 @@ pub async fn post_graphql(
     }
     let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
     let request = request.data(auth).data(RequestIdValue(request_id.clone())).data(state.limiters.clone());
-    let response = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
+    let executed = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(%operation, "request timed out");
@@ -222,7 +222,7 @@ pub async fn post_graphql(
             );
         }
     };
-    let mut response = response;
+    let mut response = executed.response;
 
     let mut unauthenticated = false;
     let mut retry_after: Option<u64> = None;
@@ -281,7 +281,9 @@ pub async fn post_graphql(
     }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
-    tracing::info!(%operation, sub = sub.as_deref().unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
+    let operation = executed.name.as_deref().unwrap_or("anonymous");
+    let fields = executed.fields.as_deref().unwrap_or("-");
+    tracing::info!(operation, fields, sub = sub.as_deref().unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
     metrics::counter!(GRAPHQL_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
     resp
 }
