@@ -5,8 +5,9 @@
 //! 1, 32 and 128 connections (req/s, p50, p99, every response checked for `errors`) and the
 //! server's peak RSS; the machine's ceiling, a raw axum handler in its own process returning
 //! the same JSON bytes from memory, at the same concurrency; and a `getPlaidBankTransactions`
-//! page on an account with 100,000 transactions against one with 1,000. It prints a Markdown
-//! report and writes it to `bench/results/load.md`.
+//! page on an account with 100,000 transactions against one with 1,000. bankgraph runs as it
+//! would in production, logging every request at `info` as JSON lines into a file. It prints a
+//! Markdown report and writes it to `bench/results/load.md`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,9 +29,17 @@ impl Drop for Proc {
     }
 }
 
-/// Starts a process and returns it with the first capture of `pattern` on its stdout.
-fn start(cmd: &mut Command, marker: &str) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn").spawn().expect("start");
+/// Starts a process and returns it with the first capture of `pattern` on its stdout. Its
+/// log goes to `log` (as a deployment keeps it) or, for the helpers, nowhere.
+fn start(cmd: &mut Command, marker: &str, log: Option<&std::path::Path>) -> (Proc, String) {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+        None => {
+            cmd.env("RUST_LOG", "warn");
+            Stdio::null()
+        }
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let found = loop {
         let line = lines.next().expect("the process printed its address").unwrap();
@@ -200,6 +209,7 @@ async fn main() {
     let (_emu, emulator_url) = start(
         Command::new(&bin).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
         "listening on ",
+        None,
     );
     let pg_db = format!("bankgraph_load_{}", std::process::id());
     let pg_ok = Command::new("psql")
@@ -221,22 +231,26 @@ async fn main() {
     for (name, db) in &backends {
         let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let (server, graphql) = start(
-            Command::new(&bin).args([
-                "serve",
-                "--bind-addr=127.0.0.1:0",
-                "--internal-bind-addr=127.0.0.1:0",
-                &format!("--database-url={db}"),
-                &format!("--jwt-secret={SECRET}"),
-                &format!("--token-encryption-key={key}"),
-                "--plaid-client-id=emulator_client_id",
-                "--plaid-secret=emulator_sandbox_secret",
-                &format!("--plaid-base-url={emulator_url}"),
-                "--rate-limit-per-ip=0",
-                "--rate-limit-per-user=0",
-                "--rate-limit-sensitive-per-minute=0",
-                "--job-workers=1",
-            ]),
+            Command::new(&bin)
+                .args([
+                    "serve",
+                    "--bind-addr=127.0.0.1:0",
+                    "--internal-bind-addr=127.0.0.1:0",
+                    &format!("--database-url={db}"),
+                    &format!("--jwt-secret={SECRET}"),
+                    &format!("--token-encryption-key={key}"),
+                    "--plaid-client-id=emulator_client_id",
+                    "--plaid-secret=emulator_sandbox_secret",
+                    &format!("--plaid-base-url={emulator_url}"),
+                    "--rate-limit-per-ip=0",
+                    "--rate-limit-per-user=0",
+                    "--rate-limit-sensitive-per-minute=0",
+                    "--job-workers=1",
+                ])
+                .env("RUST_LOG", "info")
+                .env("LOG_FORMAT", "json"),
             "GraphQL and GraphiQL: ",
+            Some(&tmp.join(format!("{name}.log"))),
         );
         let (small, large, reader) =
             (token(&bin, "bench-1k", db), token(&bin, "bench-100k", db), token(&bin, "bench-reader", db));
@@ -270,6 +284,8 @@ async fn main() {
         eprintln!("{name} page 1k {:.0} req/s, 100k {:.0} req/s", p1k.rps, p100k.rps);
         pages.push((name.to_string(), p1k, p100k));
         drop(server);
+        let lines = std::fs::read_to_string(tmp.join(format!("{name}.log"))).map(|l| l.lines().count()).unwrap_or(0);
+        eprintln!("{name}: bankgraph wrote {lines} log lines");
     }
     if pg_ok {
         let _ = Command::new("psql").args([&postgres, "-qc", &format!("drop database if exists {pg_db}")]).status();
@@ -278,7 +294,7 @@ async fn main() {
     let body_path = tmp.join("accounts.json");
     std::fs::write(&body_path, &accounts_body).unwrap();
     let (_raw, raw_url) =
-        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ");
+        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
     let mut ceiling = Vec::new();
     for &c in &levels {
         let run = load(&raw_url, None, ACCOUNTS, c, secs).await;
@@ -287,7 +303,7 @@ async fn main() {
     }
 
     report.push_str(&format!(
-        "Load benchmark: {} s per run after 1 s warm-up, {} cores, client and servers on this machine.\n\n",
+        "Load benchmark: {} s per run after 1 s warm-up, {} cores, client and servers on this machine; bankgraph logs every request at info as JSON into a file.\n\n",
         secs,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
@@ -325,4 +341,5 @@ async fn main() {
     let dir = format!("{root}/bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(format!("{dir}/load.md"), report).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
 }

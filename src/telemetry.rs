@@ -1,6 +1,8 @@
 //! Logging and tracing: human-readable by default, JSON with `LOG_FORMAT=json`, filtered by
 //! `RUST_LOG`; spans exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -16,9 +18,11 @@ pub struct Otlp {
     pub service_name: String,
 }
 
-/// Flushes exported spans when dropped (at the end of `main`, outside the async runtime).
+/// Flushes exported spans and buffered log lines when dropped (at the end of `main`, outside
+/// the async runtime).
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    _log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Drop for Telemetry {
@@ -31,8 +35,12 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber once. Logs go to stderr so stdout stays for output.
-/// Call it before the async runtime starts (the OTLP exporter's client is a blocking one).
+/// Installs the global subscriber once. Logs go to stderr so stdout stays for output, written
+/// by a thread of their own: a request formats its line and hands it over instead of making a
+/// `write` call; the writer thread writes whatever has queued up at once.
+/// Nothing is dropped: when the writer falls behind, loggers wait for it. Colours only on a
+/// terminal. Call it before the async runtime starts (the OTLP exporter's client is a
+/// blocking one).
 pub fn init(json: bool, otlp: &Otlp) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = match &otlp.endpoint {
@@ -50,9 +58,12 @@ pub fn init(json: bool, otlp: &Otlp) -> anyhow::Result<Telemetry> {
     };
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("bankgraph")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let _ = if json { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
-    Ok(Telemetry { provider })
+    // The writer thread takes every line queued, then flushes: one write for a burst of lines.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
+    let installed = if json { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
+    Ok(Telemetry { provider, _log_writer: installed.is_ok().then_some(guard) })
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so test output stays readable.

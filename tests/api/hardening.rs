@@ -261,10 +261,15 @@ async fn metrics_show_per_operation_latency_plaid_calls_and_background_work() {
     app.link(&t).await;
     app.wait_for_history(&t, 120).await;
     app.accounts(&t, json!({})).await;
+    // A client cannot mint series: a field the schema does not have is labelled `unknown`.
+    let bogus = app.gql(Some(&t), "{ bogusFieldXyz getPlaidBankAccounts { bankAccountId } }", json!({})).await;
+    assert_eq!(code(&bogus).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{bogus}");
     let text = app.http.get(format!("{}/metrics", app.internal)).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("bogusFieldXyz"), "{text}");
     for series in [
         "bankgraph_graphql_operation_duration_seconds_bucket{operation=\"getPlaidBankAccounts\",outcome=\"ok\"",
         "bankgraph_graphql_operation_duration_seconds_count{operation=\"completePlaidLink\",outcome=\"ok\"}",
+        "bankgraph_graphql_operation_duration_seconds_count{operation=\"getPlaidBankAccounts,unknown\",outcome=\"GRAPHQL_VALIDATION_FAILED\"}",
         "bankgraph_plaid_call_duration_seconds_count{endpoint=\"/item/public_token/exchange\"}",
         "bankgraph_jobs_finished_total{kind=\"sync\",outcome=\"done\"}",
         "bankgraph_sync_transactions_total{change=\"upserted\"}",
@@ -323,6 +328,63 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     let status = terminating.await.unwrap();
     assert!(status.success(), "exits 0 after SIGTERM: {status:?}");
     assert!(http.post(&graphql).json(&json!({"query": "{ __typename }"})).send().await.is_err(), "no longer accepting");
+}
+
+/// A real process's log, as a platform team reads it: JSON lines (no terminal colours), one per
+/// GraphQL request with its request id, operation, caller, status and outcome, never a token;
+/// and every line is written by the time the process exits on SIGTERM.
+#[tokio::test]
+async fn the_log_is_json_lines_one_per_request_all_written_by_exit() {
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let dir = std::env::temp_dir().join(format!("bankgraph-log-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("bankgraph.log");
+    let server = Server::start_logged(&probe.database_url, &probe.emulator.url(), &[], &[("LOG_FORMAT", "json")], &log);
+    let token = probe.token("logged-caller");
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let id = format!("log-test-{i}");
+        let (q, name) = if i % 2 == 0 {
+            ("query Mine { getPlaidBankAccounts { bankAccountId } }", "Mine")
+        } else {
+            ("{ nope }", "anonymous")
+        };
+        let r = http
+            .post(&server.graphql)
+            .bearer_auth(&token)
+            .header("x-request-id", &id)
+            .json(&json!({"query": q}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers().get("x-request-id").unwrap(), id.as_str());
+        ids.push((id, name));
+    }
+    assert!(server.terminate().await.success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "no terminal escape codes in a log file");
+    assert!(!text.contains(&token), "the caller's token is never logged");
+    let lines: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "graphql request").collect();
+    assert_eq!(requests.len(), ids.len(), "one line per request, all written before exit");
+    for (id, name) in &ids {
+        let line = requests
+            .iter()
+            .find(|l| l["span"]["request_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no line for {id}"));
+        let f = &line["fields"];
+        assert_eq!((f["operation"].as_str(), f["sub"].as_str()), (Some(*name), Some("logged-caller")), "{line}");
+        let fields = if *name == "Mine" { "getPlaidBankAccounts" } else { "unknown" };
+        assert_eq!(f["fields"].as_str(), Some(fields), "{line}");
+        assert!(f["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{line}");
+        let want = if *name == "Mine" { "ok" } else { "GRAPHQL_VALIDATION_FAILED" };
+        assert_eq!((f["status"].as_u64(), f["outcome"].as_str()), (Some(200), Some(want)), "{line}");
+    }
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "bankgraph stopped"), "the last line is written too");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

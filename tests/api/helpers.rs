@@ -455,6 +455,27 @@ pub struct Server {
 
 impl Server {
     pub fn start(database_url: &str, plaid_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(database_url, plaid_url, extra, env, None)
+    }
+
+    /// The same, logging at `info` into the file `log`, as a deployment would keep its log.
+    pub fn start_logged(
+        database_url: &str,
+        plaid_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Server {
+        Self::spawn(database_url, plaid_url, extra, env, Some(log))
+    }
+
+    fn spawn(
+        database_url: &str,
+        plaid_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Server {
         use std::io::{BufRead, BufReader};
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"));
@@ -472,9 +493,11 @@ impl Server {
             "--rate-limit-per-user=0",
         ])
         .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
+        .stdout(std::process::Stdio::piped());
+        match log {
+            Some(path) => cmd.env("RUST_LOG", "info").stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.env("RUST_LOG", "warn").stderr(std::process::Stdio::null()),
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
