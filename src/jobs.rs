@@ -29,6 +29,8 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 4] = [JobKind::Sync, JobKind::Webhook, JobKind::Reconcile, JobKind::Health];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Sync => "sync",
@@ -46,6 +48,30 @@ impl JobKind {
             "health" => JobKind::Health,
             _ => return None,
         })
+    }
+}
+
+/// See [`Jobs::backlog`]. Kinds and states with no jobs are absent.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// (kind, state, jobs) for the states `queued`, `running` and `failed`.
+    pub counts: Vec<(JobKind, String, i64)>,
+    /// (kind, how long its oldest due job has waited).
+    pub oldest_due: Vec<(JobKind, Duration)>,
+}
+
+impl Backlog {
+    /// Sets the job gauges, writing 0 for every kind and state with no jobs, so a drained
+    /// queue reads 0 rather than its last value.
+    pub fn record(&self) {
+        for kind in JobKind::ALL {
+            for state in ["queued", "running", "failed"] {
+                let n = self.counts.iter().find(|(k, s, _)| *k == kind && s == state).map_or(0, |c| c.2);
+                metrics::gauge!(crate::metrics::JOBS, "kind" => kind.as_str(), "state" => state).set(n as f64);
+            }
+            let waited = self.oldest_due.iter().find(|(k, _)| *k == kind).map_or(0.0, |o| o.1.as_secs_f64());
+            metrics::gauge!(crate::metrics::JOBS_OLDEST_DUE_SECONDS, "kind" => kind.as_str()).set(waited);
+        }
     }
 }
 
@@ -249,6 +275,38 @@ impl Jobs {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The shared queue as it stands (every process of a deployment sees the same one): jobs
+    /// by kind and state, and how long the oldest job that is due has waited, by kind.
+    pub async fn backlog(&self, now: DateTime<Utc>) -> anyhow::Result<Backlog> {
+        let mut b = Backlog::default();
+        let rows = sqlx::query(
+            "select kind, state, cast(count(*) as bigint) as n from jobs \
+             where state in ('queued', 'running', 'failed') group by kind, state",
+        )
+        .fetch_all(&self.db.read)
+        .await?;
+        for r in &rows {
+            let (kind, state): (String, String) = (r.try_get("kind")?, r.try_get("state")?);
+            if let Some(kind) = JobKind::parse(&kind) {
+                b.counts.push((kind, state, r.try_get("n")?));
+            }
+        }
+        let rows = sqlx::query(
+            "select kind, min(run_after) as oldest from jobs where state = 'queued' and run_after <= $1 group by kind",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.db.read)
+        .await?;
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            if let Some(kind) = JobKind::parse(&kind) {
+                let waited = now - parse_ts(&r.try_get::<String, _>("oldest")?)?;
+                b.oldest_due.push((kind, waited.to_std().unwrap_or_default()));
+            }
+        }
+        Ok(b)
     }
 
     /// Deletes finished jobs older than `before`.

@@ -21,6 +21,12 @@ pub const WEBHOOKS_RECEIVED: &str = "bankgraph_webhooks_received_total";
 pub const WEBHOOKS_REJECTED: &str = "bankgraph_webhooks_rejected_total";
 /// Jobs finished by `kind` and `outcome` (done, retry, failed).
 pub const JOBS_FINISHED: &str = "bankgraph_jobs_finished_total";
+/// Jobs in the shared queue by `kind` and `state` (queued, running, failed), read from the
+/// database when `/metrics` is scraped: a gauge.
+pub const JOBS: &str = "bankgraph_jobs";
+/// How long the oldest due job of each `kind` has waited, at scrape time: a gauge, seconds (0
+/// when none is due).
+pub const JOBS_OLDEST_DUE_SECONDS: &str = "bankgraph_jobs_oldest_due_seconds";
 /// Job run time by `kind`: a histogram, seconds.
 pub const JOB_SECONDS: &str = "bankgraph_job_duration_seconds";
 /// Transactions written by sync, by `change` (upserted, posted, removed).

@@ -91,15 +91,11 @@ pub fn public_router(state: AppState) -> Router {
 
 /// The internal listener: Plaid webhooks, metrics and health. It is the identity service's.
 pub fn internal_router(state: AppState, identity: PlaidIdentity) -> Router {
-    let webhooks = Router::new().route("/webhooks/plaid", post(plaid_webhook)).with_state(identity);
-    observed(
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .with_state(state)
-            .merge(webhooks),
-    )
+    let own = Router::new()
+        .route("/webhooks/plaid", post(plaid_webhook))
+        .route("/metrics", get(metrics))
+        .with_state(identity);
+    observed(Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state).merge(own))
 }
 
 async fn healthz() -> &'static str {
@@ -118,7 +114,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+/// The Prometheus text. The job gauges are read from the database first; if it does not
+/// answer within 2 s they keep their last values (and `/readyz` says why).
+async fn metrics(State(identity): State<PlaidIdentity>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), identity.jobs().backlog(chrono::Utc::now())).await {
+        Ok(Ok(backlog)) => backlog.record(),
+        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "job backlog could not be read"),
+        Err(_) => tracing::warn!("job backlog query timed out"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
 }
 

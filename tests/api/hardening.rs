@@ -282,6 +282,50 @@ async fn metrics_show_per_operation_latency_plaid_calls_and_background_work() {
     assert_eq!(public.status(), 404, "metrics are only on the internal listener");
 }
 
+/// The job backlog is read from the shared queue at each scrape: counts by kind and state, the
+/// age of the oldest due job, and zeros once the queue has drained.
+#[tokio::test]
+async fn metrics_show_the_job_backlog_of_the_shared_queue() {
+    let app = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let at =
+        |secs_ago: i64| (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).format("%Y-%m-%dT%H:%M:%S%.6fZ");
+    let job = |id: &str, kind: &str, key: &str, state: &str, run_after: String| {
+        format!(
+            "insert into jobs (id, kind, dedupe_key, state, attempts, run_after, created_at, updated_at) \
+             values ('{id}', '{kind}', '{key}', '{state}', 0, '{run_after}', '{run_after}', '{run_after}')"
+        )
+    };
+    app.sql(&[
+        "delete from jobs",
+        &job("j1", "webhook", "e1", "queued", at(95).to_string()),
+        &job("j2", "webhook", "e2", "queued", at(10).to_string()),
+        // Not due yet: counted as queued, but it has not waited.
+        &job("j3", "sync", "c1", "queued", at(-600).to_string()),
+        &job("j4", "health", "c2", "failed", at(30).to_string()),
+    ])
+    .await;
+    let scrape =
+        || async { app.http.get(format!("{}/metrics", app.internal)).send().await.unwrap().text().await.unwrap() };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let text = scrape().await;
+    assert_eq!(value(&text, "bankgraph_jobs{kind=\"webhook\",state=\"queued\"}"), 2.0);
+    assert_eq!(value(&text, "bankgraph_jobs{kind=\"sync\",state=\"queued\"}"), 1.0);
+    assert_eq!(value(&text, "bankgraph_jobs{kind=\"health\",state=\"failed\"}"), 1.0);
+    assert_eq!(value(&text, "bankgraph_jobs{kind=\"reconcile\",state=\"running\"}"), 0.0);
+    let waited = value(&text, "bankgraph_jobs_oldest_due_seconds{kind=\"webhook\"}");
+    assert!((95.0..120.0).contains(&waited), "{waited}");
+    assert_eq!(value(&text, "bankgraph_jobs_oldest_due_seconds{kind=\"sync\"}"), 0.0, "not due yet");
+
+    app.sql(&["delete from jobs"]).await;
+    let text = scrape().await;
+    assert_eq!(value(&text, "bankgraph_jobs{kind=\"webhook\",state=\"queued\"}"), 0.0, "drained");
+    assert_eq!(value(&text, "bankgraph_jobs_oldest_due_seconds{kind=\"webhook\"}"), 0.0);
+}
+
 #[tokio::test]
 async fn readyz_fails_when_the_database_is_unreachable() {
     let app = TestApp::spawn().await;
