@@ -17,6 +17,16 @@ pub mod code {
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const NOT_CONFIGURED: &str = "NOT_CONFIGURED";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The document does not parse.
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    /// The document breaks a rule or a limit (depth, complexity, aliases, directives, …).
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    // Refusals before GraphQL runs, each with its HTTP status.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
 }
 
 /// The message of every internal error; the request id is added by the HTTP layer.

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, ServerError, Value, Variables};
 
+use crate::error::code;
+
 /// Query text the document cache holds at most, in bytes. A parsed document takes roughly ten
 /// times its text, so the cache stays within a few megabytes whatever clients send.
 const CACHE_BYTES: u64 = 512 * 1024;
@@ -76,7 +78,7 @@ impl Guardrails {
             return Ok(p);
         }
         let document = async_graphql::parser::parse_query(query)
-            .map_err(|e| with_code(ServerError::from(e), "GRAPHQL_PARSE_FAILED"))?;
+            .map_err(|e| with_code(ServerError::from(e), code::GRAPHQL_PARSE_FAILED))?;
         let fields = self.check(&document)?;
         let name = match &document.operations {
             DocumentOperations::Multiple(ops) if ops.len() == 1 => ops.keys().next().map(|n| Arc::from(n.as_str())),
@@ -186,7 +188,7 @@ pub fn check_required_variables(
         if matches!(variables.get(d.name.node.as_str()), None | Some(Value::Null)) {
             let message =
                 format!("Variable \"${}\" of required type \"{}\" was not provided.", d.name.node, d.var_type.node);
-            return Err(with_code(ServerError::new(message, Some(def.pos)), crate::error::code::BAD_USER_INPUT));
+            return Err(with_code(ServerError::new(message, Some(def.pos)), code::BAD_USER_INPUT));
         }
     }
     Ok(())
@@ -235,7 +237,7 @@ fn with_code(mut e: ServerError, code: &str) -> ServerError {
 }
 
 fn refuse(message: String) -> ServerError {
-    with_code(ServerError::new(message, None), "GRAPHQL_VALIDATION_FAILED")
+    with_code(ServerError::new(message, None), code::GRAPHQL_VALIDATION_FAILED)
 }
 
 #[cfg(test)]

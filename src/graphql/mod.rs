@@ -104,7 +104,7 @@ fn unlabelled_error_code(message: &str) -> &'static str {
     if message.contains("Invalid value") || message.contains("Failed to parse") || message.contains("invalid value") {
         crate::error::code::BAD_USER_INPUT
     } else {
-        "GRAPHQL_VALIDATION_FAILED"
+        crate::error::code::GRAPHQL_VALIDATION_FAILED
     }
 }
 

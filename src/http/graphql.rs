@@ -103,7 +103,7 @@ pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
         let mut r = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             Answer::Json,
-            "METHOD_NOT_ALLOWED",
+            code::METHOD_NOT_ALLOWED,
             "GraphQL operations are accepted only over POST with a JSON body.",
         );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -129,7 +129,7 @@ pub async fn post_graphql(
             refuse(
                 StatusCode::NOT_ACCEPTABLE,
                 Answer::Json,
-                "NOT_ACCEPTABLE",
+                code::NOT_ACCEPTABLE,
                 "Accept application/graphql-response+json or application/json.",
             ),
         );
@@ -147,7 +147,7 @@ pub async fn post_graphql(
             refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 answer,
-                "UNSUPPORTED_MEDIA_TYPE",
+                code::UNSUPPORTED_MEDIA_TYPE,
                 "Send the request as application/json.",
             ),
         );
@@ -158,7 +158,7 @@ pub async fn post_graphql(
             refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 answer,
-                "PAYLOAD_TOO_LARGE",
+                code::PAYLOAD_TOO_LARGE,
                 &format!("The request body is larger than {} bytes.", limits.max_body_bytes),
             ),
         )
@@ -177,7 +177,7 @@ pub async fn post_graphql(
             refuse(
                 StatusCode::BAD_REQUEST,
                 answer,
-                "BAD_REQUEST",
+                code::BAD_REQUEST,
                 "Batched requests are not supported; send one operation per request.",
             ),
         );
@@ -186,12 +186,12 @@ pub async fn post_graphql(
         Ok(r) => r,
         Err(e) => {
             let msg = format!("The body is not a GraphQL request ({e}).");
-            return refused("malformed", refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg));
+            return refused("malformed", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
         }
     };
     if request.query.chars().count() > limits.max_query_length {
         let msg = format!("The query is longer than {} characters.", limits.max_query_length);
-        return refused("query_too_long", refuse(StatusCode::BAD_REQUEST, answer, "BAD_REQUEST", &msg));
+        return refused("query_too_long", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
     }
 
     let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));

@@ -287,8 +287,7 @@ async fn metrics_show_per_operation_latency_plaid_calls_and_background_work() {
 #[tokio::test]
 async fn metrics_show_the_job_backlog_of_the_shared_queue() {
     let app = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
-    let at =
-        |secs_ago: i64| (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).format("%Y-%m-%dT%H:%M:%S%.6fZ");
+    let at = |secs_ago: i64| bankgraph::db::ts(chrono::Utc::now() - chrono::Duration::seconds(secs_ago));
     let job = |id: &str, kind: &str, key: &str, state: &str, run_after: String| {
         format!(
             "insert into jobs (id, kind, dedupe_key, state, attempts, run_after, created_at, updated_at) \
@@ -297,11 +296,11 @@ async fn metrics_show_the_job_backlog_of_the_shared_queue() {
     };
     app.sql(&[
         "delete from jobs",
-        &job("j1", "webhook", "e1", "queued", at(95).to_string()),
-        &job("j2", "webhook", "e2", "queued", at(10).to_string()),
+        &job("j1", "webhook", "e1", "queued", at(95)),
+        &job("j2", "webhook", "e2", "queued", at(10)),
         // Not due yet: counted as queued, but it has not waited.
-        &job("j3", "sync", "c1", "queued", at(-600).to_string()),
-        &job("j4", "health", "c2", "failed", at(30).to_string()),
+        &job("j3", "sync", "c1", "queued", at(-600)),
+        &job("j4", "health", "c2", "failed", at(30)),
     ])
     .await;
     let scrape =
