@@ -46,7 +46,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(bankgraph::cli::run(cli));
-    drop(runtime);
+    // Not `drop`: dropping a runtime waits for every task, and one stuck in CPU-bound work
+    // would keep the process alive after SIGTERM. What has not stopped by now is abandoned.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // One line that names what is wrong; the detail chain is joined with ": ".

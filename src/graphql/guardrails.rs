@@ -12,7 +12,7 @@
 //! text) and cloned for each request, and goes through every check as a fresh one does:
 //! depth, complexity, recursion and directive limits and validation run on every request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
@@ -77,8 +77,10 @@ impl Guardrails {
         if let Some(p) = self.documents.get(query) {
             return Ok(p);
         }
+        check_nesting(query)?;
         let document = async_graphql::parser::parse_query(query)
             .map_err(|e| with_code(ServerError::from(e), code::GRAPHQL_PARSE_FAILED))?;
+        check_fragments(&document)?;
         let fields = self.check(&document)?;
         let name = match &document.operations {
             DocumentOperations::Multiple(ops) if ops.len() == 1 => ops.keys().next().map(|n| Arc::from(n.as_str())),
@@ -97,7 +99,11 @@ impl Guardrails {
     }
 
     fn check(&self, doc: &ExecutableDocument) -> Result<Arc<str>, ServerError> {
-        if !self.introspection && doc.operations.iter().any(|(_, op)| asks_for_schema(&op.node.selection_set.node, doc))
+        if !self.introspection
+            && doc
+                .operations
+                .iter()
+                .any(|(_, op)| asks_for_schema(&op.node.selection_set.node, doc, &mut HashSet::new()))
         {
             return Err(refuse("Introspection is disabled on this server.".into()));
         }
@@ -138,6 +144,138 @@ impl Guardrails {
         roots.sort_unstable();
         roots.dedup();
         Ok(if roots.is_empty() { "introspection".into() } else { roots.join(",").into() })
+    }
+}
+
+/// The deepest bracket nesting (`{`, `[`, `(`) a document may have. It stands in for the
+/// recursion limit async-graphql's parser lacks: the parser caps nested selection sets at 64
+/// (`MAX_RECURSION_DEPTH` in async-graphql-parser's `parse/executable.rs`), but list and object
+/// values (`a: [[[…]]]`, also in variable defaults) recurse without a limit, and about 1,500
+/// levels overflow a worker's stack and abort the process. 128 leaves room for the 64 selection
+/// sets plus any argument value this schema takes.
+pub const MAX_NESTING: usize = 128;
+/// Fragments in one document, and spreads of them.
+pub const MAX_FRAGMENTS: usize = 64;
+pub const MAX_SPREADS: usize = 256;
+/// Selections in a document once every fragment spread is replaced by its fragment, counted
+/// over every operation and fragment definition (validation visits each). The standard
+/// introspection query needs about 300; a fragment "billion laughs" (each fragment spreading
+/// the one below twice) needs 2^n and is refused here, before anything walks it.
+pub const MAX_EXPANDED_SELECTIONS: u64 = 5_000;
+
+/// Refuses a document nested deeper than [`MAX_NESTING`], before the parser sees it. Brackets
+/// inside strings, block strings and comments do not count. One pass over the bytes.
+pub fn check_nesting(query: &str) -> Result<(), ServerError> {
+    let b = query.as_bytes();
+    let (mut i, mut depth) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                // A block string ends at the next unescaped `"""`.
+                i += 3;
+                while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
+                    i += if b[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    let message = format!("The document nests brackets more than {MAX_NESTING} deep.");
+                    return Err(with_code(ServerError::new(message, None), code::GRAPHQL_PARSE_FAILED));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Refuses a document with too many fragments or spreads, a fragment cycle, or more than
+/// [`MAX_EXPANDED_SELECTIONS`] selections once expanded. Each fragment's expanded size is
+/// computed once (memoised), so this is linear in the document whatever it spreads.
+pub fn check_fragments(doc: &ExecutableDocument) -> Result<(), ServerError> {
+    if doc.fragments.len() > MAX_FRAGMENTS {
+        return Err(refuse(format!(
+            "The request defines {} fragments; at most {MAX_FRAGMENTS} are allowed.",
+            doc.fragments.len()
+        )));
+    }
+    let mut sizes = Sizes { doc, memo: HashMap::new(), spreads: 0 };
+    let mut total: u64 = 0;
+    for (_, op) in doc.operations.iter() {
+        total = total.saturating_add(sizes.of_set(&op.node.selection_set.node)?);
+    }
+    for name in doc.fragments.keys() {
+        total = total.saturating_add(sizes.of_fragment(name)?);
+    }
+    if total > MAX_EXPANDED_SELECTIONS {
+        return Err(refuse(format!(
+            "The request expands to more than {MAX_EXPANDED_SELECTIONS} selections through its fragments."
+        )));
+    }
+    Ok(())
+}
+
+/// Expanded sizes of fragments: `None` while one is being computed (a cycle if met again).
+struct Sizes<'a> {
+    doc: &'a ExecutableDocument,
+    memo: HashMap<&'a str, Option<u64>>,
+    spreads: usize,
+}
+
+impl<'a> Sizes<'a> {
+    fn of_fragment(&mut self, name: &'a str) -> Result<u64, ServerError> {
+        match self.memo.get(name) {
+            Some(Some(n)) => return Ok(*n),
+            Some(None) => return Err(refuse(format!("The fragment \"{name}\" spreads itself (a fragment cycle)."))),
+            None => {}
+        }
+        // An unknown fragment is validation's to report; it expands to nothing here.
+        let Some(fragment) = self.doc.fragments.get(name) else {
+            return Ok(0);
+        };
+        self.memo.insert(name, None);
+        let n = self.of_set(&fragment.node.selection_set.node)?;
+        self.memo.insert(name, Some(n));
+        Ok(n)
+    }
+
+    fn of_set(&mut self, set: &'a SelectionSet) -> Result<u64, ServerError> {
+        let mut n: u64 = 0;
+        for item in &set.items {
+            let size = match &item.node {
+                Selection::Field(f) => 1u64.saturating_add(self.of_set(&f.node.selection_set.node)?),
+                Selection::InlineFragment(i) => self.of_set(&i.node.selection_set.node)?,
+                Selection::FragmentSpread(s) => {
+                    self.spreads += 1;
+                    if self.spreads > MAX_SPREADS {
+                        return Err(refuse(format!("The request has more than {MAX_SPREADS} fragment spreads.")));
+                    }
+                    self.of_fragment(s.node.fragment_name.node.as_str())?
+                }
+            };
+            n = n.saturating_add(size);
+            if n > MAX_EXPANDED_SELECTIONS {
+                return Err(refuse(format!(
+                    "The request expands to more than {MAX_EXPANDED_SELECTIONS} selections through its fragments."
+                )));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -194,15 +332,17 @@ pub fn check_required_variables(
     Ok(())
 }
 
-/// Whether a selection asks for the schema (`__schema` or `__type`) at its top level.
-fn asks_for_schema(set: &SelectionSet, doc: &ExecutableDocument) -> bool {
+/// Whether a selection asks for the schema (`__schema` or `__type`) at its top level. Each
+/// fragment is looked into once (`seen`), so a fragment spread many times costs nothing more.
+fn asks_for_schema<'a>(set: &'a SelectionSet, doc: &'a ExecutableDocument, seen: &mut HashSet<&'a str>) -> bool {
     set.items.iter().any(|item| match &item.node {
         Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
-        Selection::InlineFragment(i) => asks_for_schema(&i.node.selection_set.node, doc),
-        Selection::FragmentSpread(s) => doc
-            .fragments
-            .get(&s.node.fragment_name.node)
-            .is_some_and(|f| asks_for_schema(&f.node.selection_set.node, doc)),
+        Selection::InlineFragment(i) => asks_for_schema(&i.node.selection_set.node, doc, seen),
+        Selection::FragmentSpread(s) => {
+            let name = s.node.fragment_name.node.as_str();
+            seen.insert(name)
+                && doc.fragments.get(name).is_some_and(|f| asks_for_schema(&f.node.selection_set.node, doc, seen))
+        }
     })
 }
 
@@ -320,6 +460,69 @@ mod tests {
         assert!(check_required_variables(&two.document, Some("B"), &vars(serde_json::json!({}))).is_ok());
         assert!(check_required_variables(&two.document, Some("A"), &vars(serde_json::json!({}))).is_err());
         assert!(check_required_variables(&two.document, Some("C"), &vars(serde_json::json!({}))).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing_and_the_bound_is_safe_on_a_worker_stack() {
+        let g = guardrails(15, 10, true);
+        let list = |n: usize| format!("{{ __typename(a: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+        let e = g.prepare(&list(MAX_NESTING)).err().expect("refused");
+        assert_eq!(code(&e), "GRAPHQL_PARSE_FAILED");
+        assert!(e.message.contains("nests"), "{}", e.message);
+        // Just under the bound, the parser and every check run within a tokio worker's 2 MiB
+        // stack, in this unoptimised build too.
+        let under = list(MAX_NESTING - 2);
+        let object = format!("query($v: Int = {}1{}) {{ __typename }}", "{a: ".repeat(120), "}".repeat(120));
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let g = guardrails(15, 10, true);
+                assert!(g.prepare(&under).is_ok());
+                assert!(g.prepare(&object).is_ok());
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        // Brackets in strings, block strings (with an escaped delimiter) and comments are text.
+        let deep = "[".repeat(500);
+        for q in [
+            format!("{{ __typename(a: \"{deep}\\\"{deep}\") }}"),
+            format!("{{ __typename(a: \"\"\"{deep} \\\"\"\" {deep}\"\"\") }}"),
+            format!("{{ __typename # {deep}\n }}"),
+        ] {
+            assert!(check_nesting(&q).is_ok(), "{q}");
+        }
+        // An unterminated string or comment does not hide what follows from the parser.
+        assert!(check_nesting("{ a(b: \"x").is_ok());
+    }
+
+    #[test]
+    fn fragments_are_budgeted_by_their_expanded_size_once() {
+        let laughs = |n: usize| {
+            let mut q = format!("{{ ...F{n} }} fragment F0 on Query {{ __typename }}\n");
+            for i in 1..=n {
+                q.push_str(&format!("fragment F{i} on Query {{ ...F{} ...F{} }}\n", i - 1, i - 1));
+            }
+            q
+        };
+        let g = guardrails(15, 10, false);
+        // 2^8 = 256 fields: within the budget, and the introspection check sees through them.
+        assert!(g.prepare(&laughs(8)).is_ok());
+        let started = std::time::Instant::now();
+        for n in [13, 29, 60] {
+            let e = g.prepare(&laughs(n)).err().expect("refused");
+            assert_eq!(code(&e), "GRAPHQL_VALIDATION_FAILED", "{}", e.message);
+            assert!(e.message.contains("fragments") || e.message.contains("spreads"), "{}", e.message);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "linear, not exponential");
+        let cycle = g.prepare("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }").err().unwrap();
+        assert!(cycle.message.contains("cycle"), "{}", cycle.message);
+        let hidden = format!(
+            "{{ ...F }} fragment F on Query {{ ...G ...G ...G }} fragment G on Query {{ __schema {{ queryType {{ name }} }} }}"
+        );
+        assert!(g.prepare(&hidden).err().unwrap().message.contains("Introspection"));
+        let many: String = (0..=MAX_FRAGMENTS).map(|i| format!("fragment X{i} on Query {{ __typename }} ")).collect();
+        assert!(g.prepare(&format!("{{ ...X0 }} {many}")).err().unwrap().message.contains("fragments"));
     }
 
     #[test]

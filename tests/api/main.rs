@@ -7,6 +7,7 @@ mod durability;
 mod flows;
 mod hardening;
 mod helpers;
+mod hostile;
 mod input;
 mod isolation;
 mod leaks;
