@@ -103,6 +103,7 @@ impl App {
                 read_cache: config.read_cache,
             },
         );
+        identity.check_token_keys().await?;
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
         crate::metrics::handle();
         let state = AppState {

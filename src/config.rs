@@ -48,7 +48,8 @@ pub struct Settings {
     /// Id stored with each sealed token (default: derived from the key).
     #[arg(long, env = "TOKEN_ENCRYPTION_KEY_ID")]
     pub token_encryption_key_id: Option<String>,
-    /// Comma-separated base64 keys that still open tokens sealed before a rotation.
+    /// Comma-separated keys that still open tokens sealed before a rotation: `id:base64key`
+    /// (the TOKEN_ENCRYPTION_KEY_ID the key had), or `base64key` for a key that had none.
     #[arg(long, env = "TOKEN_ENCRYPTION_PREVIOUS_KEYS", hide_env_values = true)]
     pub token_encryption_previous_keys: Option<String>,
     /// Plaid client id; with PLAID_SECRET, bankgraph talks to Plaid instead of the emulator.
@@ -219,7 +220,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub token_key: SecretString,
     pub token_key_id: Option<String>,
-    pub previous_token_keys: Vec<SecretString>,
+    /// Keys that still open tokens sealed before a rotation, each with the id it had.
+    pub previous_token_keys: Vec<(Option<String>, SecretString)>,
     pub plaid: PlaidTarget,
     pub products: Vec<String>,
     pub country_codes: Vec<String>,
@@ -462,9 +464,15 @@ impl Settings {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|k| {
+                .map(|entry| {
+                    // `id:key` or `key` (base64 has no colon).
+                    let (id, k) = match entry.split_once(':') {
+                        Some((id, k)) if !id.trim().is_empty() => (Some(id.trim().to_string()), k.trim()),
+                        Some(_) => return Err(bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", "has an empty key id before ':'")),
+                        None => (None, entry),
+                    };
                     decode_key(k).map_err(|e| bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", format!("has a key that {e}")))?;
-                    Ok(SecretString::from(k.to_string()))
+                    Ok((id, SecretString::from(k.to_string())))
                 })
                 .collect::<Result<_, ConfigError>>()?,
         };
@@ -653,7 +661,11 @@ impl Config {
         let previous = self
             .previous_token_keys
             .iter()
-            .map(|k| decode_key(k.expose_secret()).map_err(|e| bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", e)))
+            .map(|(id, k)| {
+                decode_key(k.expose_secret())
+                    .map(|k| (id.clone(), k))
+                    .map_err(|e| bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(crate::identity::crypto::TokenCipher::new(current, self.token_key_id.clone(), &previous))
     }

@@ -16,6 +16,9 @@ pub mod code {
     pub const PLAID_ERROR: &str = "PLAID_ERROR";
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const NOT_CONFIGURED: &str = "NOT_CONFIGURED";
+    /// `completePlaidLink` failed after Plaid exchanged the public token, and the new item was
+    /// (or is being) removed at Plaid: the token is spent, so the user must run Link again.
+    pub const LINK_RESTART_REQUIRED: &str = "LINK_RESTART_REQUIRED";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
     /// The document does not parse.
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -61,6 +64,8 @@ pub enum AppError {
     Upstream(String),
     #[error("{0}")]
     NotConfigured(String),
+    #[error("{0}")]
+    LinkRestart(String),
     /// Anything else. The detail is logged when the error reaches the client, never shown.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -78,6 +83,7 @@ impl AppError {
             AppError::Plaid { .. } => code::PLAID_ERROR,
             AppError::Upstream(_) => code::UPSTREAM_UNAVAILABLE,
             AppError::NotConfigured(_) => code::NOT_CONFIGURED,
+            AppError::LinkRestart(_) => code::LINK_RESTART_REQUIRED,
             AppError::Internal(_) => code::INTERNAL_SERVER_ERROR,
         }
     }

@@ -26,10 +26,15 @@ pub enum JobKind {
     Reconcile,
     /// Re-check a connection's health with Plaid (key: connection id).
     Health,
+    /// Remove at Plaid an exchanged item that no connection holds (key: Plaid item id).
+    RemoveItem,
+    /// Re-seal access tokens sealed under an older key with the current one (key: "reseal").
+    Reseal,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [JobKind::Sync, JobKind::Webhook, JobKind::Reconcile, JobKind::Health];
+    pub const ALL: [JobKind; 6] =
+        [JobKind::Sync, JobKind::Webhook, JobKind::Reconcile, JobKind::Health, JobKind::RemoveItem, JobKind::Reseal];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +42,8 @@ impl JobKind {
             JobKind::Webhook => "webhook",
             JobKind::Reconcile => "reconcile",
             JobKind::Health => "health",
+            JobKind::RemoveItem => "remove_item",
+            JobKind::Reseal => "reseal",
         }
     }
 
@@ -46,6 +53,8 @@ impl JobKind {
             "webhook" => JobKind::Webhook,
             "reconcile" => JobKind::Reconcile,
             "health" => JobKind::Health,
+            "remove_item" => JobKind::RemoveItem,
+            "reseal" => JobKind::Reseal,
             _ => return None,
         })
     }
@@ -147,6 +156,24 @@ impl Jobs {
         run_after: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         enqueue_on(&mut *tx, kind, key, run_after).await
+    }
+
+    /// Makes a queued job of this kind and key due now (or queues one), and wakes the workers.
+    pub async fn expedite(&self, kind: JobKind, key: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let moved = sqlx::query(
+            "update jobs set run_after = $1, updated_at = $1 where kind = $2 and dedupe_key = $3 and state = 'queued'",
+        )
+        .bind(ts(now))
+        .bind(kind.as_str())
+        .bind(key)
+        .execute(&self.db.write)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            self.enqueue(kind, key, now).await?;
+        }
+        self.notify.notify_waiters();
+        Ok(())
     }
 
     /// Wakes local workers (after `enqueue_in` commits).

@@ -50,19 +50,32 @@ fn aad(user_id: &str, item_id: &str) -> Vec<u8> {
 }
 
 impl TokenCipher {
-    /// `current` seals; `previous` only open tokens sealed before a rotation.
-    pub fn new(current: [u8; 32], current_id: Option<String>, previous: &[[u8; 32]]) -> Self {
-        let current_id = current_id.unwrap_or_else(|| key_id_of(&current));
+    /// `current` seals; `previous` only open tokens sealed before a rotation. Each key is
+    /// known by the id it was given (`TOKEN_ENCRYPTION_KEY_ID`, or `id:` before a previous
+    /// key) and by its derived id, so a token opens whichever way its key was named when it
+    /// was sealed.
+    pub fn new(current: [u8; 32], current_id: Option<String>, previous: &[(Option<String>, [u8; 32])]) -> Self {
+        let cipher = |k: &[u8; 32]| Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(k));
         let mut keys = HashMap::new();
-        for k in previous {
-            keys.insert(key_id_of(k), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(k)));
+        for (id, k) in previous {
+            keys.insert(key_id_of(k), cipher(k));
+            if let Some(id) = id {
+                keys.insert(id.clone(), cipher(k));
+            }
         }
-        keys.insert(current_id.clone(), Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&current)));
+        keys.insert(key_id_of(&current), cipher(&current));
+        let current_id = current_id.unwrap_or_else(|| key_id_of(&current));
+        keys.insert(current_id.clone(), cipher(&current));
         TokenCipher { current_id, keys }
     }
 
     pub fn current_key_id(&self) -> &str {
         &self.current_id
+    }
+
+    /// Whether a token sealed under this key id can be opened.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
     }
 
     pub fn seal(&self, token: &SecretString, user_id: &str, item_id: &str) -> anyhow::Result<Sealed> {
@@ -122,11 +135,27 @@ mod tests {
     fn a_rotated_key_still_opens_old_tokens() {
         let old = TokenCipher::new([1; 32], None, &[]);
         let s = old.seal(&SecretString::from("access-x"), "u", "i").unwrap();
-        let new = TokenCipher::new([2; 32], None, &[[1; 32]]);
+        let new = TokenCipher::new([2; 32], None, &[(None, [1; 32])]);
         assert!(new.is_stale(&s));
         assert_eq!(new.open(&s, "u", "i").unwrap().expose_secret(), "access-x");
         let without = TokenCipher::new([2; 32], None, &[]);
         assert!(without.open(&s, "u", "i").is_err());
+    }
+
+    #[test]
+    fn a_rotation_with_custom_ids_opens_every_token() {
+        let first = TokenCipher::new([1; 32], Some("2026-01".into()), &[]);
+        let s = first.seal(&SecretString::from("access-y"), "u", "i").unwrap();
+        assert_eq!(s.key_id, "2026-01");
+        let second = TokenCipher::new([2; 32], Some("2026-06".into()), &[(Some("2026-01".into()), [1; 32])]);
+        assert!(second.has_key("2026-01") && second.has_key("2026-06"));
+        assert_eq!(second.open(&s, "u", "i").unwrap().expose_secret(), "access-y");
+        let resealed = second.seal(&second.open(&s, "u", "i").unwrap(), "u", "i").unwrap();
+        assert_eq!(resealed.key_id, "2026-06");
+        // A key given a custom id later still opens what it sealed under its derived id.
+        let derived = TokenCipher::new([2; 32], None, &[]).seal(&SecretString::from("z"), "u", "i").unwrap();
+        assert_eq!(second.open(&derived, "u", "i").unwrap().expose_secret(), "z");
+        assert!(!second.has_key("2025-12"));
     }
 
     #[test]

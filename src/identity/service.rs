@@ -99,9 +99,27 @@ impl StoredError {
             ("NOT_FOUND", _) => AppError::NotFound(self.message),
             ("CONFLICT", _) => AppError::Conflict(self.message),
             ("NOT_CONFIGURED", _) => AppError::NotConfigured(self.message),
+            ("LINK_RESTART_REQUIRED", _) => AppError::LinkRestart(self.message),
+            ("FORBIDDEN", _) => AppError::Forbidden(self.message),
             _ => AppError::Upstream(self.message),
         }
     }
+}
+
+/// How long after an exchange an item no connection holds is removed at Plaid. A completion
+/// takes seconds; this leaves room for a slow one without racing it.
+/// How often a running completion renews its claim (a claim is stale after two minutes).
+const CLAIM_HEARTBEAT: Duration = Duration::from_secs(20);
+
+const CLEANUP_AFTER: chrono::Duration = chrono::Duration::minutes(10);
+
+/// The answer once the public token is spent and the link could not be stored.
+fn restart_link() -> AppError {
+    AppError::LinkRestart(
+        "Linking this bank did not finish, and the connection made at the bank was undone. The public token is \
+         used up: run Plaid Link again to connect this bank."
+            .into(),
+    )
 }
 
 /// Errors worth a retry with the same public token: nothing was decided.
@@ -189,6 +207,14 @@ impl PlaidIdentity {
                 }
             },
             JobKind::Webhook => self.process_event(&job.key).await,
+            JobKind::RemoveItem => self.remove_pending_item(&job.key).await,
+            JobKind::Reseal => match self.reseal_all().await {
+                Ok(n) => {
+                    tracing::info!(resealed = n, key_id = %self.inner.cipher.current_key_id(), "access tokens re-sealed");
+                    Outcome::Done
+                }
+                Err(e) => Outcome::Retry(format!("{e:#}")),
+            },
             JobKind::Health => match self.inner.store.connection_by_id(&job.key).await {
                 Ok(Some(conn)) if conn.removed_at.is_none() => match self.confirm_health(&conn).await {
                     Ok(outcome) => {
@@ -364,23 +390,196 @@ impl PlaidIdentity {
         self.result(&conn.id, &conn.institution_name, item_id, None, &usable, &ids).await
     }
 
-    /// A new Link session finished: exchange, then store; if storing fails, the new item is
-    /// removed at Plaid so nothing billed is left orphaned.
+    /// A new Link session finished: exchange, then store. Right after the exchange the item is
+    /// recorded with a delayed removal job, so that whatever happens next (a failure, a crash)
+    /// an item no connection holds is removed at Plaid and not left billed.
     async fn new_link(&self, user_id: &str, public_token: SecretString) -> AppResult<CompletedLink> {
+        let store = &self.inner.store;
         let exchanged = self.inner.plaid.item_public_token_exchange(&public_token).await?;
-        tracing::info!(item_id = %exchanged.item_id, "public token exchanged");
-        match self.store_new_item(user_id, &exchanged.access_token, &exchanged.item_id).await {
-            Ok(r) => Ok(r),
+        let item_id = exchanged.item_id.clone();
+        tracing::info!(item_id = %item_id, "public token exchanged");
+        // An update-mode public token sent without platformItemId exchanges to an item we
+        // already hold: that is a relink, never a new link (which would dedupe the connection
+        // onto its own item and remove it).
+        match store.connection_by_plaid_item(&item_id).await {
+            Ok(Some(held)) if held.user_id == user_id => {
+                tracing::info!(item_id = %item_id, connection_id = %held.id, "public token of an update-mode session: relinking");
+                return self.relink(user_id, &item_id).await;
+            }
+            Ok(Some(_)) => {
+                tracing::warn!(item_id = %item_id, "public token exchanged to another user's item; refused, nothing removed");
+                return Err(AppError::Forbidden("This public token belongs to another user's Link session.".into()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Whether the item is ours to remove is unknown: leave it to the durable job,
+                // which checks again before removing.
+                self.schedule_item_cleanup(user_id, &exchanged.access_token, &item_id, Utc::now()).await;
+                tracing::error!(item_id = %item_id, error = %format!("{e:#}"), "link failed after the exchange");
+                return Err(restart_link());
+            }
+        }
+        let now = Utc::now();
+        let sealed = self.inner.cipher.seal(&exchanged.access_token, user_id, &item_id)?;
+        if let Err(e) = store.record_exchanged_item(user_id, &item_id, &sealed, now, now + CLEANUP_AFTER).await {
+            tracing::warn!(item_id = %item_id, error = %format!("{e:#}"), "could not record the exchanged item");
+        }
+        match self.store_new_item(user_id, &exchanged.access_token, &item_id).await {
+            Ok(r) => {
+                if let Err(e) = store.forget_pending_item(&item_id).await {
+                    // Harmless: the cleanup job finds the item held and forgets it then.
+                    tracing::warn!(item_id = %item_id, error = %format!("{e:#}"), "could not clear the exchanged item record");
+                }
+                Ok(r)
+            }
             Err(e) => {
                 match self.inner.plaid.item_remove(&exchanged.access_token).await {
                     Ok(_) => {
-                        tracing::warn!(item_id = %exchanged.item_id, "link failed after the exchange; the new item was removed at Plaid")
+                        tracing::warn!(item_id = %item_id, error = %e, "link failed after the exchange; the new item was removed at Plaid");
+                        if let Err(fe) = store.forget_pending_item(&item_id).await {
+                            tracing::warn!(item_id = %item_id, error = %format!("{fe:#}"), "could not clear the exchanged item record");
+                        }
                     }
-                    Err(re) => tracing::error!(item_id = %exchanged.item_id, error = %re,
-                        "link failed after the exchange and the new item could not be removed at Plaid: remove it by hand"),
+                    Err(re) if re.class() == ErrorClass::ItemGone => {
+                        let _ = store.forget_pending_item(&item_id).await;
+                    }
+                    Err(re) => {
+                        tracing::warn!(item_id = %item_id, error = %re, "link failed after the exchange; removal at Plaid failed and is retried by a job");
+                        self.schedule_item_cleanup(user_id, &exchanged.access_token, &item_id, Utc::now()).await;
+                    }
                 }
-                Err(e)
+                // The public token is spent: anything but a decided error becomes "run Link
+                // again", never "try again later" (a retry could only fail).
+                Err(if transient(&e) {
+                    if let AppError::Internal(inner) = &e {
+                        tracing::error!(item_id = %item_id, error = %format!("{inner:#}"), "link failed after the exchange");
+                    }
+                    restart_link()
+                } else {
+                    e
+                })
             }
+        }
+    }
+
+    /// Makes the removal job of an exchanged item due now, recording the item first if it
+    /// was not recorded. When even that fails, the item is left to the reconciler's log.
+    async fn schedule_item_cleanup(
+        &self,
+        user_id: &str,
+        token: &SecretString,
+        item_id: &str,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let store = &self.inner.store;
+        let recorded = match store.pending_item(item_id).await {
+            Ok(Some(_)) => Ok(()),
+            _ => match self.inner.cipher.seal(token, user_id, item_id) {
+                Ok(sealed) => store.record_exchanged_item(user_id, item_id, &sealed, now, now).await,
+                Err(e) => Err(e),
+            },
+        };
+        let scheduled = match recorded {
+            Ok(()) => self.inner.jobs.expedite(JobKind::RemoveItem, item_id, now).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = scheduled {
+            tracing::error!(item_id = %item_id, error = %format!("{e:#}"),
+                "ALERT: an exchanged item could not be scheduled for removal at Plaid; remove it by hand");
+        }
+    }
+
+    /// Fails when a stored access token was sealed under a key id this process has no key
+    /// for (it could never be opened: refresh, relink and removal would fail), and queues a
+    /// re-seal when tokens are sealed under an older key.
+    pub async fn check_token_keys(&self) -> anyhow::Result<()> {
+        let ids = self.inner.store.token_key_ids().await?;
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|(id, _)| !self.inner.cipher.has_key(id))
+            .map(|(id, n)| format!("{id} ({n} tokens)"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(crate::config::ConfigError(format!(
+                "TOKEN_ENCRYPTION_PREVIOUS_KEYS has no key for the key id(s) {} that sealed stored access tokens; \
+                 add each as id:base64key",
+                missing.join(", ")
+            ))
+            .into());
+        }
+        let current = self.inner.cipher.current_key_id();
+        if ids.iter().any(|(id, _)| id != current) {
+            self.inner.jobs.enqueue(JobKind::Reseal, "reseal", Utc::now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-seals every access token sealed under an older key with the current one, in
+    /// batches; a token that cannot be opened is logged and left (the start-up check makes
+    /// that rare). Returns how many were re-sealed.
+    pub(super) async fn reseal_all(&self) -> anyhow::Result<usize> {
+        let (store, cipher) = (&self.inner.store, &self.inner.cipher);
+        let current = cipher.current_key_id().to_string();
+        let (mut after, mut done) = (String::new(), 0usize);
+        loop {
+            let batch = store.connections_sealed_under_other_keys(&current, &after, 100).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id.clone();
+            for c in &batch {
+                let old = c.sealed();
+                let resealed = cipher
+                    .open(&old, &c.user_id, &c.plaid_item_id)
+                    .and_then(|t| cipher.seal(&t, &c.user_id, &c.plaid_item_id));
+                match resealed {
+                    Ok(new) => done += usize::from(store.reseal(&c.id, &old, &new).await?),
+                    Err(e) => {
+                        tracing::error!(connection_id = %c.id, key_id = %old.key_id, error = %format!("{e:#}"), "access token could not be re-sealed")
+                    }
+                }
+            }
+        }
+        for (item_id, user_id, old) in store.pending_items_sealed_under_other_keys(&current).await? {
+            match cipher.open(&old, &user_id, &item_id).and_then(|t| cipher.seal(&t, &user_id, &item_id)) {
+                Ok(new) => done += usize::from(store.reseal_pending_item(&item_id, &old, &new).await?),
+                Err(e) => {
+                    tracing::error!(item_id = %item_id, error = %format!("{e:#}"), "pending item token could not be re-sealed")
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// The `remove_item` job: removes at Plaid an exchanged item that no connection holds.
+    pub(super) async fn remove_pending_item(&self, item_id: &str) -> Outcome {
+        let store = &self.inner.store;
+        let pending = match store.pending_item(item_id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Outcome::Done,
+            Err(e) => return Outcome::Retry(format!("{e:#}")),
+        };
+        match store.item_is_held(item_id).await {
+            Ok(true) => {
+                return match store.forget_pending_item(item_id).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Retry(format!("{e:#}")),
+                };
+            }
+            Ok(false) => {}
+            Err(e) => return Outcome::Retry(format!("{e:#}")),
+        }
+        let (user_id, sealed) = pending;
+        let token = match self.inner.cipher.open(&sealed, &user_id, item_id) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Retry(format!("{e:#}")),
+        };
+        match self.inner.plaid.item_remove(&token).await {
+            Ok(_) => tracing::warn!(item_id = %item_id, "an exchanged item no connection holds was removed at Plaid"),
+            Err(e) if e.class() == ErrorClass::ItemGone => {}
+            Err(e) => return Outcome::Retry(format!("{e}")),
+        }
+        match store.forget_pending_item(item_id).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(format!("{e:#}")),
         }
     }
 
@@ -416,14 +615,15 @@ impl PlaidIdentity {
 
         // The same login linked again as new: repair the existing connection onto the new item.
         let duplicate = match &institution_id {
-            Some(inst) => store.connections_at(user_id, inst).await?.into_iter().find(|(_, accounts)| {
-                accounts.iter().any(|e| {
-                    usable.iter().any(|a| {
-                        e.mask == a.mask
-                            && e.name.as_deref() == Some(a.name.as_str())
-                            && e.account_type == a.account_type
+            Some(inst) => store.connections_at(user_id, inst).await?.into_iter().find(|(old, accounts)| {
+                old.plaid_item_id != item_id
+                    && accounts.iter().any(|e| {
+                        usable.iter().any(|a| {
+                            e.mask == a.mask
+                                && e.name.as_deref() == Some(a.name.as_str())
+                                && e.account_type == a.account_type
+                        })
                     })
-                })
             }),
             None => None,
         };
@@ -634,7 +834,20 @@ impl IdentityService for PlaidIdentity {
         let this = self.clone();
         let user = user_id.to_string();
         let work = self.inner.tasks.spawn(async move {
+            // Keep the claim fresh while working, so it is never taken over as stale.
+            let heartbeat = {
+                let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(CLAIM_HEARTBEAT).await;
+                        if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
+                            tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
+                        }
+                    }
+                })
+            };
             let outcome = this.complete(&user, public_token, platform_item_id).await;
+            heartbeat.abort();
             let now = Utc::now();
             let recorded = match &outcome {
                 Ok(done) => match serde_json::to_string(done) {

@@ -908,6 +908,157 @@ impl Store {
         Ok(row.map(|r| r.try_get::<Option<String>, _>("transactions_loop_cursor")).transpose()?.flatten())
     }
 
+    // ----- items exchanged, not yet stored ------------------------------------------------------
+
+    /// Records an item just exchanged, with a `remove_item` job due at `remove_after`, in one
+    /// transaction: unless a connection holds the item by then, the job removes it at Plaid.
+    pub async fn record_exchanged_item(
+        &self,
+        user_id: &str,
+        item_id: &str,
+        sealed: &Sealed,
+        now: DateTime<Utc>,
+        remove_after: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.db.write.begin().await?;
+        sqlx::query(
+            "insert into pending_item_removals (plaid_item_id, user_id, access_token_sealed, access_token_key_id, created_at) \
+             values ($1, $2, $3, $4, $5) on conflict (plaid_item_id) do nothing",
+        )
+        .bind(item_id)
+        .bind(user_id)
+        .bind(&sealed.blob)
+        .bind(&sealed.key_id)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        crate::jobs::Jobs::enqueue_in(&mut tx, crate::jobs::JobKind::RemoveItem, item_id, remove_after).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user and sealed token of an exchanged item still waiting to be stored or removed.
+    pub async fn pending_item(&self, item_id: &str) -> anyhow::Result<Option<(String, Sealed)>> {
+        let row = sqlx::query(
+            "select user_id, access_token_sealed, access_token_key_id from pending_item_removals where plaid_item_id = $1",
+        )
+        .bind(item_id)
+        .fetch_optional(&self.db.write)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("user_id")?,
+                Sealed { blob: r.try_get("access_token_sealed")?, key_id: r.try_get("access_token_key_id")? },
+            ))
+        })
+        .transpose()
+    }
+
+    /// The item is stored (or removed at Plaid): nothing left to clean up.
+    pub async fn forget_pending_item(&self, item_id: &str) -> anyhow::Result<()> {
+        sqlx::query("delete from pending_item_removals where plaid_item_id = $1")
+            .bind(item_id)
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether any connection, live or removed, holds this Plaid item.
+    pub async fn item_is_held(&self, item_id: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("select count(*) as n from bank_connections where plaid_item_id = $1")
+            .bind(item_id)
+            .fetch_one(&self.db.write)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    // ----- token keys ----------------------------------------------------------------------------
+
+    /// Every key id that sealed a stored access token, with how many tokens it sealed.
+    pub async fn token_key_ids(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "select k, cast(count(*) as bigint) as n from (\
+             select access_token_key_id as k from bank_connections \
+             union all select access_token_key_id as k from pending_item_removals) keys group by k order by k",
+        )
+        .fetch_all(&self.db.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("k")?, r.try_get("n")?))).collect()
+    }
+
+    /// Up to `limit` connections with an id after `after` whose token was sealed under another
+    /// key than `current`, by id.
+    pub async fn connections_sealed_under_other_keys(
+        &self,
+        current: &str,
+        after: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ConnectionRow>> {
+        let sql = format!(
+            "select {CONNECTION_COLUMNS} from bank_connections where access_token_key_id <> $1 and id > $2 \
+             order by id limit $3"
+        );
+        Ok(sqlx::query_as(&sql).bind(current).bind(after).bind(limit).fetch_all(&self.db.write).await?)
+    }
+
+    /// Replaces a connection's sealed token, only if it is still the one read (`old`), so a
+    /// concurrent re-seal or relink is never overwritten.
+    pub async fn reseal(&self, connection_id: &str, old: &Sealed, new: &Sealed) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "update bank_connections set access_token_sealed = $1, access_token_key_id = $2 \
+             where id = $3 and access_token_sealed = $4 and access_token_key_id = $5",
+        )
+        .bind(&new.blob)
+        .bind(&new.key_id)
+        .bind(connection_id)
+        .bind(&old.blob)
+        .bind(&old.key_id)
+        .execute(&self.db.write)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Re-seals pending items' tokens under the current key (rare: items in flight).
+    pub async fn pending_items_sealed_under_other_keys(
+        &self,
+        current: &str,
+    ) -> anyhow::Result<Vec<(String, String, Sealed)>> {
+        let rows = sqlx::query(
+            "select plaid_item_id, user_id, access_token_sealed, access_token_key_id from pending_item_removals \
+             where access_token_key_id <> $1",
+        )
+        .bind(current)
+        .fetch_all(&self.db.write)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("plaid_item_id")?,
+                    r.try_get("user_id")?,
+                    Sealed { blob: r.try_get("access_token_sealed")?, key_id: r.try_get("access_token_key_id")? },
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a pending item's sealed token if it is still `old`.
+    pub async fn reseal_pending_item(&self, item_id: &str, old: &Sealed, new: &Sealed) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "update pending_item_removals set access_token_sealed = $1, access_token_key_id = $2 \
+             where plaid_item_id = $3 and access_token_sealed = $4 and access_token_key_id = $5",
+        )
+        .bind(&new.blob)
+        .bind(&new.key_id)
+        .bind(item_id)
+        .bind(&old.blob)
+        .bind(&old.key_id)
+        .execute(&self.db.write)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     // ----- idempotency and throttling ------------------------------------------------------------
 
     /// Claims a public token for processing. A `PENDING` claim older than `stale_after` is
@@ -980,6 +1131,21 @@ impl Store {
         )
         .bind(if done { "DONE" } else { "FAILED" })
         .bind(result)
+        .bind(ts(now))
+        .bind(user_id)
+        .bind(token_hash)
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps a running completion's claim fresh, so no other request takes it over as stale
+    /// while this one still works on it.
+    pub async fn touch_completion(&self, user_id: &str, token_hash: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "update link_completions set updated_at = $1 where user_id = $2 and public_token_sha256 = $3 \
+             and state = 'PENDING'",
+        )
         .bind(ts(now))
         .bind(user_id)
         .bind(token_hash)

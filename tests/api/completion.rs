@@ -78,15 +78,53 @@ async fn a_storage_failure_after_the_exchange_removes_the_new_item_at_plaid() {
             .await;
     }
     let (pt, item) = app.link_session(&t, json!({}), json!({})).await;
+    // The first removal at Plaid fails too (every attempt of the client's retries).
+    app.emu_post(
+        "/emulator/faults",
+        json!({"endpoint": "/item/remove", "kind": "http_error", "status": 500, "times": 3}),
+    )
+    .await;
     let r = app.complete(&t, &pt, None).await;
-    assert_eq!(code(&r).as_deref(), Some("INTERNAL_SERVER_ERROR"), "{r}");
+    // The public token is spent: the answer says to run Link again, not to retry.
+    assert_eq!(code(&r).as_deref(), Some("LINK_RESTART_REQUIRED"), "{r}");
     let msg = r["errors"][0]["message"].as_str().unwrap();
-    assert!(msg.starts_with("Internal server error.") && msg.contains("Request id"), "{msg}");
+    assert!(msg.contains("run Plaid Link again"), "{msg}");
     assert!(!msg.contains("injected") && !msg.to_lowercase().contains("insert"), "no SQL in the message");
-    assert!(r["errors"][0]["extensions"]["requestId"].is_string());
-    let view = app.emu_get(&format!("/emulator/items/{item}")).await;
-    assert_eq!(view["removed"], true, "nothing billed is left orphaned");
+    // A retry of the same token gets the same answer, without a second exchange.
+    assert_eq!(app.complete(&t, &pt, None).await, r);
+    // The durable clean-up removes the item at Plaid once Plaid answers again.
+    app.eventually("the new item is removed at Plaid", || async {
+        app.emu_get(&format!("/emulator/items/{item}")).await["removed"] == true
+    })
+    .await;
+    app.eventually("the clean-up record is gone", || async {
+        app.db_i64("select count(*) from pending_item_removals").await == 0
+    })
+    .await;
     assert_eq!(app.accounts(&t, json!({})).await, json!([]));
+}
+
+#[tokio::test]
+async fn an_update_mode_token_sent_without_its_item_relinks_and_loses_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.token("slip");
+    let done = app.link(&t).await;
+    let item = done["platformItemId"].as_str().unwrap().to_string();
+    app.wait_for_history(&t, 120).await;
+    // Update mode, but the client forgets platformItemId when completing.
+    let (pt, emu_item) = app.link_session(&t, json!({"platformItemId": item}), json!({})).await;
+    assert_eq!(emu_item, item);
+    let r = app.complete(&t, &pt, None).await;
+    let relinked = &r["data"]["completePlaidLink"];
+    assert_eq!(relinked["bankInstitutionAuthId"], done["bankInstitutionAuthId"], "{r}");
+    assert_eq!(relinked["platformItemId"], item.as_str());
+    assert!(relinked["newlyLinkedBankInstitutionAuthId"].is_null());
+    let accounts = app.accounts(&t, json!({})).await;
+    assert_eq!(accounts.as_array().unwrap().len(), 9);
+    assert!(accounts.as_array().unwrap().iter().all(|a| a["status"] == "ACTIVE"), "{accounts}");
+    app.wait_for_history(&t, 120).await;
+    assert_eq!(app.emu_get(&format!("/emulator/items/{item}")).await["removed"], false, "the item lives on at Plaid");
+    assert_eq!(app.db_i64("select count(*) from pending_item_removals").await, 0);
 }
 
 #[tokio::test]

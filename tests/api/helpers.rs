@@ -113,6 +113,8 @@ pub struct Options {
     pub emulator: Option<EmulatorConfig>,
     /// Talk to this (running) emulator instead of starting one.
     pub shared_emulator: Option<Arc<RunningEmulator>>,
+    /// The TOKEN_ENCRYPTION_KEY (base64) instead of the tests' fixed one.
+    pub token_key: Option<String>,
 }
 
 impl TestApp {
@@ -139,7 +141,8 @@ impl TestApp {
             None => fresh_database().await,
         };
         let plaid_url = if options.proxy { format!("{}/v1/plaid", emulator.url()) } else { emulator.url() };
-        let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+        let key =
+            options.token_key.clone().unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode([42u8; 32]));
         let mut args: Vec<String> = [
             "--bind-addr",
             "127.0.0.1:0",
@@ -182,6 +185,30 @@ impl TestApp {
         let app =
             App::build_with_listeners(config, EmulatorConfig::default(), public, internal).await.expect("app builds");
         Self::start(app, emulator, database_url).await
+    }
+
+    /// What `App::build` says for these options, when it refuses to start.
+    pub async fn build_error(options: Options) -> String {
+        let database_url = options.database_url.clone().expect("a database");
+        let emulator = options.shared_emulator.clone().expect("an emulator");
+        let key =
+            options.token_key.clone().unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode([42u8; 32]));
+        let mut args: Vec<String> = vec![
+            "--bind-addr=127.0.0.1:0".into(),
+            "--internal-bind-addr=127.0.0.1:0".into(),
+            format!("--database-url={database_url}"),
+            format!("--jwt-secret={JWT_SECRET}"),
+            format!("--token-encryption-key={key}"),
+            format!("--plaid-client-id={}", bankgraph::emulator::DEFAULT_CLIENT_ID),
+            format!("--plaid-secret={}", bankgraph::emulator::DEFAULT_SECRET),
+            format!("--plaid-base-url={}", emulator.url()),
+        ];
+        args.extend(options.args.iter().cloned());
+        let config = settings(&args).resolve().expect("test config resolves");
+        match App::build(config).await {
+            Ok(_) => panic!("the app started"),
+            Err(e) => format!("{e:#}"),
+        }
     }
 
     pub async fn start(app: App, emulator: Arc<RunningEmulator>, database_url: String) -> TestApp {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod completion;
+mod custody;
 mod durability;
 mod flows;
 mod hardening;
