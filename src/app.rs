@@ -177,14 +177,27 @@ impl App {
         if self.config.job_workers > 0 {
             self.identity.start_workers(self.config.job_workers, rx.clone()).await?;
         }
-        let (header_timeout, grace) = (self.config.limits.header_read_timeout, self.config.limits.shutdown_grace);
-        let public =
-            http::serve(self.public, http::public_router(self.state.clone()), header_timeout, grace, wait(rx.clone()));
+        let limits = &self.config.limits;
+        let grace = limits.shutdown_grace;
+        // Every connection is a descriptor: the public listener keeps room below the limit for
+        // the database pools, Plaid calls, the internal listener and the log.
+        let descriptors = http::server::raise_descriptor_limit().unwrap_or(1024) as usize;
+        let public_limits = http::ConnectionLimits {
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_connections: limits.max_connections.min(descriptors.saturating_sub(512).max(64)),
+            max_connections_per_ip: limits.max_connections_per_ip,
+            trusted_proxies: limits.trusted_proxies.clone(),
+            grace,
+        };
+        // The internal listener serves Plaid and the metrics scraper: few, known clients.
+        let internal_limits =
+            http::ConnectionLimits { max_connections: 256, max_connections_per_ip: 256, ..public_limits.clone() };
+        let public = http::serve(self.public, http::public_router(self.state.clone()), public_limits, wait(rx.clone()));
         let internal = http::serve(
             self.internal,
             http::internal_router(self.state.clone(), self.identity.clone()),
-            header_timeout,
-            grace,
+            internal_limits,
             wait(rx.clone()),
         );
         // Keyed rate limiters forget idle keys, so memory stays bounded.

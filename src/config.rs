@@ -129,6 +129,22 @@ pub struct Settings {
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10")]
     pub header_read_timeout_seconds: String,
+    /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
+    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60")]
+    pub idle_timeout_seconds: String,
+    /// Seconds a client has to send its request body (within REQUEST_TIMEOUT_SECONDS).
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value = "10")]
+    pub body_read_timeout_seconds: String,
+    /// Open connections the public listener accepts (also bounded by the open-file limit).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: String,
+    /// Open connections one client IP may hold (trusted proxies are exempt).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "256")]
+    pub max_connections_per_ip: String,
+    /// Comma-separated CIDRs of load balancers whose Forwarded / X-Forwarded-For is believed
+    /// (empty: the socket peer is the client).
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     /// Requests per second allowed per client IP (0: no limit).
     #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50")]
     pub rate_limit_per_ip: String,
@@ -259,6 +275,11 @@ pub struct HttpLimits {
     pub sensitive_per_minute: u32,
     pub cors_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub trusted_proxies: crate::http::client_ip::TrustedProxies,
 }
 
 /// A configuration error: one line naming the variable and what is wrong.
@@ -302,7 +323,9 @@ struct DevSecrets {
     token_encryption_key: String,
 }
 
-/// Where development secrets for this database live.
+/// Where development secrets for this database live: beside a SQLite file, or for a server
+/// database in the user's own configuration directory, one file per database (never in the
+/// working directory, which is often a checkout that others can read or commit).
 pub fn dev_secrets_path(database_url: &str) -> PathBuf {
     let db_path = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:"));
     match db_path.map(|p| p.split('?').next().unwrap_or(p)) {
@@ -312,15 +335,73 @@ pub fn dev_secrets_path(database_url: &str) -> PathBuf {
             let stem = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "bankgraph".into());
             dir.join(format!("{stem}.dev-secrets.json"))
         }
-        _ => PathBuf::from("bankgraph.dev-secrets.json"),
+        _ => {
+            use sha2::Digest;
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config"))
+                })
+                .unwrap_or_else(std::env::temp_dir);
+            // Named after the database (its URL without a password), so two databases on one
+            // machine do not share secrets.
+            let name = crate::app::redact_url(database_url);
+            let digest = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]);
+            base.join("bankgraph").join(format!("dev-secrets-{digest}.json"))
+        }
     }
 }
 
+/// Why a development secrets file must not be used: others can read it, or git tracks it (its
+/// secret is then published with the repository, and tokens minted with it are accepted).
+fn unsafe_secrets_file(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            return Some(format!(
+                "{} can be read by other users (mode {:o}); run `chmod 600` on it or delete it to have new secrets made",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name()?;
+    let tracked = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "--error-unmatch", "--"])
+        .arg(name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    tracked.then(|| {
+        format!(
+            "{} is tracked by git, so its secret is public; `git rm --cached` it, rotate anything it signed, and \
+             delete it to have new secrets made",
+            path.display()
+        )
+    })
+}
+
 fn load_or_create_dev_secrets(path: &Path) -> Result<(SecretString, SecretString), ConfigError> {
-    if let Ok(text) = std::fs::read_to_string(path) {
+    if path.exists() {
+        if let Some(why) = unsafe_secrets_file(path) {
+            return Err(ConfigError(format!("development secrets refused: {why}")));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let s: DevSecrets = serde_json::from_str(&text)
             .map_err(|_| ConfigError(format!("{} is not a valid development secrets file", path.display())))?;
         return Ok((SecretString::from(s.jwt_secret), SecretString::from(s.token_encryption_key)));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|e| ConfigError(format!("cannot create {}: {e}", dir.display())))?;
     }
     use rand::RngCore;
     let mut jwt = [0u8; 32];
@@ -331,6 +412,20 @@ fn load_or_create_dev_secrets(path: &Path) -> Result<(SecretString, SecretString
     let text = serde_json::to_string_pretty(&s).map_err(|e| ConfigError(e.to_string()))?;
     write_private(path, &text).map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
     Ok((SecretString::from(s.jwt_secret), SecretString::from(s.token_encryption_key)))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -605,6 +700,18 @@ impl Settings {
             )? as u32,
             cors_origins,
             shutdown_grace: Duration::from_secs(num("SHUTDOWN_GRACE_SECONDS", &self.shutdown_grace_seconds, 0, 3600)?),
+            idle_timeout: Duration::from_secs(num("IDLE_TIMEOUT_SECONDS", &self.idle_timeout_seconds, 1, 3600)?),
+            body_read_timeout: Duration::from_secs(num(
+                "BODY_READ_TIMEOUT_SECONDS",
+                &self.body_read_timeout_seconds,
+                1,
+                600,
+            )?),
+            max_connections: num("MAX_CONNECTIONS", &self.max_connections, 1, 10_000_000)? as usize,
+            max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", &self.max_connections_per_ip, 1, 10_000_000)?
+                as usize,
+            trusted_proxies: crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies)
+                .map_err(|e| bad("TRUSTED_PROXIES", e))?,
         };
         let job_workers: usize =
             self.job_workers.trim().parse().ok().filter(|n| *n <= 64).ok_or_else(|| {
@@ -749,9 +856,33 @@ mod tests {
     }
 
     #[test]
-    fn dev_secrets_sit_next_to_the_sqlite_file() {
+    fn dev_secrets_sit_next_to_the_sqlite_file_or_in_the_users_directory() {
         assert_eq!(dev_secrets_path("sqlite://data/bank.db"), PathBuf::from("data/bank.db.dev-secrets.json"));
         assert_eq!(dev_secrets_path("sqlite://bankgraph.db"), PathBuf::from("./bankgraph.db.dev-secrets.json"));
-        assert_eq!(dev_secrets_path("postgres://x/y"), PathBuf::from("bankgraph.dev-secrets.json"));
+        let pg = dev_secrets_path("postgres://x/y");
+        assert!(pg.is_absolute() && pg.to_string_lossy().contains("/bankgraph/dev-secrets-"), "{}", pg.display());
+        assert_ne!(pg, dev_secrets_path("postgres://x/z"), "one file per database");
+        assert_eq!(dev_secrets_path("postgres://u:one@x/y"), dev_secrets_path("postgres://u:two@x/y"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secrets_file_others_can_read_or_that_git_tracks_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let db = tmp_db();
+        let path = settings(&["--database-url", &db]).resolve().unwrap().dev_secrets_path.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+        assert!(e.0.contains("can be read by other users"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(settings(&["--database-url", &db]).resolve().is_ok());
+        // Tracked by git (as bankgraph.dev-secrets.json once was in this repository).
+        let dir = path.parent().unwrap();
+        let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+        assert!(git(&["init", "-q"]).status.success());
+        assert!(git(&["add", "-f", path.file_name().unwrap().to_str().unwrap()]).status.success());
+        let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+        assert!(e.0.contains("tracked by git"), "{e}");
     }
 }

@@ -30,6 +30,8 @@ pub mod code {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// The request body did not arrive in time (HTTP 408).
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
 }
 
 /// The message of every internal error; the request id is added by the HTTP layer.

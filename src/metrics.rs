@@ -11,6 +11,10 @@ pub const GRAPHQL_OPERATION_SECONDS: &str = "bankgraph_graphql_operation_duratio
 pub const GRAPHQL_REQUESTS: &str = "bankgraph_graphql_requests_total";
 /// Requests refused before execution by `reason` (body_too_large, rate_limited, …): a counter.
 pub const REQUESTS_REFUSED: &str = "bankgraph_requests_refused_total";
+/// Connections closed at accept because a connection cap was reached: a counter.
+pub const CONNECTIONS_REFUSED: &str = "bankgraph_connections_refused_total";
+/// Connections closed by the server by `reason` (no_request, idle): a counter.
+pub const CONNECTIONS_CLOSED: &str = "bankgraph_connections_closed_total";
 /// Plaid calls by `endpoint`: a histogram, seconds.
 pub const PLAID_CALL_SECONDS: &str = "bankgraph_plaid_call_duration_seconds";
 /// Failed Plaid calls by `endpoint` and `error_code`: a counter.

@@ -135,7 +135,7 @@ pub async fn post_graphql(
         );
     };
     if let Some(axum::Extension(ConnectInfo(addr))) = peer
-        && let Err(wait) = state.limiters.check_ip(addr.ip())
+        && let Err(wait) = state.limiters.check_ip(limits.trusted_proxies.client(addr.ip(), &headers))
     {
         return rate_limited(answer, wait, "address");
     }
@@ -168,8 +168,16 @@ pub async fn post_graphql(
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return too_large();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, limits.max_body_bytes).await else {
-        return too_large();
+    // A body that trickles in is cut off: a client gets BODY_READ_TIMEOUT_SECONDS (within the
+    // request deadline) to send it.
+    let body_deadline = limits.body_read_timeout.min(limits.request_timeout);
+    let bytes = match tokio::time::timeout(body_deadline, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            let msg = format!("The request body did not arrive within {} s.", body_deadline.as_secs());
+            return refused("body_timeout", refuse(StatusCode::REQUEST_TIMEOUT, answer, code::REQUEST_TIMEOUT, &msg));
+        }
     };
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return refused(

@@ -2,25 +2,20 @@
 //! metrics, health), and the server loop that runs them. The public listener never serves
 //! Plaid webhooks.
 
+pub mod client_ip;
 mod graphql;
 pub mod ratelimit;
+pub mod server;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -33,6 +28,7 @@ use crate::plaid::WebhookRejection;
 
 pub use graphql::RequestIdValue;
 use ratelimit::Limiters;
+pub use server::{ConnectionLimits, serve};
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
 const REQUEST_ID: &str = "x-request-id";
@@ -142,50 +138,4 @@ async fn plaid_webhook(State(identity): State<PlaidIdentity>, headers: HeaderMap
             (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
         }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting and gives
-/// in-flight requests up to `grace` to finish. Clients get `header_read_timeout` to send
-/// their headers (slow-loris), and handlers see the peer address as `ConnectInfo`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    header_read_timeout: Duration,
-    grace: Duration,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let mut router = router.clone();
-                let svc = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    router.call(req.map(axum::body::Body::new))
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still in flight at the end of the grace period");
-    }
-    Ok(())
 }

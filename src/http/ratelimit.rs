@@ -98,6 +98,11 @@ mod tests {
             sensitive_per_minute: sensitive,
             cors_origins: vec![],
             shutdown_grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(1),
+            max_connections: 1,
+            max_connections_per_ip: 1,
+            trusted_proxies: Default::default(),
         }
     }
 

@@ -108,3 +108,176 @@ async fn a_fragment_bomb_is_refused_at_once() {
     assert_eq!(body["data"]["__typename"], "Query", "{body}");
     still_serving(&http, &server, &token).await;
 }
+
+/// Reads until the server closes the connection; returns what it sent, or `None` if it was
+/// still open after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn addr_of(app: &TestApp) -> std::net::SocketAddr {
+    app.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A TCP connection from a given loopback source address.
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn two_thousand_silent_connections_are_closed_from_accept_and_traffic_keeps_flowing() {
+    bankgraph::http::server::raise_descriptor_limit();
+    let app = TestApp::spawn_with(Options {
+        args: vec![
+            "--job-workers=0".into(),
+            "--header-read-timeout-seconds=1".into(),
+            "--max-connections-per-ip=5000".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let to = addr_of(&app);
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(tokio::net::TcpStream::connect(to).await.unwrap());
+    }
+    let opened = Instant::now();
+    // Normal traffic flows while they are held.
+    let t = app.token("busy");
+    let r = app.gql(Some(&t), "{ getPlaidBankAccounts { bankAccountId } }", json!({})).await;
+    assert!(r["data"]["getPlaidBankAccounts"].is_array(), "{r}");
+    // Every one is closed by the server within the first-byte timeout (1 s from accept).
+    let closes = idle.iter_mut().map(|s| closed_within(s, Duration::from_secs(4)));
+    let results = futures::future::join_all(closes).await;
+    assert!(results.iter().all(Option::is_some), "{} still open", results.iter().filter(|r| r.is_none()).count());
+    assert!(opened.elapsed() < Duration::from_secs(4));
+    let r = app.gql(Some(&t), "{ getPlaidBankAccounts { bankAccountId } }", json!({})).await;
+    assert!(r["data"]["getPlaidBankAccounts"].is_array(), "{r}");
+}
+
+#[tokio::test]
+async fn one_address_gets_at_most_its_share_of_connections() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--job-workers=0".into(), "--max-connections-per-ip=10".into()],
+        ..Default::default()
+    })
+    .await;
+    let to = addr_of(&app);
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(connect_from("127.0.0.2", to).await);
+    }
+    let mut eleventh = connect_from("127.0.0.2", to).await;
+    assert!(closed_within(&mut eleventh, Duration::from_millis(500)).await.is_some(), "the 11th is closed at once");
+    assert!(closed_within(&mut held[0], Duration::from_millis(200)).await.is_none(), "the first ten stay");
+    // Another address is not affected.
+    let r = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_is_cut_off_and_idle_connections_close() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(Options {
+        args: vec![
+            "--job-workers=0".into(),
+            "--body-read-timeout-seconds=1".into(),
+            "--idle-timeout-seconds=1".into(),
+            "--header-read-timeout-seconds=2".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let to = addr_of(&app);
+    // Slow body: the head arrives, the body never does.
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut s, Duration::from_secs(4)).await.expect("answered and closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("REQUEST_TIMEOUT"), "{text}");
+
+    // A kept-alive HTTP/1.1 connection that idles after a request is closed.
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let started = Instant::now();
+    let answer = closed_within(&mut s, Duration::from_secs(4)).await.expect("closed when idle");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the idle limit");
+
+    // HTTP/2 (prior knowledge): one request, then idle: GOAWAY and close.
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    frames.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]); // HEADERS, END_STREAM|END_HEADERS
+    frames.extend_from_slice(&block);
+    s.write_all(&frames).await.unwrap();
+    let answer = closed_within(&mut s, Duration::from_secs(5)).await.expect("an idle HTTP/2 connection is closed");
+    let mut at = 0;
+    let mut types = Vec::new();
+    while at + 9 <= answer.len() {
+        let len = (usize::from(answer[at]) << 16) | (usize::from(answer[at + 1]) << 8) | usize::from(answer[at + 2]);
+        types.push(answer[at + 3]);
+        at += 9 + len;
+    }
+    assert!(types.contains(&1), "a response HEADERS frame: {types:?}");
+    assert!(types.contains(&7), "a GOAWAY frame: {types:?}");
+
+    // A connection that never sends anything is closed at the header timeout from accept.
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(4)).await.is_some());
+    assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_has_its_own_rate_limit_and_spoofing_stays_ignored() {
+    let q = json!({"query": "{ __typename }"});
+    let status = |app: &TestApp, xff: &'static str| {
+        let (http, url, q) = (app.http.clone(), app.graphql.clone(), q.clone());
+        async move { http.post(url).header("x-forwarded-for", xff).json(&q).send().await.unwrap().status().as_u16() }
+    };
+    // 127.0.0.1 is the balancer: the limit is per forwarded client.
+    let behind = TestApp::spawn_with(Options {
+        args: vec!["--rate-limit-per-ip=2".into(), "--trusted-proxies=127.0.0.1/32".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut a = vec![];
+    for _ in 0..4 {
+        a.push(status(&behind, "198.51.100.1").await);
+    }
+    assert_eq!(a.iter().filter(|s| **s == 429).count(), 2, "{a:?}");
+    // Another client behind the same balancer has its own allowance; a spoofed left-most hop
+    // does not change the bucket (the right-most untrusted hop is the client).
+    assert_eq!(status(&behind, "198.51.100.2").await, 200);
+    assert_eq!(status(&behind, "203.0.113.66, 198.51.100.1").await, 429);
+
+    // No trusted proxies: the header is ignored, so it cannot mint fresh buckets.
+    let direct =
+        TestApp::spawn_with(Options { args: vec!["--rate-limit-per-ip=2".into()], ..Default::default() }).await;
+    let mut d = vec![];
+    for xff in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+        d.push(status(&direct, xff).await);
+    }
+    assert!(d.contains(&429), "{d:?}");
+}
