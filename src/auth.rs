@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::Mutex;
 
 use crate::config::{JwtConfig, JwtKey};
 use crate::error::AppError;
@@ -65,7 +65,25 @@ impl AuthState {
     }
 }
 
-/// Claims bankgraph reads. `scope` (space-separated) and `scopes` (array) are both accepted.
+/// A claim that issuers write as one string or as a list of strings (`aud`, `scope`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Claims bankgraph reads. `scope` (space-separated, or a list) and `scopes` (a list) are
+/// both accepted; `aud` may be one audience or a list (RFC 7519 §4.1.3).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -73,13 +91,15 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<OneOrMany>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<OneOrMany>,
 }
 
 enum Keys {
@@ -87,34 +107,70 @@ enum Keys {
     Jwks(Jwks),
 }
 
-/// A JWKS endpoint's keys, cached; refetched when an unknown `kid` shows up, at most every
-/// 30 seconds so a flood of bogus kids cannot hammer the issuer.
+/// A JWKS endpoint's keys, cached. A known kid is served from the cache without waiting for
+/// anything; an unknown one triggers one refetch at a time (single flight), at most every
+/// `JWKS_MIN_REFRESH_SECONDS`, and a kid still unknown after it is refused without asking
+/// again for that long,
+/// so a flood of bogus kids neither hammers the issuer nor stalls genuine callers.
 struct Jwks {
     url: url::Url,
     http: reqwest::Client,
-    keys: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
+    keys: std::sync::RwLock<HashMap<String, DecodingKey>>,
+    /// Held while fetching; holds when the last fetch ended.
+    refresh: Mutex<Option<Instant>>,
+    min_refresh: Duration,
+    unknown: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
-const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
+const JWKS_UNKNOWN_MAX: usize = 1024;
 
 impl Jwks {
+    fn cached(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
+    }
+
+    fn known_unknown(&self, kid: &str) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown.get(kid).is_some_and(|at| at.elapsed() < self.min_refresh)
+    }
+
+    fn mark_unknown(&self, kid: &str) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= JWKS_UNKNOWN_MAX {
+            unknown.retain(|_, at| at.elapsed() < self.min_refresh);
+            if unknown.len() >= JWKS_UNKNOWN_MAX {
+                unknown.clear();
+            }
+        }
+        unknown.insert(kid.to_string(), Instant::now());
+    }
+
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
-        if let Some(k) = self.keys.read().await.0.get(kid) {
-            return Some(k.clone());
+        if let Some(k) = self.cached(kid) {
+            return Some(k);
         }
-        let mut guard = self.keys.write().await;
-        if let Some(k) = guard.0.get(kid) {
-            return Some(k.clone());
-        }
-        if guard.1.is_some_and(|t| t.elapsed() < JWKS_MIN_REFRESH) {
+        if self.known_unknown(kid) {
             return None;
         }
-        guard.1 = Some(Instant::now());
+        let mut last = self.refresh.lock().await;
+        if let Some(k) = self.cached(kid) {
+            return Some(k);
+        }
+        if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+            self.mark_unknown(kid);
+            return None;
+        }
         match self.fetch().await {
-            Ok(keys) => guard.0 = keys,
+            Ok(keys) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "JWKS fetch failed"),
         }
-        guard.0.get(kid).cloned()
+        *last = Some(Instant::now());
+        drop(last);
+        let found = self.cached(kid);
+        if found.is_none() {
+            self.mark_unknown(kid);
+        }
+        found
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, DecodingKey>> {
@@ -144,6 +200,8 @@ impl Jwks {
 pub struct Authenticator {
     keys: Keys,
     validation: Validation,
+    /// The longest a token may still be valid for (`exp` from now, and from `iat`).
+    max_lifetime: Option<Duration>,
 }
 
 impl Authenticator {
@@ -157,11 +215,15 @@ impl Authenticator {
             JwtKey::Jwks(url) => Keys::Jwks(Jwks {
                 url: url.clone(),
                 http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
-                keys: RwLock::new((HashMap::new(), None)),
+                keys: std::sync::RwLock::new(HashMap::new()),
+                refresh: Mutex::new(None),
+                min_refresh: cfg.jwks_min_refresh,
+                unknown: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         let mut validation = Validation::new(cfg.algorithm);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
@@ -175,7 +237,7 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Authenticator { keys, validation })
+        Ok(Authenticator { keys, validation, max_lifetime: cfg.max_lifetime })
     }
 
     /// Reads the `Authorization` header. Never fails: the state says what was there.
@@ -204,6 +266,11 @@ impl Authenticator {
 
     async fn verify(&self, token: &str) -> Result<Caller, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed: {e}"))?;
+        // RFC 7515 §4.1.11: a `crit` header lists extensions the verifier must understand;
+        // bankgraph understands none, so any `crit` is refused (jsonwebtoken ignores it).
+        if has_crit(token) {
+            return Err("a crit header names extensions this server does not implement".into());
+        }
         if header.alg != self.validation.algorithms[0] {
             return Err(format!("algorithm {:?} is not the configured one", header.alg));
         }
@@ -218,11 +285,35 @@ impl Authenticator {
         if claims.sub.trim().is_empty() {
             return Err("empty sub".into());
         }
-        let mut scopes: HashSet<String> =
-            claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        if claims.sub.len() > 255 || claims.sub.chars().any(char::is_control) {
+            return Err("sub is too long or has control characters".into());
+        }
+        if let Some(max) = self.max_lifetime {
+            let now = chrono::Utc::now().timestamp();
+            let max = max.as_secs() as i64 + self.validation.leeway as i64;
+            let from = claims.iat.filter(|iat| *iat <= now).unwrap_or(now);
+            if claims.exp - now > max || claims.exp - from > max {
+                return Err(format!("the token lives longer than the maximum of {} s", max));
+            }
+        }
+        let mut scopes: HashSet<String> = match &claims.scope {
+            Some(OneOrMany::One(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(many) => many.items().into_iter().map(str::to_string).collect(),
+            None => HashSet::new(),
+        };
         scopes.extend(claims.scopes.unwrap_or_default());
         Ok(Caller { user_id: claims.sub, scopes })
     }
+}
+
+/// Whether a compact JWS's protected header has a `crit` member.
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else { return false };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).is_ok_and(|h| h.contains_key("crit"))
 }
 
 /// Mints an HS256 token (for `bankgraph token` and tests).
@@ -239,10 +330,11 @@ pub fn mint_hs256(
         sub: sub.to_string(),
         exp: now + ttl.as_secs() as i64,
         iat: Some(now),
-        scope: Some(scope.to_string()),
+        nbf: None,
+        scope: Some(OneOrMany::One(scope.to_string())),
         scopes: None,
         iss: issuer.map(str::to_string),
-        aud: audience.map(str::to_string),
+        aud: audience.map(|a| OneOrMany::One(a.to_string())),
     };
     Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }

@@ -132,6 +132,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
             anyhow::ensure!(args.ttl > 0 && args.ttl <= 31 * 24 * 3600, "--ttl must be 1 second to 31 days");
             let config = args.settings.resolve()?;
+            if let Some(max) = config.jwt.max_lifetime {
+                anyhow::ensure!(
+                    args.ttl <= max.as_secs(),
+                    "--ttl must be at most {} s (JWT_MAX_LIFETIME_SECONDS), or the server refuses the token",
+                    max.as_secs()
+                );
+            }
             let JwtKey::Secret(secret) = &config.jwt.key else {
                 anyhow::bail!("bankgraph token needs an HS256 secret (JWT_SECRET or the development secret)");
             };

@@ -33,6 +33,9 @@ pub struct Settings {
     /// JWKS URL for caller tokens (cached; refreshed on an unknown kid).
     #[arg(long, env = "JWKS_URL")]
     pub jwks_url: Option<String>,
+    /// Seconds between two fetches of the JWKS (an unknown kid triggers one).
+    #[arg(long, env = "JWKS_MIN_REFRESH_SECONDS", default_value = "30")]
+    pub jwks_min_refresh_seconds: String,
     /// The one JWT algorithm accepted: HS256, RS256 or ES256 (default HS256 with a secret, RS256 otherwise).
     #[arg(long, env = "JWT_ALGORITHM")]
     pub jwt_algorithm: Option<String>,
@@ -42,6 +45,10 @@ pub struct Settings {
     /// Required `aud` claim, if set.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// The longest a caller token may be valid for, in seconds (`exp` from now and from
+    /// `iat`); 0 for no limit.
+    #[arg(long, env = "JWT_MAX_LIFETIME_SECONDS", default_value = "86400")]
+    pub jwt_max_lifetime_seconds: String,
     /// 32 random bytes, base64: the AES-256-GCM key for Plaid access tokens.
     #[arg(long, env = "TOKEN_ENCRYPTION_KEY", hide_env_values = true)]
     pub token_encryption_key: Option<String>,
@@ -199,6 +206,9 @@ pub struct JwtConfig {
     pub algorithm: jsonwebtoken::Algorithm,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    pub max_lifetime: Option<Duration>,
+    /// The least time between two JWKS fetches.
+    pub jwks_min_refresh: Duration,
     /// The secret was generated for local development.
     pub development: bool,
 }
@@ -734,6 +744,16 @@ impl Settings {
                 algorithm,
                 issuer: nonempty(&self.jwt_issuer).map(str::to_string),
                 audience: nonempty(&self.jwt_audience).map(str::to_string),
+                max_lifetime: match num("JWT_MAX_LIFETIME_SECONDS", &self.jwt_max_lifetime_seconds, 0, 315_360_000)? {
+                    0 => None,
+                    n => Some(Duration::from_secs(n)),
+                },
+                jwks_min_refresh: Duration::from_secs(num(
+                    "JWKS_MIN_REFRESH_SECONDS",
+                    &self.jwks_min_refresh_seconds,
+                    1,
+                    86_400,
+                )?),
                 development: explicit.is_empty(),
             },
             token_key,

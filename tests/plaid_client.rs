@@ -400,10 +400,53 @@ async fn only_a_genuine_fresh_untampered_webhook_verifies() {
     loop {
         let (h, b) = tokio::time::timeout(Duration::from_secs(10), hooks.recv()).await.unwrap().unwrap();
         if serde_json::from_slice::<Value>(&b).unwrap()["webhook_code"] == "NEW_ACCOUNTS_AVAILABLE" {
-            assert!(verifier.verify(&h, &b).await.is_ok(), "a new kid is fetched on first sight");
+            // Within a minute of the forged kid above, a never-seen kid is not looked up: the
+            // answer is retryable (503), and Plaid delivers again.
+            assert!(matches!(verifier.verify(&h, &b).await, Err(WebhookRejection::LookupThrottled)));
+            let unthrottled = WebhookVerifier::new(client.clone()).with_new_kid_interval(Duration::ZERO);
+            assert!(unthrottled.verify(&with_header(&headers, &unknown), &body).await.is_err());
+            assert!(unthrottled.verify(&h, &b).await.is_ok(), "a new kid is fetched on first sight");
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn forged_kids_cost_one_key_lookup_a_minute_and_never_delay_a_genuine_webhook() {
+    let emu = TestEmulator::start(10).await;
+    let client = emu.client();
+    let (url, mut hooks) = receiver().await;
+    let (_token, _item) = emu.item(&client, Some(url)).await;
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), hooks.recv()).await.unwrap().unwrap();
+    let jwt = headers.get("plaid-verification").unwrap().to_str().unwrap().to_string();
+    let verifier = std::sync::Arc::new(WebhookVerifier::new(client.clone()));
+    assert!(verifier.verify(&headers, &body).await.is_ok(), "the genuine key is cached");
+    // Key lookups are slow now, and counted: a latency fault with a use budget counts calls.
+    emu.fault("/webhook_verification_key/get", json!({"kind": "latency", "ms": 1500, "times": 1000})).await;
+    let forged = |i: usize| {
+        let kid = format!("00000000-0000-4000-8000-{i:012}");
+        with_header(&headers, &replace_jwt_header(&jwt, json!({"alg": "ES256", "kid": kid, "typ": "JWT"})))
+    };
+    let mut attacks = Vec::new();
+    for i in 0..8 {
+        let (v, h, b) = (verifier.clone(), forged(i), body.clone());
+        attacks.push(tokio::spawn(async move { v.verify(&h, &b).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The genuine webhook does not wait for the forged lookups.
+    assert!(verifier.verify(&headers, &body).await.is_ok());
+    assert!(attacks.iter().any(|a| !a.is_finished()), "the forged lookups were still in flight");
+    for a in attacks {
+        let r = a.await.unwrap();
+        assert!(matches!(r, Err(WebhookRejection::UnknownKey | WebhookRejection::LookupThrottled)), "{r:?}");
+    }
+    // More forged kids, and the same ones again: no further calls within the minute.
+    for i in 0..16 {
+        assert!(verifier.verify(&forged(i % 10), &body).await.is_err());
+    }
+    let faults = emu.get("/emulator/faults").await;
+    let left = faults["faults"].as_array().unwrap().iter().find_map(|f| f["times"].as_u64()).unwrap();
+    assert_eq!(1000 - left, 1, "one upstream key call for 24 forged webhooks: {faults}");
 }
 
 fn hex_sha(body: &[u8]) -> String {

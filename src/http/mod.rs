@@ -126,7 +126,7 @@ async fn metrics(State(identity): State<PlaidIdentity>) -> Response {
 async fn plaid_webhook(State(identity): State<PlaidIdentity>, headers: HeaderMap, body: Bytes) -> Response {
     match identity.receive_webhook(&headers, &body).await {
         Ok(_) => (StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response(),
-        Err(WebhookError::Rejected(WebhookRejection::KeyUnavailable(_))) => {
+        Err(WebhookError::Rejected(WebhookRejection::KeyUnavailable(_) | WebhookRejection::LookupThrottled)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "verification key unavailable").into_response()
         }
         Err(WebhookError::Rejected(r)) => {

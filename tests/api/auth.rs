@@ -33,6 +33,16 @@ fn sign(claims: Value, secret: &str) -> String {
     .unwrap()
 }
 
+/// An HS256 token with the test secret and a hand-written protected header.
+fn sign_with_header(claims: Value, header: Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let input = format!("{}.{}", b64(&header), b64(&claims));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, JWT_SECRET.as_bytes());
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, input.as_bytes()));
+    format!("{input}.{sig}")
+}
+
 #[tokio::test]
 async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() {
     let app = TestApp::spawn_with(Options {
@@ -70,6 +80,26 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
             "UNAUTHENTICATED",
         ),
         ("no scope", Some(bearer(sign(with("scope", json!("READ_ONLY")), JWT_SECRET))), "FORBIDDEN"),
+        ("not yet valid (nbf)", Some(bearer(sign(with("nbf", json!(now + 600)), JWT_SECRET))), "UNAUTHENTICATED"),
+        (
+            "aud list without ours",
+            Some(bearer(sign(with("aud", json!(["other", "x"])), JWT_SECRET))),
+            "UNAUTHENTICATED",
+        ),
+        ("lives too long", Some(bearer(sign(with("exp", json!(now + 3 * 86400)), JWT_SECRET))), "UNAUTHENTICATED"),
+        (
+            "control character in sub",
+            Some(bearer(sign(with("sub", json!("u1\u{0000}x")), JWT_SECRET))),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "unknown crit",
+            Some(bearer(sign_with_header(
+                good.clone(),
+                json!({"alg": "HS256", "typ": "JWT", "crit": ["exp-ext"], "exp-ext": 1}),
+            ))),
+            "UNAUTHENTICATED",
+        ),
     ];
     for (op, query) in OPERATIONS {
         for (case, header, expected) in &cases {
@@ -88,9 +118,12 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
                 assert!(msg.contains("Bearer"), "the Basic refusal names Bearer: {msg}");
             }
         }
-        // Valid: `scope` string or `scopes` array.
+        // Valid: `scope` string or list, `scopes` array, `aud` a list that has ours, `nbf` past.
         for claims in [
             good.clone(),
+            with("scope", json!(["READ", "MANAGE_PAYMENT"])),
+            with("aud", json!(["other", "bankgraph"])),
+            with("nbf", json!(now - 10)),
             with("scopes", json!(["MANAGE_PAYMENT"]))
                 .as_object()
                 .map(|o| {
@@ -235,6 +268,65 @@ async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
     let r = app.gql(Some(&es256(&der, Some("k10"), "jwks-user")), ME, json!({})).await;
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"));
     assert!(fetches.load(Ordering::SeqCst) <= 2, "refetches are rate limited");
+}
+
+#[tokio::test]
+async fn a_slow_jwks_refetch_for_a_bogus_kid_never_stalls_callers_with_a_known_key() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (der, _, x, y) = es256_key();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let jwks =
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "k1", "alg": "ES256", "use": "sig"}]});
+    let server = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (counter, jwks) = (counter.clone(), jwks.clone());
+            async move {
+                // Every fetch after the first is slow.
+                if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                axum::Json(jwks)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let good = es256(&der, Some("k1"), "jwks-user");
+    let app = Arc::new(
+        TestApp::spawn_with(Options {
+            args: vec![
+                "--jwks-url".into(),
+                url,
+                "--jwt-algorithm".into(),
+                "ES256".into(),
+                "--jwks-min-refresh-seconds=1".into(),
+            ],
+            without_jwt_secret: true,
+            ..Default::default()
+        })
+        .await,
+    );
+    assert!(app.gql(Some(&good), ME, json!({})).await["errors"].is_null());
+    // Past the refetch interval, so the first bogus kid may refetch (slowly).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let bogus: Vec<_> = (0..8)
+        .map(|i| {
+            let (app, token) = (app.clone(), es256(&der, Some(&format!("bogus-{i}")), "x"));
+            tokio::spawn(async move { app.gql(Some(&token), ME, json!({})).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = app.gql(Some(&good), ME, json!({})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert!(bogus.iter().any(|b| !b.is_finished()), "the genuine caller did not wait for the refetch");
+    for b in bogus {
+        assert_eq!(code(&b.await.unwrap()).as_deref(), Some("UNAUTHENTICATED"));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "eight bogus kids: one refetch");
 }
 
 #[tokio::test]
