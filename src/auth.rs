@@ -104,7 +104,7 @@ pub struct Claims {
 
 enum Keys {
     Static(DecodingKey),
-    Jwks(Jwks),
+    Jwks(Box<Jwks>),
 }
 
 /// A JWKS endpoint's keys, cached. A known kid is served from the cache without waiting for
@@ -212,14 +212,14 @@ impl Authenticator {
                 Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes())?,
                 _ => DecodingKey::from_rsa_pem(pem.as_bytes())?,
             }),
-            JwtKey::Jwks(url) => Keys::Jwks(Jwks {
+            JwtKey::Jwks(url) => Keys::Jwks(Box::new(Jwks {
                 url: url.clone(),
                 http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
                 keys: std::sync::RwLock::new(HashMap::new()),
                 refresh: Mutex::new(None),
                 min_refresh: cfg.jwks_min_refresh,
                 unknown: std::sync::Mutex::new(HashMap::new()),
-            }),
+            })),
         };
         let mut validation = Validation::new(cfg.algorithm);
         validation.leeway = 5;
