@@ -354,6 +354,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
+                "delete from account_transaction_day_counts \
+                 where account_id in (select id from bank_accounts where connection_id = $1)",
+            )
+            .bind(&connection.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
                 "update bank_connections set transactions_cursor = null, transactions_loop_cursor = null where id = $1",
             )
             .bind(&connection.id)
@@ -688,25 +695,32 @@ impl Store {
         }
         let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
                     join bank_connections c on c.id = t.connection_id";
-        let total: i64 = if f.start.is_none() && f.end.is_none() {
-            // No date range: the per-account counts answer without scanning the history.
-            let c = Where::new(user_id).accounts(&f.accounts).raw("a.removed_at is null").raw("c.removed_at is null");
-            let sum = match f.pending {
-                None => "coalesce(n.posted, 0) + coalesce(n.pending, 0)",
-                Some(true) => "coalesce(n.pending, 0)",
-                Some(false) => "coalesce(n.posted, 0)",
-            };
-            let sql = format!(
-                "select cast(coalesce(sum({sum}), 0) as bigint) as n from bank_accounts a \
-                 join bank_connections c on c.id = a.connection_id \
-                 left join account_transaction_counts n on n.account_id = a.id where {}",
-                c.sql()
-            );
-            bind_all(sqlx::query(&sql), &c.args).fetch_one(&self.db.read).await?.try_get("n")?
-        } else {
-            let count_sql = format!("select count(*) as n {from} where {}", w.sql());
-            bind_all(sqlx::query(&count_sql), &w.args).fetch_one(&self.db.read).await?.try_get("n")?
+        // The total never counts the history: without a date range the per-account counts
+        // answer, with one the per-day counts of the days in range (at most one row per
+        // account and day).
+        let sum = match f.pending {
+            None => "coalesce(n.posted, 0) + coalesce(n.pending, 0)",
+            Some(true) => "coalesce(n.pending, 0)",
+            Some(false) => "coalesce(n.posted, 0)",
         };
+        let mut c = Where::new(user_id).accounts(&f.accounts).raw("a.removed_at is null").raw("c.removed_at is null");
+        let counts = if f.start.is_none() && f.end.is_none() {
+            "left join account_transaction_counts n on n.account_id = a.id"
+        } else {
+            if let Some(s) = f.start {
+                c = c.cmp("n.day", ">=", ts(s));
+            }
+            if let Some(e) = f.end {
+                c = c.cmp("n.day", "<=", ts(e));
+            }
+            "join account_transaction_day_counts n on n.account_id = a.id"
+        };
+        let sql = format!(
+            "select cast(coalesce(sum({sum}), 0) as bigint) as n from bank_accounts a \
+             join bank_connections c on c.id = a.connection_id {counts} where {}",
+            c.sql()
+        );
+        let total: i64 = bind_all(sqlx::query(&sql), &c.args).fetch_one(&self.db.read).await?.try_get("n")?;
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -790,8 +804,9 @@ impl Store {
         let plain: Vec<&wire::Transaction> = order.iter().map(|id| latest[id]).collect();
         for chunk in plain.chunks(UPSERT_BATCH) {
             for t in chunk {
-                deltas.replace(rows.get(&t.transaction_id), &account_ids[&t.account_id], t.pending);
-                rows.insert(t.transaction_id.clone(), RowState::live(&account_ids[&t.account_id], t.pending));
+                let day = tx_date(t);
+                deltas.replace(rows.get(&t.transaction_id), &account_ids[&t.account_id], t.pending, &day);
+                rows.insert(t.transaction_id.clone(), RowState::live(&account_ids[&t.account_id], t.pending, day));
             }
             upsert_transactions(&mut tx, connection, chunk, &account_ids, &at).await?;
             counts.upserted += chunk.len();
@@ -800,13 +815,14 @@ impl Store {
         // A posted transaction takes over its pending one's row (and historical id).
         for t in linked {
             let account_id = &account_ids[&t.account_id];
+            let day = tx_date(t);
             let pending_id = t.pending_transaction_id.as_deref().unwrap_or_default();
             let own = rows.get(&t.transaction_id).cloned();
             let pending_row = rows.get(pending_id).cloned();
             if own.is_some() {
                 // Already taken over (a replayed page): refresh it, and retire a pending row
                 // that the replay brought back.
-                deltas.replace(own.as_ref(), account_id, t.pending);
+                deltas.replace(own.as_ref(), account_id, t.pending, &day);
                 upsert_transactions(&mut tx, connection, &[t], &account_ids, &at).await?;
                 counts.upserted += 1;
                 if let Some(p) = pending_row.filter(|p| p.live) {
@@ -815,7 +831,7 @@ impl Store {
                     rows.insert(pending_id.to_string(), RowState { live: false, ..p });
                 }
             } else if let Some(p) = pending_row {
-                deltas.replace(Some(&p), account_id, t.pending);
+                deltas.replace(Some(&p), account_id, t.pending, &day);
                 sqlx::query(
                     "update bank_transactions set plaid_transaction_id = $1, account_id = $2, amount = $3, \
                      currency_code = $4, transaction_date = $5, description = $6, merchant_name = $7, category = $8, \
@@ -839,11 +855,11 @@ impl Store {
                 rows.remove(pending_id);
                 counts.posted += 1;
             } else {
-                deltas.replace(None, account_id, t.pending);
+                deltas.replace(None, account_id, t.pending, &day);
                 upsert_transactions(&mut tx, connection, &[t], &account_ids, &at).await?;
                 counts.upserted += 1;
             }
-            rows.insert(t.transaction_id.clone(), RowState::live(account_id, t.pending));
+            rows.insert(t.transaction_id.clone(), RowState::live(account_id, t.pending, day));
         }
 
         for r in &page.removed {
@@ -855,15 +871,30 @@ impl Store {
             }
         }
 
-        for (account_id, (posted, pending)) in deltas.0.iter().filter(|(_, d)| **d != (0, 0)) {
+        for ((account_id, day), (posted, pending)) in deltas.0.iter().filter(|(_, d)| **d != (0, 0)) {
+            sqlx::query(
+                "insert into account_transaction_day_counts (account_id, day, posted, pending) values ($1, $2, $3, $4) \
+                 on conflict (account_id, day) do update set \
+                 posted = account_transaction_day_counts.posted + excluded.posted, \
+                 pending = account_transaction_day_counts.pending + excluded.pending",
+            )
+            .bind(account_id)
+            .bind(day)
+            .bind(*posted)
+            .bind(*pending)
+            .execute(&mut *tx)
+            .await
+            .context("update account_transaction_day_counts")?;
+        }
+        for (account_id, (posted, pending)) in deltas.by_account().into_iter().filter(|(_, d)| *d != (0, 0)) {
             sqlx::query(
                 "insert into account_transaction_counts (account_id, posted, pending) values ($1, $2, $3) \
                  on conflict (account_id) do update set posted = account_transaction_counts.posted + excluded.posted, \
                  pending = account_transaction_counts.pending + excluded.pending",
             )
             .bind(account_id)
-            .bind(*posted)
-            .bind(*pending)
+            .bind(posted)
+            .bind(pending)
             .execute(&mut *tx)
             .await
             .context("update account_transaction_counts")?;
@@ -892,9 +923,12 @@ impl Store {
         if self.db.backend == crate::db::Backend::Postgres {
             // The small tables too: below autovacuum's threshold they may never be analyzed,
             // and a join estimated at one row makes the planner sort the whole history.
-            sqlx::query("analyze bank_transactions, bank_accounts, bank_connections, account_transaction_counts")
-                .execute(&self.db.write)
-                .await?;
+            sqlx::query(
+                "analyze bank_transactions, bank_accounts, bank_connections, account_transaction_counts, \
+                 account_transaction_day_counts",
+            )
+            .execute(&self.db.write)
+            .await?;
         }
         Ok(())
     }
@@ -1221,21 +1255,24 @@ struct RowState {
     account_id: String,
     pending: bool,
     live: bool,
+    /// The stored `transaction_date`.
+    day: String,
 }
 
 impl RowState {
-    fn live(account_id: &str, pending: bool) -> Self {
-        RowState { account_id: account_id.to_string(), pending, live: true }
+    fn live(account_id: &str, pending: bool, day: String) -> Self {
+        RowState { account_id: account_id.to_string(), pending, live: true, day }
     }
 }
 
-/// Changes to the per-account counts: (posted, pending) by account.
+/// Changes to the live counts: (posted, pending) by account and day. The per-account totals
+/// are their sums.
 #[derive(Default)]
-struct Deltas(HashMap<String, (i64, i64)>);
+struct Deltas(HashMap<(String, String), (i64, i64)>);
 
 impl Deltas {
-    fn add(&mut self, account_id: &str, pending: bool, n: i64) {
-        let d = self.0.entry(account_id.to_string()).or_default();
+    fn add(&mut self, account_id: &str, day: &str, pending: bool, n: i64) {
+        let d = self.0.entry((account_id.to_string(), day.to_string())).or_default();
         if pending {
             d.1 += n;
         } else {
@@ -1244,15 +1281,27 @@ impl Deltas {
     }
 
     fn remove(&mut self, row: &RowState) {
-        self.add(&row.account_id, row.pending, -1);
+        self.add(&row.account_id, &row.day, row.pending, -1);
     }
 
-    /// A row becomes (or stays) live as `account_id`/`pending`, replacing `old` if it was live.
-    fn replace(&mut self, old: Option<&RowState>, account_id: &str, pending: bool) {
+    /// A row becomes (or stays) live as `account_id`/`pending` on `day`, replacing `old` if it
+    /// was live.
+    fn replace(&mut self, old: Option<&RowState>, account_id: &str, pending: bool, day: &str) {
         if let Some(old) = old.filter(|o| o.live) {
             self.remove(old);
         }
-        self.add(account_id, pending, 1);
+        self.add(account_id, day, pending, 1);
+    }
+
+    /// The per-account sums.
+    fn by_account(&self) -> HashMap<&str, (i64, i64)> {
+        let mut out: HashMap<&str, (i64, i64)> = HashMap::new();
+        for ((account, _), (posted, pending)) in &self.0 {
+            let e = out.entry(account.as_str()).or_default();
+            e.0 += posted;
+            e.1 += pending;
+        }
+        out
     }
 }
 
@@ -1267,7 +1316,8 @@ async fn row_states(
         let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "select plaid_transaction_id, account_id, cast(case when pending then 1 else 0 end as bigint) as pending, \
-             cast(case when removed_at is null then 1 else 0 end as bigint) as live from bank_transactions \
+             cast(case when removed_at is null then 1 else 0 end as bigint) as live, transaction_date \
+             from bank_transactions \
              where connection_id = $1 and plaid_transaction_id in ({})",
             placeholders.join(", ")
         );
@@ -1282,6 +1332,7 @@ async fn row_states(
                     account_id: r.try_get("account_id")?,
                     pending: r.try_get::<i64, _>("pending")? != 0,
                     live: r.try_get::<i64, _>("live")? != 0,
+                    day: r.try_get("transaction_date")?,
                 },
             );
         }
