@@ -54,7 +54,7 @@ impl App {
         public: TcpListener,
         internal: TcpListener,
     ) -> anyhow::Result<App> {
-        let db = Db::connect(&config.database_url).await?;
+        let db = Db::connect_with(&config.database_url, config.statement_timeout).await?;
         db.migrate().await?;
         if matches!(config.plaid, PlaidTarget::Emulator(_)) && config.webhook_url.is_none() {
             // Offline, the emulator sends its webhooks straight to our internal listener.

@@ -24,6 +24,9 @@ pub struct Settings {
     /// sqlite://path (embedded default) or postgres://user@host/db.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bankgraph.db")]
     pub database_url: String,
+    /// PostgreSQL cancels a statement that runs longer than this, in seconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECONDS", default_value = "10")]
+    pub database_statement_timeout_seconds: String,
     /// HS256 shared secret for caller tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -243,6 +246,7 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     pub internal_bind_addr: SocketAddr,
     pub database_url: String,
+    pub statement_timeout: Duration,
     pub jwt: JwtConfig,
     pub token_key: SecretString,
     pub token_key_id: Option<String>,
@@ -739,6 +743,12 @@ impl Settings {
             bind_addr,
             internal_bind_addr,
             database_url,
+            statement_timeout: Duration::from_secs(num(
+                "DATABASE_STATEMENT_TIMEOUT_SECONDS",
+                &self.database_statement_timeout_seconds,
+                1,
+                3600,
+            )?),
             jwt: JwtConfig {
                 key: jwt_key,
                 algorithm,

@@ -23,16 +23,32 @@ pub struct Db {
     pub read: AnyPool,
     pub write: AnyPool,
     pub backend: Backend,
+    /// The URL, for a migration connection of its own.
+    url: String,
 }
+
+/// How long one statement may run on PostgreSQL before the server cancels it, unless the
+/// caller sets its own (`DATABASE_STATEMENT_TIMEOUT_SECONDS`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Db {
-    /// Connects to `url` (`sqlite://path` or `postgres://…`). A SQLite file is created if missing.
+    /// Connects to `url` (`sqlite://path` or `postgres://…`) with the default statement
+    /// timeout. A SQLite file is created if missing.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, DEFAULT_STATEMENT_TIMEOUT).await
+    }
+
+    /// As [`Db::connect`]; on PostgreSQL every pooled connection cancels a statement that runs
+    /// longer than `statement_timeout`, so no request can hold a backend for long. (SQLite
+    /// statements cannot be interrupted from here; the read paths are bounded instead.)
+    pub async fn connect_with(url: &str, statement_timeout: Duration) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
+            #[cfg(unix)]
+            create_private_sqlite_file(url)?;
             let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
             let options = AnyConnectOptions::from_str(&url).context("DATABASE_URL is not a valid sqlite URL")?;
             fn pragmas(
@@ -59,16 +75,25 @@ impl Db {
                 .connect_with(options)
                 .await
                 .context("could not open the SQLite database")?;
-            Ok(Db { read, write, backend: Backend::Sqlite })
+            #[cfg(unix)]
+            restrict_sqlite_files(&url);
+            Ok(Db { read, write, backend: Backend::Sqlite, url: url.to_string() })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
+            let millis = statement_timeout.as_millis().max(1);
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(format!("set statement_timeout = {millis}").as_str()).await?;
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await
                 .context("could not connect to PostgreSQL")?;
-            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres })
+            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres, url: url.to_string() })
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
         }
@@ -80,7 +105,17 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
-        migrator.run(&self.write).await.context("database migration failed")?;
+        match self.backend {
+            // On a connection of its own, without the statement timeout: a migration that
+            // backfills a large table may rightly take longer than any request.
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let mut conn = sqlx::AnyConnection::connect(&self.url).await.context("could not connect to migrate")?;
+                migrator.run(&mut conn).await.context("database migration failed")?;
+                conn.close().await?;
+            }
+            Backend::Sqlite => migrator.run(&self.write).await.context("database migration failed")?,
+        }
         Ok(())
     }
 
@@ -88,6 +123,42 @@ impl Db {
     pub async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("select 1").execute(&self.read).await?;
         Ok(())
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Creates a missing SQLite database file as owner-only before SQLite creates it with the
+/// umask's mode.
+#[cfg(unix)]
+fn create_private_sqlite_file(url: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = sqlite_path(url) else { return Ok(()) };
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A missing directory and the like: SQLite will say what is wrong.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Makes the SQLite database and its WAL files readable by their owner only (they hold sealed
+/// tokens and account data; the default umask would leave them readable by every user).
+#[cfg(unix)]
+fn restrict_sqlite_files(url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = sqlite_path(url) else { return };
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file, error = %e, "could not make the database file private");
+        }
     }
 }
 
@@ -106,6 +177,20 @@ pub fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bankgraph-db-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::connect(&format!("sqlite://{}/x.db", dir.display())).await.unwrap();
+        db.migrate().await.unwrap();
+        for f in ["x.db", "x.db-wal", "x.db-shm"] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
 
     #[test]
     fn timestamps_sort_as_text_and_round_trip() {

@@ -281,3 +281,16 @@ async fn behind_a_trusted_balancer_each_client_has_its_own_rate_limit_and_spoofi
     }
     assert!(d.contains(&429), "{d:?}");
 }
+
+#[tokio::test]
+async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
+    let database_url = fresh_database().await;
+    if !database_url.starts_with("postgres") {
+        return; // SQLite statements cannot be cancelled from outside; its reads are bounded.
+    }
+    let db = bankgraph::db::Db::connect_with(&database_url, Duration::from_millis(300)).await.unwrap();
+    db.migrate().await.unwrap();
+    let e = sqlx::query("select pg_sleep(2)").execute(&db.read).await.unwrap_err();
+    assert!(e.to_string().contains("statement timeout"), "{e}");
+    sqlx::query("select 1").execute(&db.read).await.expect("the pool still works");
+}
