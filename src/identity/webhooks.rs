@@ -242,53 +242,78 @@ impl PlaidIdentity {
     /// (marking those Plaid no longer knows), re-points webhook URLs, prunes old records.
     pub(super) async fn reconcile(&self) -> anyhow::Result<String> {
         let store = &self.inner.store;
-        let cfg = &self.inner.config;
         let now = Utc::now();
-        let stale_sync = now - chrono::Duration::from_std(cfg.resync_after)?;
-        let stale_check = now - chrono::Duration::from_std(cfg.item_check_interval)?;
-        let (mut synced, mut checked, mut repointed) = (0, 0, 0);
+        let (mut synced, mut checked, mut repointed, mut failed) = (0, 0, 0, 0);
+        // One bad connection (a token that does not open, a Plaid error, a storage error) is
+        // logged and skipped: the others are still reconciled.
         for conn in store.all_live_connections().await? {
-            let last_sync = conn.synced_at.as_deref().map(parse_ts).transpose()?;
-            if !conn.row.status().blocks_data() && last_sync.is_none_or(|t| t < stale_sync) {
-                self.inner.jobs.enqueue(JobKind::Sync, &conn.row.id, now).await?;
-                synced += 1;
-            }
-            let last_check = conn.checked_at.as_deref().map(parse_ts).transpose()?;
-            // A revoked item stays revoked: only a new link replaces it.
-            if conn.row.status() == ConnectionStatus::Revoked || last_check.is_some_and(|t| t >= stale_check) {
-                continue;
-            }
-            checked += 1;
-            let token = self.inner.cipher.open(&conn.row.sealed(), &conn.row.user_id, &conn.row.plaid_item_id)?;
-            match self.inner.plaid.item_get(&token).await {
-                Ok(r) => {
-                    store.mark_item_checked(&conn.row.id, now).await?;
-                    if let Some(err) = r.item.error {
-                        if let Some(status) = super::service::status_for(&err.error_code) {
-                            store.set_status_detail(&conn.row.id, status, Some(&err.error_code), now).await?;
-                        }
-                    } else if conn.row.status() == ConnectionStatus::LoginRequired {
-                        store.set_status_detail(&conn.row.id, ConnectionStatus::Active, None, now).await?;
-                    }
-                    if let Some(want) = &cfg.webhook_url
-                        && r.item.webhook.as_deref() != Some(want.as_str())
-                    {
-                        self.inner.plaid.item_webhook_update(&token, Some(want)).await?;
-                        repointed += 1;
-                    }
+            match self.reconcile_one(&conn, now).await {
+                Ok((s, c, r)) => {
+                    synced += s;
+                    checked += c;
+                    repointed += r;
                 }
-                Err(e) if e.class() == ErrorClass::ItemGone => {
-                    tracing::warn!(connection_id = %conn.row.id, item_id = %conn.row.plaid_item_id, "Plaid no longer knows this item");
-                    store.set_status_detail(&conn.row.id, ConnectionStatus::Revoked, e.code(), now).await?;
-                    store.mark_item_checked(&conn.row.id, now).await?;
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(connection_id = %conn.row.id, error = %format!("{e:#}"), "reconciling a connection failed");
                 }
-                Err(e) => tracing::warn!(connection_id = %conn.row.id, error = %e, "item check failed; next round"),
             }
         }
         let pruned = self.inner.jobs.prune(now - chrono::Duration::days(7)).await?;
         store.prune_webhook_events(now - chrono::Duration::days(30)).await?;
         Ok(format!(
-            "{synced} syncs queued, {checked} items checked, {repointed} webhooks re-pointed, {pruned} jobs pruned"
+            "{synced} syncs queued, {checked} items checked, {repointed} webhooks re-pointed, {failed} failed, \
+             {pruned} jobs pruned"
         ))
+    }
+
+    /// Reconciles one connection: (syncs queued, items checked, webhooks re-pointed).
+    async fn reconcile_one(
+        &self,
+        conn: &crate::identity::store::LiveConnection,
+        now: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<(u32, u32, u32)> {
+        let store = &self.inner.store;
+        let cfg = &self.inner.config;
+        let stale_sync = now - chrono::Duration::from_std(cfg.resync_after)?;
+        let stale_check = now - chrono::Duration::from_std(cfg.item_check_interval)?;
+        let (mut synced, mut checked, mut repointed) = (0, 0, 0);
+        let last_sync = conn.synced_at.as_deref().map(parse_ts).transpose()?;
+        if !conn.row.status().blocks_data() && last_sync.is_none_or(|t| t < stale_sync) {
+            self.inner.jobs.enqueue(JobKind::Sync, &conn.row.id, now).await?;
+            synced += 1;
+        }
+        let last_check = conn.checked_at.as_deref().map(parse_ts).transpose()?;
+        // A revoked item stays revoked: only a new link replaces it.
+        if conn.row.status() == ConnectionStatus::Revoked || last_check.is_some_and(|t| t >= stale_check) {
+            return Ok((synced, checked, repointed));
+        }
+        checked += 1;
+        let token = self.inner.cipher.open(&conn.row.sealed(), &conn.row.user_id, &conn.row.plaid_item_id)?;
+        match self.inner.plaid.item_get(&token).await {
+            Ok(r) => {
+                store.mark_item_checked(&conn.row.id, now).await?;
+                if let Some(err) = r.item.error {
+                    if let Some(status) = super::service::status_for(&err.error_code) {
+                        store.set_status_detail(&conn.row.id, status, Some(&err.error_code), now).await?;
+                    }
+                } else if conn.row.status() == ConnectionStatus::LoginRequired {
+                    store.set_status_detail(&conn.row.id, ConnectionStatus::Active, None, now).await?;
+                }
+                if let Some(want) = &cfg.webhook_url
+                    && r.item.webhook.as_deref() != Some(want.as_str())
+                {
+                    self.inner.plaid.item_webhook_update(&token, Some(want)).await?;
+                    repointed += 1;
+                }
+            }
+            Err(e) if e.class() == ErrorClass::ItemGone => {
+                tracing::warn!(connection_id = %conn.row.id, item_id = %conn.row.plaid_item_id, "Plaid no longer knows this item");
+                store.set_status_detail(&conn.row.id, ConnectionStatus::Revoked, e.code(), now).await?;
+                store.mark_item_checked(&conn.row.id, now).await?;
+            }
+            Err(e) => tracing::warn!(connection_id = %conn.row.id, error = %e, "item check failed; next round"),
+        }
+        Ok((synced, checked, repointed))
     }
 }

@@ -284,3 +284,31 @@ async fn the_reconciler_resyncs_marks_items_plaid_forgot_and_repoints_webhooks()
     .await;
     app.eventually("the stale connection is re-synced", || in_sync(&app, &t, &moved)).await;
 }
+
+#[tokio::test]
+async fn one_bad_connection_does_not_stop_the_reconciler() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--reconcile-interval-seconds=1".into(), "--item-check-interval-seconds=1".into()],
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("hook-6");
+    let broken = item_of(&app.link(&t).await);
+    let fine = item_of(&app.link_at(&t, "ins_109511").await);
+    // The first connection's token can no longer be opened.
+    app.sql(&[&format!(
+        "update bank_connections set access_token_sealed = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' where plaid_item_id = '{broken}'"
+    )])
+    .await;
+    let creds = json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret"});
+    let mut update = creds.clone();
+    update["access_token"] = app.emu_get(&format!("/emulator/items/{fine}")).await["access_token"].clone();
+    update["webhook"] = json!("http://127.0.0.1:9/old-hooks");
+    app.http.post(format!("{}/item/webhook/update", app.emulator.url())).json(&update).send().await.unwrap();
+    app.eventually("the healthy connection is still reconciled", || async {
+        let v = app.emu_get(&format!("/emulator/items/{fine}")).await;
+        v["webhook"].as_str().is_some_and(|w| w.ends_with("/webhooks/plaid"))
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&logs().lock().unwrap()).contains("reconciling a connection failed"));
+}
