@@ -248,20 +248,24 @@ impl Jobs {
         }))
     }
 
-    /// Extends the lease of a running job.
-    pub async fn heartbeat(&self, job: &Job, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Extends the lease of a running job. `false` when this worker no longer holds it (the
+    /// lease ran out and the job was taken back).
+    pub async fn heartbeat(&self, job: &Job, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let until = ts(now + chrono::Duration::from_std(self.lease)?);
-        sqlx::query("update jobs set locked_until = $1 where id = $2 and locked_by = $3 and state = 'running'")
-            .bind(&until)
-            .bind(&job.id)
-            .bind(&self.worker_id)
-            .execute(&self.db.write)
-            .await?;
-        Ok(())
+        let held =
+            sqlx::query("update jobs set locked_until = $1 where id = $2 and locked_by = $3 and state = 'running'")
+                .bind(&until)
+                .bind(&job.id)
+                .bind(&self.worker_id)
+                .execute(&self.db.write)
+                .await?
+                .rows_affected();
+        Ok(held == 1)
     }
 
-    /// Records how a run ended.
-    pub async fn finish(&self, job: &Job, outcome: Outcome, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Records how a run ended, if this worker still holds the job (`false` when its lease was
+    /// lost: the job belongs to whoever took it back, and this run's outcome is not recorded).
+    pub async fn finish(&self, job: &Job, outcome: Outcome, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let at = ts(now);
         let (state, error, run_after) = match outcome {
             Outcome::Done => ("done", None, None),
@@ -274,7 +278,7 @@ impl Jobs {
         let sql = format!(
             "update jobs set state = $1, last_error = $2, run_after = coalesce($3, run_after), \
              finished_at = case when $1 = 'queued' then null else {} end, locked_until = null, \
-             updated_at = $4 where id = $5 and state = 'running'",
+             updated_at = $4 where id = $5 and state = 'running' and locked_by = $6",
             db_now(self.db.backend)
         );
         let done = sqlx::query(&sql)
@@ -283,22 +287,25 @@ impl Jobs {
             .bind(run_after.as_deref())
             .bind(&at)
             .bind(&job.id)
+            .bind(&self.worker_id)
             .execute(&self.db.write)
             .await;
         match done {
-            Ok(_) => Ok(()),
+            Ok(r) => Ok(r.rows_affected() == 1),
             // A retry would collide with a newer queued twin, which does the work anyway.
             Err(e) if is_unique_violation(&e) => {
-                sqlx::query(
+                let n = sqlx::query(
                     "update jobs set state = 'failed', last_error = $1, finished_at = $2, locked_by = null, \
-                     locked_until = null, updated_at = $2 where id = $3",
+                     locked_until = null, updated_at = $2 where id = $3 and state = 'running' and locked_by = $4",
                 )
                 .bind(format!("{}; superseded by a queued job", error.unwrap_or_default()))
                 .bind(&at)
                 .bind(&job.id)
+                .bind(&self.worker_id)
                 .execute(&self.db.write)
-                .await?;
-                Ok(())
+                .await?
+                .rows_affected();
+                Ok(n == 1)
             }
             Err(e) => Err(e.into()),
         }
@@ -403,21 +410,37 @@ impl Jobs {
 
     async fn run(&self, job: Job, handler: &Handler) {
         let span = tracing::info_span!("job", kind = job.kind.as_str(), key = %job.key, attempt = job.attempts);
-        // Renew the lease while the job runs.
+        // Renew the lease while the job runs; if it is lost (this worker stalled past it and
+        // another took the job back), stop working on it at once: two runs of one job must
+        // never overlap.
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let beat = {
             let (jobs, job) = (self.clone(), job.clone());
             let every = self.lease / 3;
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if let Err(e) = jobs.heartbeat(&job, Utc::now()).await {
-                        tracing::warn!(error = %e, "job heartbeat failed");
+                    match jobs.heartbeat(&job, Utc::now()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = lost_tx.send(());
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
                     }
                 }
             })
         };
         let started = std::time::Instant::now();
-        let outcome = tracing::Instrument::instrument(handler(job.clone()), span).await;
+        let outcome = tokio::select! {
+            o = tracing::Instrument::instrument(handler(job.clone()), span) => o,
+            Ok(()) = lost_rx => {
+                beat.abort();
+                metrics::counter!(crate::metrics::JOBS_FINISHED, "kind" => job.kind.as_str(), "outcome" => "lease_lost").increment(1);
+                tracing::warn!(kind = job.kind.as_str(), key = %job.key, "job lease lost; stopped, the job is another worker's now");
+                return;
+            }
+        };
         let label = match &outcome {
             Outcome::Done => "done",
             Outcome::Retry(_) => "retry",
@@ -430,8 +453,14 @@ impl Jobs {
         if let Outcome::Retry(e) | Outcome::Fail(e) = &outcome {
             tracing::warn!(kind = job.kind.as_str(), key = %job.key, attempt = job.attempts, error = %e, "job failed");
         }
-        if let Err(e) = self.finish(&job, outcome, Utc::now()).await {
-            tracing::error!(error = %format!("{e:#}"), job = %job.id, "could not record a job's end; its lease will expire");
+        match self.finish(&job, outcome, Utc::now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %job.id, "job lease lost before its end was recorded; its new owner records it")
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), job = %job.id, "could not record a job's end; its lease will expire")
+            }
         }
     }
 }

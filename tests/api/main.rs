@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod input;
 mod isolation;
+mod jobs;
 mod leaks;
 mod operations;
 mod sync_replay;
