@@ -494,3 +494,42 @@ async fn production_rate_limits_allow_five_live_balance_calls_a_minute_per_item(
     assert!(client.accounts_balance_get(&other, None).await.is_ok(), "the limit is per item");
     assert!(client.accounts_get(&token, None).await.is_ok(), "and per endpoint");
 }
+
+#[tokio::test]
+async fn the_client_follows_no_redirect_and_reads_no_oversized_body() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let elsewhere = Arc::new(AtomicUsize::new(0));
+    let hits = elsewhere.clone();
+    let big = "x".repeat(64 * 1024);
+    let app = axum::Router::new()
+        .route(
+            "/item/get",
+            axum::routing::post(|| async {
+                (axum::http::StatusCode::TEMPORARY_REDIRECT, [("location", "/elsewhere")], "")
+            }),
+        )
+        .route(
+            "/elsewhere",
+            axum::routing::post(move |body: Bytes| {
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(body.len().max(1), Ordering::SeqCst);
+                    axum::Json(json!({}))
+                }
+            }),
+        )
+        .route("/accounts/get", axum::routing::post(move || async move { format!("{{\"pad\":\"{big}\"}}") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cfg = PlaidClientConfig::new(url.parse().unwrap(), "id", SecretString::from("secret"));
+    cfg.max_retries = 0;
+    cfg.max_response_bytes = 16 * 1024;
+    let client = PlaidClient::new(cfg).unwrap();
+    let token = SecretString::from("access-sandbox-x");
+    assert!(client.item_get(&token).await.is_err(), "a redirect is an error, not followed");
+    assert_eq!(elsewhere.load(Ordering::SeqCst), 0, "the body (with the access token) went nowhere else");
+    let e = client.accounts_get(&token, None).await.unwrap_err();
+    assert!(format!("{e}").contains("larger than"), "{e}");
+}

@@ -43,6 +43,8 @@ pub struct PlaidClientConfig {
     pub transactions_paging: TransactionsPaging,
     /// Largest `count` for `/transactions/get` (Plaid 500, the proxy 100).
     pub transactions_get_max_count: u32,
+    /// The largest response body read; a larger one is an error, and is not read into memory.
+    pub max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for PlaidClientConfig {
@@ -75,6 +77,7 @@ impl PlaidClientConfig {
             backoff_max: Duration::from_secs(4),
             transactions_paging: TransactionsPaging::Offset,
             transactions_get_max_count: 500,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -166,7 +169,12 @@ impl PlaidClient {
             v.set_sensitive(true);
             headers.insert(HeaderName::from_bytes(name.as_bytes())?, v);
         }
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        // No redirects: a redirect would resend the body (credentials, access tokens) to
+        // wherever the response points.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let base = config.base_url.as_str().trim_end_matches('/').to_string();
         Ok(PlaidClient { http, inner: Arc::new(Inner { config, headers, base }) })
     }
@@ -206,11 +214,15 @@ impl PlaidClient {
             let (result, retryable) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    match resp.bytes().await {
-                        Ok(bytes) => {
+                    match read_bounded(resp, cfg.max_response_bytes).await {
+                        Ok(Some(bytes)) => {
                             let r = decode::<Resp>(endpoint, status, &bytes);
                             let retryable = status >= 500 && endpoint.retry_safe;
                             (r, retryable)
+                        }
+                        Ok(None) => {
+                            let detail = format!("the response body is larger than {} bytes", cfg.max_response_bytes);
+                            (Err(PlaidError::Decode { endpoint: endpoint.path, status, detail }), false)
                         }
                         Err(e) => {
                             let r = Err(transport(endpoint, attempt, &e));
@@ -437,6 +449,25 @@ fn accounts_req(access_token: &SecretString, account_ids: Option<Vec<String>>) -
         access_token: access_token.expose_secret().to_string(),
         options: account_ids.map(|ids| AccountIdsOptions { account_ids: Some(ids), ..Default::default() }),
     }
+}
+
+/// The largest Plaid response read by default. A sync page of 500 transactions is about 1 MB; anything
+/// far beyond is not Plaid, and is not read into memory.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// The response body, or `None` once it grows past `max` (the rest is not read).
+async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 fn decode<T: DeserializeOwned>(endpoint: Endpoint, status: u16, bytes: &[u8]) -> Result<T, PlaidError> {
