@@ -198,6 +198,8 @@ impl Address {
         let line2 = line2.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         if line2.as_ref().is_some_and(|l| l.chars().count() > 200) {
             problems.push("address.streetAddressLine2 must be at most 200 characters".into());
+        } else if line2.as_ref().is_some_and(|l| l.chars().any(char::is_control)) {
+            problems.push("address.streetAddressLine2 must not contain control characters".into());
         }
         let known = country.len() == 2 && COUNTRIES.split(' ').any(|c| c == country);
         if !country.is_empty() && !known {

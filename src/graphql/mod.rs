@@ -179,6 +179,9 @@ fn id_arg(name: &str, v: Option<&str>) -> GqlResult<Option<String>> {
         None => Ok(None),
         Some("") => Err(bad(format!("{name} must not be empty"))),
         Some(s) if s.len() > 200 => Err(bad(format!("{name} is too long"))),
+        // NUL and other control characters are never part of an id (and PostgreSQL refuses
+        // NUL in text, which would surface as an internal error).
+        Some(s) if s.chars().any(char::is_control) => Err(bad(format!("{name} must not contain control characters"))),
         Some(s) => Ok(Some(s.to_string())),
     }
 }
@@ -700,7 +703,7 @@ impl Mutation {
         let user = caller(ctx)?;
         sensitive(ctx, user)?;
         let token = input.public_token.trim();
-        if token.is_empty() || token.len() > 512 {
+        if token.is_empty() || token.len() > 512 || token.chars().any(char::is_control) {
             return Err(bad("publicToken must be the public_token Plaid Link returned"));
         }
         let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;

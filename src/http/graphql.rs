@@ -95,6 +95,23 @@ fn request_id(headers: &HeaderMap, ext: Option<&RequestId>) -> String {
         .to_string()
 }
 
+/// An operation name as logged: a GraphQL name of at most 64 characters, else `invalid`
+/// (a client's text is never written into the log as it came).
+fn log_name(name: Option<&str>) -> &str {
+    match name {
+        None => "anonymous",
+        Some(n)
+            if (1..=64).contains(&n.len())
+                && n.bytes()
+                    .enumerate()
+                    .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())) =>
+        {
+            n
+        }
+        Some(_) => "invalid",
+    }
+}
+
 /// `GET /api/v1/graphql`: GraphiQL. Operations go over POST only (no mutation over GET, no
 /// CSRF through a link), so a GET that carries a query is refused with 405.
 pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
@@ -213,7 +230,7 @@ pub async fn post_graphql(
     {
         return rate_limited(answer, wait, "caller");
     }
-    let operation = request.operation_name.clone().unwrap_or_else(|| "anonymous".into());
+    let operation = log_name(request.operation_name.as_deref()).to_string();
     let request = request.data(auth).data(RequestIdValue(request_id.clone())).data(state.limiters.clone());
     let executed = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
         Ok(r) => r,
@@ -289,7 +306,7 @@ pub async fn post_graphql(
     }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
-    let operation = executed.name.as_deref().unwrap_or("anonymous");
+    let operation = log_name(executed.name.as_deref());
     let fields = executed.fields.as_deref().unwrap_or("-");
     tracing::info!(operation, fields, sub = sub.as_deref().unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
     metrics::counter!(GRAPHQL_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
@@ -304,6 +321,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn only_graphql_names_are_logged_as_operation_names() {
+        assert_eq!(log_name(None), "anonymous");
+        assert_eq!(log_name(Some("GetAccounts_2")), "GetAccounts_2");
+        assert_eq!(log_name(Some("2Fast")), "invalid");
+        assert_eq!(log_name(Some("a b\n{}")), "invalid");
+        assert_eq!(log_name(Some(&"x".repeat(65))), "invalid");
+        assert!(super::super::acceptable_request_id(b"req-1.2:3_x"));
+        assert!(!super::super::acceptable_request_id(b""));
+        assert!(!super::super::acceptable_request_id("x".repeat(129).as_bytes()));
+        assert!(!super::super::acceptable_request_id(b"a\nb"));
     }
 
     #[test]

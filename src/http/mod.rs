@@ -43,6 +43,29 @@ pub struct AppState {
     pub limiters: Arc<Limiters>,
 }
 
+/// Whether a client's `x-request-id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+/// Anything else (100 KB of text, control characters, JSON) is replaced by a fresh id rather
+/// than written into every log line of the request.
+pub fn acceptable_request_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+}
+
+async fn drop_unacceptable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let h = req.headers_mut();
+    let ok = {
+        let mut all = h.get_all(REQUEST_ID).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => acceptable_request_id(v.as_bytes()),
+            (None, _) => true,
+            _ => false,
+        }
+    };
+    if !ok {
+        h.remove(REQUEST_ID);
+    }
+    req
+}
+
 /// Adds a request id to every request and response, and a span per request that carries it,
 /// so every log line of a request names it.
 fn observed(router: Router) -> Router {
@@ -54,6 +77,7 @@ fn observed(router: Router) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unacceptable_request_id))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

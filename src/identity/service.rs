@@ -65,12 +65,27 @@ pub(super) struct Inner {
     /// The durable job queue (syncs, webhook processing, the reconciler).
     pub(super) jobs: Jobs,
     pub(super) verifier: WebhookVerifier,
-    /// Account lists by caller.
-    pub(super) accounts_cache: Mutex<HashMap<String, CachedAccounts>>,
+    /// Account lists by caller, bounded by the accounts they hold.
+    pub(super) accounts_cache: quick_cache::sync::Cache<String, CachedAccounts, AccountsWeight>,
 }
 
 /// A caller's account list as read at an instant, under a store generation.
 type CachedAccounts = (std::time::Instant, u64, Arc<Vec<BankAccount>>);
+
+/// Callers whose account lists the read cache holds at most (an estimate for its sizing), and
+/// accounts in all: about 300 bytes each, so a few megabytes whatever the number of users.
+const ACCOUNTS_CACHE_CALLERS: usize = 4096;
+const ACCOUNTS_CACHE_ACCOUNTS: u64 = 20_000;
+
+/// An entry weighs as many accounts as it lists (at least one).
+#[derive(Clone)]
+pub(super) struct AccountsWeight;
+
+impl quick_cache::Weighter<String, CachedAccounts> for AccountsWeight {
+    fn weight(&self, _: &String, v: &CachedAccounts) -> u64 {
+        v.2.len().max(1) as u64
+    }
+}
 
 /// An error as stored with a failed completion, to answer a replay the same way.
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,7 +183,11 @@ impl PlaidIdentity {
                 tasks: TaskTracker::new(),
                 jobs,
                 verifier,
-                accounts_cache: Mutex::new(HashMap::new()),
+                accounts_cache: quick_cache::sync::Cache::with_weighter(
+                    ACCOUNTS_CACHE_CALLERS,
+                    ACCOUNTS_CACHE_ACCOUNTS,
+                    AccountsWeight,
+                ),
             }),
         }
     }
@@ -262,22 +281,18 @@ impl PlaidIdentity {
         let ttl = self.inner.config.read_cache;
         // Read before the database, so a write that lands meanwhile makes this entry stale.
         let generation = self.inner.store.generation();
-        if !ttl.is_zero() {
-            let cache = self.inner.accounts_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, g, v)) = cache.get(user_id)
-                && *g == generation
-                && at.elapsed() < ttl
-            {
-                return Ok(v.clone());
-            }
+        if !ttl.is_zero()
+            && let Some((at, g, v)) = self.inner.accounts_cache.get(user_id)
+            && g == generation
+            && at.elapsed() < ttl
+        {
+            return Ok(v);
         }
         let fresh = Arc::new(self.inner.store.accounts(user_id, &AccountFilter::default()).await?);
         if !ttl.is_zero() {
-            let mut cache = self.inner.accounts_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= 100_000 {
-                cache.retain(|_, (at, _, _)| at.elapsed() < ttl);
-            }
-            cache.insert(user_id.to_string(), (std::time::Instant::now(), generation, fresh.clone()));
+            self.inner
+                .accounts_cache
+                .insert(user_id.to_string(), (std::time::Instant::now(), generation, fresh.clone()));
         }
         Ok(fresh)
     }
@@ -958,5 +973,22 @@ impl IdentityService for PlaidIdentity {
 
     async fn ready(&self) -> AppResult<()> {
         Ok(self.inner.store.db.ping().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accounts_cache_stays_within_its_account_budget_however_many_callers_read() {
+        let cache: quick_cache::sync::Cache<String, CachedAccounts, AccountsWeight> =
+            quick_cache::sync::Cache::with_weighter(ACCOUNTS_CACHE_CALLERS, ACCOUNTS_CACHE_ACCOUNTS, AccountsWeight);
+        let now = std::time::Instant::now();
+        for i in 0..100_000 {
+            cache.insert(format!("user-{i}"), (now, 0, Arc::new(Vec::new())));
+        }
+        assert!(cache.weight() <= ACCOUNTS_CACHE_ACCOUNTS, "{}", cache.weight());
+        assert!(cache.len() > 1000, "recent callers are still cached: {}", cache.len());
     }
 }

@@ -294,3 +294,24 @@ async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
     assert!(e.to_string().contains("statement timeout"), "{e}");
     sqlx::query("select 1").execute(&db.read).await.expect("the pool still works");
 }
+
+#[tokio::test]
+async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_formed() {
+    let app = TestApp::spawn().await;
+    let huge = format!("evil-{}", "Qz".repeat(50_000));
+    let body = json!({"query": "query Fine { __typename }", "operationName": format!("Fine{}", "Wv".repeat(25_000))});
+    let r = app.http.post(&app.graphql).header("x-request-id", &huge).json(&body).send().await.unwrap();
+    let echoed = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert!(echoed.len() <= 64 && !echoed.contains("QzQz"), "replaced by a fresh id: {echoed}");
+    let r = app
+        .http
+        .post(&app.graphql)
+        .header("x-request-id", "abc-123")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "abc-123", "a well-formed id is kept");
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(!logs.contains("QzQzQzQz") && !logs.contains("WvWvWvWv"), "no client text of that size in the log");
+}

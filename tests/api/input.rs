@@ -25,6 +25,9 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
         (json!({"startDate": "yesterday"}), "RFC 3339 date-time such as \"2026-01-01T00:00:00Z\", got \"yesterday\""),
         (json!({"endDate": "2026-13-45T00:00:00Z"}), "got \"2026-13-45T00:00:00Z\""),
         (json!({"bankAccountId": ""}), "bankAccountId"),
+        (json!({"bankAccountId": "a\u{0}b"}), "bankAccountId must not contain control characters"),
+        (json!({"platformItemId": "item\u{1b}[31m"}), "platformItemId must not contain control characters"),
+        (json!({"bankInstitutionAuthId": "x\u{0}"}), "bankInstitutionAuthId must not contain control characters"),
     ] {
         expect_bad(&app.transactions(&t, input).await, needle);
     }
@@ -43,6 +46,8 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
         (with("postalCode", "10001-12"), "address.postalCode"),
         (with("country", "XX"), "address.country"),
         (with("country", "USA"), "address.country"),
+        (with("streetAddressLine2", "Apt 4\u{0}"), "streetAddressLine2 must not contain control characters"),
+        (with("city", "New\u{0}York"), "address.city must not contain control characters"),
     ] {
         expect_bad(&app.gql(Some(&t), ADDRESS, address(a)).await, needle);
     }
@@ -56,6 +61,10 @@ async fn bad_input_is_refused_with_a_message_that_says_what_is_wrong() {
     );
     expect_bad(&app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"deviceOs": "SYMBIAN"}})).await, "SYMBIAN");
     expect_bad(&app.complete(&t, "", None).await, "publicToken");
+    expect_bad(&app.complete(&t, "public-sandbox-\u{0}", None).await, "publicToken");
+    expect_bad(&app.complete(&t, "public-sandbox-x", Some("item\u{0}")).await, "platformItemId");
+    let r = app.gql(Some(&t), REMOVE, json!({"input": {"bankInstitutionAuthId": "\u{0}"}})).await;
+    expect_bad(&r, "bankInstitutionAuthId");
 
     // Nothing was changed by the refused calls.
     assert_eq!(app.accounts(&t, json!({})).await.as_array().unwrap().len(), 9);
