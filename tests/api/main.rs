@@ -6,6 +6,7 @@ mod completion;
 mod custody;
 mod durability;
 mod flows;
+mod fuzz;
 mod hardening;
 mod helpers;
 mod hostile;
