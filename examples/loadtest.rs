@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The HTTP load benchmark (run it with `bash bench/load.sh`).
 //!
 //! For SQLite and PostgreSQL, a release `bankgraph serve` (rate limits off) and the Plaid

@@ -192,6 +192,40 @@ mod tests {
         }
     }
 
+    /// The statements of a migration file: comments and blank lines left out.
+    fn statements(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or_default().trim_end().to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn both_migration_folders_hold_the_same_files_with_the_same_statements() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let names = |dir: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".sql"))
+                .collect();
+            v.sort();
+            v
+        };
+        let (sqlite, postgres) = (names("sqlite"), names("postgres"));
+        assert_eq!(sqlite, postgres, "add every migration to both folders (migrations/README.md)");
+        assert!(sqlite.len() >= 5);
+        for name in &sqlite {
+            assert_eq!(
+                statements(&root.join("sqlite").join(name)),
+                statements(&root.join("postgres").join(name)),
+                "{name} differs between the backends"
+            );
+        }
+    }
+
     #[test]
     fn timestamps_sort_as_text_and_round_trip() {
         let a = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z").unwrap().with_timezone(&Utc);

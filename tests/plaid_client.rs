@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The Plaid client against the emulator, over real HTTP on loopback.
 
 use std::collections::HashMap;

@@ -1,5 +1,6 @@
 //! The public contract over real HTTP, against the emulator, on SQLite (default) or
 //! PostgreSQL (`TEST_DATABASE_URL=postgres://…`): every test gets its own database.
+#![allow(clippy::unwrap_used)]
 
 mod auth;
 mod completion;
