@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The HTTP load benchmark: builds release binaries, then runs examples/loadtest.rs (see its
 # header). Usage: bash bench/load.sh [--seconds 5] [--postgres postgres://…/postgres]
+# [--bankgraph path/to/another/build/bankgraph]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin bankgraph --example loadtest

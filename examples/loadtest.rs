@@ -6,9 +6,10 @@
 //! 1, 32 and 128 connections (req/s, p50, p99, every response checked for `errors`) and the
 //! server's peak RSS; the machine's ceiling, a raw axum handler in its own process returning
 //! the same JSON bytes from memory, at the same concurrency; and a `getPlaidBankTransactions`
-//! page on an account with 100,000 transactions against one with 1,000. bankgraph runs as it
-//! would in production, logging every request at `info` as JSON lines into a file. It prints a
-//! Markdown report and writes it to `bench/results/load.md`.
+//! page on an account with 100,000 transactions against one with 1,000, unfiltered and with a
+//! date range over the whole history. bankgraph runs as it would in production, logging every
+//! request at `info` as JSON lines into a file. It prints a Markdown report and writes it to
+//! `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,9 @@ use serde_json::{Value, json};
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 const ACCOUNTS: &str = "{ getPlaidBankAccounts { platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
 const PAGE: &str = "{ getPlaidBankTransactions(input: {paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
+/// The same page with a date range covering the whole history: its `totalCount` must not
+/// count the range row by row.
+const FILTERED_PAGE: &str = "{ getPlaidBankTransactions(input: {startDate: \"2000-01-01T00:00:00Z\", endDate: \"2100-01-01T00:00:00Z\", paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
 
 struct Proc(Child);
 
@@ -201,7 +205,8 @@ async fn main() {
     let secs: u64 = arg("--seconds", "5").parse().unwrap();
     let postgres = arg("--postgres", "postgres://postgres@127.0.0.1:5432/postgres");
     let root = env!("CARGO_MANIFEST_DIR");
-    let bin = format!("{root}/target/release/bankgraph");
+    // `--bankgraph PATH` measures another build (an older commit's, side by side).
+    let bin = arg("--bankgraph", &format!("{root}/target/release/bankgraph"));
     let me = std::env::current_exe().unwrap();
     let http = reqwest::Client::new();
     let tmp = std::env::temp_dir().join(format!("bankgraph-load-{}", std::process::id()));
@@ -229,6 +234,7 @@ async fn main() {
     let mut accounts_body = Vec::new();
     let mut rows: Vec<(String, usize, Run, f64)> = Vec::new();
     let mut pages: Vec<(String, Run, Run)> = Vec::new();
+    let mut filtered: Vec<(String, Run, Run)> = Vec::new();
     for (name, db) in &backends {
         let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let (server, graphql) = start(
@@ -284,6 +290,10 @@ async fn main() {
         let p100k = load(&graphql, Some(&large), PAGE, 32, secs).await;
         eprintln!("{name} page 1k {:.0} req/s, 100k {:.0} req/s", p1k.rps, p100k.rps);
         pages.push((name.to_string(), p1k, p100k));
+        let f1k = load(&graphql, Some(&small), FILTERED_PAGE, 32, secs).await;
+        let f100k = load(&graphql, Some(&large), FILTERED_PAGE, 32, secs).await;
+        eprintln!("{name} date-filtered page 1k {:.0} req/s, 100k {:.0} req/s", f1k.rps, f100k.rps);
+        filtered.push((name.to_string(), f1k, f100k));
         drop(server);
         let lines = std::fs::read_to_string(tmp.join(format!("{name}.log"))).map(|l| l.lines().count()).unwrap_or(0);
         eprintln!("{name}: bankgraph wrote {lines} log lines");
@@ -329,6 +339,17 @@ async fn main() {
     }
     report.push_str("\n| backend | page on 1,000 (req/s, p50 ms) | page on 100,000 (req/s, p50 ms) | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n");
     for (name, small, large) in &pages {
+        report.push_str(&format!(
+            "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
+            small.rps,
+            small.p50_ms,
+            large.rps,
+            large.p50_ms,
+            small.rps / large.rps
+        ));
+    }
+    report.push_str("\n| backend | date-filtered page on 1,000 (req/s, p50 ms) | on 100,000 (req/s, p50 ms) | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n");
+    for (name, small, large) in &filtered {
         report.push_str(&format!(
             "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
             small.rps,
