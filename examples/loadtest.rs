@@ -337,31 +337,26 @@ async fn main() {
             rss
         ));
     }
-    report.push_str("\n| backend | page on 1,000 (req/s, p50 ms) | page on 100,000 (req/s, p50 ms) | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n");
-    for (name, small, large) in &pages {
-        report.push_str(&format!(
-            "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
-            small.rps,
-            small.p50_ms,
-            large.rps,
-            large.p50_ms,
-            small.rps / large.rps
-        ));
-    }
-    report.push_str("\n| backend | date-filtered page on 1,000 (req/s, p50 ms) | on 100,000 (req/s, p50 ms) | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n");
-    for (name, small, large) in &filtered {
-        report.push_str(&format!(
-            "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
-            small.rps,
-            small.p50_ms,
-            large.rps,
-            large.p50_ms,
-            small.rps / large.rps
-        ));
-    }
+    page_table(&mut report, "page on 1,000 (req/s, p50 ms) | page on 100,000 (req/s, p50 ms)", &pages);
+    page_table(&mut report, "date-filtered page on 1,000 (req/s, p50 ms) | on 100,000 (req/s, p50 ms)", &filtered);
     println!("{report}");
     let dir = format!("{root}/bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(format!("{dir}/load.md"), report).unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A table of page runs on 1,000 and on 100,000 transactions, and their cost ratio.
+fn page_table(report: &mut String, columns: &str, runs: &[(String, Run, Run)]) {
+    report.push_str(&format!("\n| backend | {columns} | cost at 100,000 / cost at 1,000 |\n|---|---|---|---|\n"));
+    for (name, small, large) in runs {
+        report.push_str(&format!(
+            "| {name} | {:.0}, {:.2} | {:.0}, {:.2} | {:.2} |\n",
+            small.rps,
+            small.p50_ms,
+            large.rps,
+            large.p50_ms,
+            small.rps / large.rps
+        ));
+    }
 }

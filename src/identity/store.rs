@@ -1038,18 +1038,31 @@ impl Store {
     /// Replaces a connection's sealed token, only if it is still the one read (`old`), so a
     /// concurrent re-seal or relink is never overwritten.
     pub async fn reseal(&self, connection_id: &str, old: &Sealed, new: &Sealed) -> anyhow::Result<bool> {
-        let n = sqlx::query(
-            "update bank_connections set access_token_sealed = $1, access_token_key_id = $2 \
-             where id = $3 and access_token_sealed = $4 and access_token_key_id = $5",
-        )
-        .bind(&new.blob)
-        .bind(&new.key_id)
-        .bind(connection_id)
-        .bind(&old.blob)
-        .bind(&old.key_id)
-        .execute(&self.db.write)
-        .await?
-        .rows_affected();
+        self.replace_sealed("update bank_connections", "id", connection_id, old, new).await
+    }
+
+    /// Compare-and-set of a sealed token in `update` (a table holding one), row by `key`.
+    async fn replace_sealed(
+        &self,
+        update: &'static str,
+        key: &'static str,
+        id: &str,
+        old: &Sealed,
+        new: &Sealed,
+    ) -> anyhow::Result<bool> {
+        let sql = format!(
+            "{update} set access_token_sealed = $1, access_token_key_id = $2 \
+             where {key} = $3 and access_token_sealed = $4 and access_token_key_id = $5"
+        );
+        let n = sqlx::query(&sql)
+            .bind(&new.blob)
+            .bind(&new.key_id)
+            .bind(id)
+            .bind(&old.blob)
+            .bind(&old.key_id)
+            .execute(&self.db.write)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
@@ -1078,19 +1091,7 @@ impl Store {
 
     /// Replaces a pending item's sealed token if it is still `old`.
     pub async fn reseal_pending_item(&self, item_id: &str, old: &Sealed, new: &Sealed) -> anyhow::Result<bool> {
-        let n = sqlx::query(
-            "update pending_item_removals set access_token_sealed = $1, access_token_key_id = $2 \
-             where plaid_item_id = $3 and access_token_sealed = $4 and access_token_key_id = $5",
-        )
-        .bind(&new.blob)
-        .bind(&new.key_id)
-        .bind(item_id)
-        .bind(&old.blob)
-        .bind(&old.key_id)
-        .execute(&self.db.write)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        self.replace_sealed("update pending_item_removals", "plaid_item_id", item_id, old, new).await
     }
 
     // ----- idempotency and throttling ------------------------------------------------------------

@@ -226,22 +226,26 @@ async fn an_es256_public_key_verifies_its_tokens_and_nothing_else() {
     assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "HS256 is not accepted once ES256 is pinned");
 }
 
-#[tokio::test]
-async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let (der, _, x, y) = es256_key();
-    let fetches = Arc::new(AtomicUsize::new(0));
+/// A JWKS endpoint serving one ES256 key as `k1`; every fetch after the first waits `slow`.
+/// Returns its URL and the fetch counter.
+async fn jwks_server(
+    x: &str,
+    y: &str,
+    slow: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = fetches.clone();
     let jwks =
         json!({"keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "k1", "alg": "ES256", "use": "sig"}]});
     let server = axum::Router::new().route(
         "/jwks",
         axum::routing::get(move || {
-            let counter = counter.clone();
-            let jwks = jwks.clone();
+            let (counter, jwks) = (counter.clone(), jwks.clone());
             async move {
-                counter.fetch_add(1, Ordering::SeqCst);
+                if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(slow).await;
+                }
                 axum::Json(jwks)
             }
         }),
@@ -249,6 +253,14 @@ async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, server).await });
+    (url, fetches)
+}
+
+#[tokio::test]
+async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
+    use std::sync::atomic::Ordering;
+    let (der, _, x, y) = es256_key();
+    let (url, fetches) = jwks_server(&x, &y, std::time::Duration::ZERO).await;
     let app = TestApp::spawn_with(Options {
         args: vec!["--jwks-url".into(), url, "--jwt-algorithm".into(), "ES256".into()],
         without_jwt_secret: true,
@@ -273,28 +285,10 @@ async fn jwks_keys_are_cached_and_refetched_on_an_unknown_kid() {
 #[tokio::test]
 async fn a_slow_jwks_refetch_for_a_bogus_kid_never_stalls_callers_with_a_known_key() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     let (der, _, x, y) = es256_key();
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let counter = fetches.clone();
-    let jwks =
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": "k1", "alg": "ES256", "use": "sig"}]});
-    let server = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || {
-            let (counter, jwks) = (counter.clone(), jwks.clone());
-            async move {
-                // Every fetch after the first is slow.
-                if counter.fetch_add(1, Ordering::SeqCst) > 0 {
-                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-                }
-                axum::Json(jwks)
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, server).await });
+    // Every fetch after the first is slow.
+    let (url, fetches) = jwks_server(&x, &y, std::time::Duration::from_secs(3)).await;
     let good = es256(&der, Some("k1"), "jwks-user");
     let app = Arc::new(
         TestApp::spawn_with(Options {
