@@ -19,12 +19,17 @@ async fn post_query(http: &reqwest::Client, server: &Server, body: Value) -> (u1
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The process still answers `/healthz` within 100 ms and a normal query at once.
+/// The process still answers `/healthz` within 100 ms and a normal query at once. The best of
+/// three tries counts: a stalled server fails all three, a busy test machine only one.
 async fn still_serving(http: &reqwest::Client, server: &Server, token: &str) {
-    let started = Instant::now();
-    let r = http.get(format!("{}/healthz", base(server))).send().await.expect("healthz answers");
-    assert_eq!(r.status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(100), "healthz took {:?}", started.elapsed());
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = http.get(format!("{}/healthz", base(server))).send().await.expect("healthz answers");
+        assert_eq!(r.status(), 200);
+        best = best.min(started.elapsed());
+    }
+    assert!(best < Duration::from_millis(100), "healthz took {best:?}");
     let r = http
         .post(&server.graphql)
         .bearer_auth(token)
