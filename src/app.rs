@@ -14,10 +14,13 @@ use crate::auth::Authenticator;
 use crate::config::{Config, PlaidTarget};
 use crate::db::Db;
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
+use crate::graphql::Gateway;
+use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, AppState};
-use crate::identity::store::Store;
-use crate::identity::{IdentityConfig, IdentityService, PlaidIdentity};
+use crate::identity::crypto::TokenCipher;
+use crate::identity::{IdentityService, PlaidIdentity};
 use crate::plaid::{PlaidClient, PlaidClientConfig};
+use crate::ratelimit::Limiters;
 
 /// A built, bound application, ready to run.
 pub struct App {
@@ -38,12 +41,12 @@ impl App {
 
     /// As [`App::build`], with the in-process emulator configured (when it is used).
     pub async fn build_with_emulator(config: Config, emulator_config: EmulatorConfig) -> anyhow::Result<App> {
-        let public = TcpListener::bind(config.bind_addr)
+        let public = TcpListener::bind(config.listen.public)
             .await
-            .with_context(|| format!("could not listen on {} (BIND_ADDR)", config.bind_addr))?;
-        let internal = TcpListener::bind(config.internal_bind_addr)
+            .with_context(|| format!("could not listen on {} (BIND_ADDR)", config.listen.public))?;
+        let internal = TcpListener::bind(config.listen.internal)
             .await
-            .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.internal_bind_addr))?;
+            .with_context(|| format!("could not listen on {} (INTERNAL_BIND_ADDR)", config.listen.internal))?;
         Self::build_with_listeners(config, emulator_config, public, internal).await
     }
 
@@ -54,11 +57,11 @@ impl App {
         public: TcpListener,
         internal: TcpListener,
     ) -> anyhow::Result<App> {
-        let db = Db::connect_with(&config.database_url, config.statement_timeout).await?;
+        let db = Db::connect_with(config.db.url.expose(), config.db.statement_timeout).await?;
         db.migrate().await?;
-        if matches!(config.plaid, PlaidTarget::Emulator(_)) && config.webhook_url.is_none() {
+        if matches!(config.plaid, PlaidTarget::Emulator(_)) && config.link.webhook_url.is_none() {
             // Offline, the emulator sends its webhooks straight to our internal listener.
-            config.webhook_url = Some(format!("http://{}/webhooks/plaid", internal.local_addr()?));
+            config.link.webhook_url = Some(format!("http://{}/webhooks/plaid", internal.local_addr()?));
         }
         let (plaid_config, emulator) = match &config.plaid {
             PlaidTarget::Emulator(addr) => {
@@ -83,35 +86,20 @@ impl App {
             }
         };
         let plaid = PlaidClient::new(plaid_config)?;
-        let identity = PlaidIdentity::new(
-            Store::new(db),
-            plaid,
-            Arc::new(config.token_cipher()?),
-            IdentityConfig {
-                client_name: config.client_name.clone(),
-                language: config.language.clone(),
-                products: config.products.clone(),
-                country_codes: config.country_codes.clone(),
-                redirect_uri: config.redirect_uri.clone(),
-                android_package_name: config.android_package_name.clone(),
-                webhook_url: config.webhook_url.clone(),
-                refresh_interval: config.refresh_interval,
-                resync_after: config.resync_after,
-                item_check_interval: config.item_check_interval,
-                reconcile_interval: config.reconcile_interval,
-                job_lease: config.job_lease,
-                read_cache: config.read_cache,
-            },
-        );
+        let cipher = Arc::new(TokenCipher::from_keys(&config.custody));
+        let identity = PlaidIdentity::new(db, plaid, cipher, config.link.clone(), config.jobs.clone());
         identity.check_token_keys().await?;
         let service: Arc<dyn IdentityService> = Arc::new(identity.clone());
         crate::metrics::handle();
+        let limiters = Arc::new(Limiters::new(&config.rate));
         let state = AppState {
-            gateway: Arc::new(crate::graphql::Gateway::new(service.clone(), config.introspection, &config.limits)),
-            auth: Arc::new(Authenticator::new(&config.jwt)?),
+            gateway: Arc::new(Gateway::new(service.clone(), &config.graphql, limiters.clone())),
+            auth: Arc::new(Authenticator::new(&config.auth)?),
             identity: service,
-            limits: Arc::new(config.limits.clone()),
-            limiters: Arc::new(crate::http::ratelimit::Limiters::new(&config.limits)),
+            limits: Arc::new(config.http.clone()),
+            max_query_length: config.graphql.max_query_length,
+            limiters,
+            proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
         };
         Ok(App { public, internal, state, identity, emulator, config })
     }
@@ -140,7 +128,7 @@ impl App {
             format!("bankgraph {} is running", env!("CARGO_PKG_VERSION")),
             format!("  GraphQL and GraphiQL: {graphql}"),
             format!("  internal listener:    http://{} (webhooks, health)", self.internal_addr()),
-            format!("  database:             {}", redact_url(&self.config.database_url)),
+            format!("  database:             {}", self.config.db.url),
         ];
         match &self.emulator {
             Some(e) => lines.push(format!(
@@ -153,8 +141,8 @@ impl App {
                 }
             }
         }
-        if self.config.jwt.development {
-            let db = &self.config.database_url;
+        if self.config.auth.development {
+            let db = &self.config.db.url;
             lines.push(format!(
                 "  a token to try it:    DATABASE_URL={db} bankgraph token --sub demo-user   (development JWT secret in {})",
                 self.config.dev_secrets_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
@@ -174,10 +162,10 @@ impl App {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        if self.config.job_workers > 0 {
-            self.identity.start_workers(self.config.job_workers, rx.clone()).await?;
+        if self.config.jobs.workers > 0 {
+            self.identity.start_workers(self.config.jobs.workers, rx.clone()).await?;
         }
-        let limits = &self.config.limits;
+        let limits = &self.config.http;
         let grace = limits.shutdown_grace;
         // Every connection is a descriptor: the public listener keeps room below the limit for
         // the database pools, Plaid calls, the internal listener and the log.
@@ -187,7 +175,7 @@ impl App {
             idle_timeout: limits.idle_timeout,
             max_connections: limits.max_connections.min(descriptors.saturating_sub(512).max(64)),
             max_connections_per_ip: limits.max_connections_per_ip,
-            trusted_proxies: limits.trusted_proxies.clone(),
+            trusted_proxies: self.state.proxies.clone(),
             grace,
         };
         // The internal listener serves Plaid and the metrics scraper: few, known clients.
@@ -217,16 +205,5 @@ impl App {
             e.stop().await;
         }
         Ok(())
-    }
-}
-
-/// A database URL without its password, for logs and banners.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }

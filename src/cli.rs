@@ -8,18 +8,18 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::app::App;
-use crate::config::{JwtKey, Settings};
+use crate::config::{JwtKey, LogFormat, Settings, otlp_endpoint};
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 
 #[derive(Debug, Parser)]
 #[command(name = "bankgraph", version, about = "A GraphQL gateway for linking bank accounts through Plaid")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
-    pub log_format: String,
+    /// Log as text or as JSON lines.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// OTLP/HTTP collector to export spans to, e.g. http://127.0.0.1:4318 (none: no export).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true, value_parser = otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// The service name spans carry.
     #[arg(long, env = "OTEL_SERVICE_NAME", global = true, default_value = "bankgraph")]
@@ -123,23 +123,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Migrate(settings)) => {
             let config = settings.resolve()?;
-            let db = crate::db::Db::connect(&config.database_url).await?;
+            let db = crate::db::Db::connect(config.db.url.expose()).await?;
             db.migrate().await?;
-            println!("migrations applied to {}", crate::app::redact_url(&config.database_url));
+            println!("migrations applied to {}", config.db.url);
             Ok(())
         }
         Some(Command::Token(args)) => {
             anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
             anyhow::ensure!(args.ttl > 0 && args.ttl <= 31 * 24 * 3600, "--ttl must be 1 second to 31 days");
             let config = args.settings.resolve()?;
-            if let Some(max) = config.jwt.max_lifetime {
+            if let Some(max) = config.auth.max_lifetime {
                 anyhow::ensure!(
                     args.ttl <= max.as_secs(),
                     "--ttl must be at most {} s (JWT_MAX_LIFETIME_SECONDS), or the server refuses the token",
                     max.as_secs()
                 );
             }
-            let JwtKey::Secret(secret) = &config.jwt.key else {
+            let JwtKey::Secret(secret) = &config.auth.key else {
                 anyhow::bail!("bankgraph token needs an HS256 secret (JWT_SECRET or the development secret)");
             };
             let token = crate::auth::mint_hs256(
@@ -147,8 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &args.sub,
                 &args.scope,
                 Duration::from_secs(args.ttl),
-                config.jwt.issuer.as_deref(),
-                config.jwt.audience.as_deref(),
+                config.auth.issuer.as_deref(),
+                config.auth.audience.as_deref(),
             )?;
             println!("{token}");
             Ok(())

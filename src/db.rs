@@ -17,6 +17,43 @@ pub enum Backend {
     Postgres,
 }
 
+/// Everything the SQL of the two backends differs in, in one place; the rest of the
+/// statements are the same text on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect(Backend);
+
+impl Dialect {
+    /// The clause that makes a claiming `select` skip rows another transaction has locked
+    /// (PostgreSQL). SQLite has one writer, so there is nothing to skip.
+    pub fn skip_locked(self, alias: &str) -> String {
+        match self.0 {
+            Backend::Postgres => format!(" for update of {alias} skip locked"),
+            Backend::Sqlite => String::new(),
+        }
+    }
+
+    /// The database's clock when the statement runs, in the stored timestamp format. A job's
+    /// `started_at` and `finished_at` use it so they follow commit order: a worker's own clock,
+    /// read before a claim that then waits for the previous run's commit, could stamp a start
+    /// earlier than that run's end.
+    pub fn now_text(self) -> &'static str {
+        match self.0 {
+            Backend::Postgres => "to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')",
+        }
+    }
+
+    /// The statement that refreshes the planner's statistics of `tables`, where the backend
+    /// needs one (PostgreSQL: a table grown from nothing in seconds still reads as empty to
+    /// the planner until autovacuum looks; SQLite's planner does not need this).
+    pub fn refresh_statistics(self, tables: &[&str]) -> Option<String> {
+        match self.0 {
+            Backend::Postgres => Some(format!("analyze {}", tables.join(", "))),
+            Backend::Sqlite => None,
+        }
+    }
+}
+
 /// The pools and the backend they talk to.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -117,6 +154,10 @@ impl Db {
             Backend::Sqlite => migrator.run(&self.write).await.context("database migration failed")?,
         }
         Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        Dialect(self.backend)
     }
 
     /// Whether the database answers (for `/readyz`).

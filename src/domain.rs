@@ -1,7 +1,7 @@
 //! The domain: statuses, the stored models, and address validation. Depends on nothing else in
 //! the crate. Money is `rust_decimal::Decimal` everywhere; never a float.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 macro_rules! string_enum {
@@ -138,6 +138,50 @@ pub struct BankTransaction {
     pub merchant_name: Option<String>,
     pub category: Option<String>,
     pub pending: bool,
+}
+
+/// An account as the bank reports it, with its balance now: what a link, relink or refresh
+/// hands to the store (Plaid's JSON is translated before it reaches the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingAccount {
+    pub plaid_account_id: String,
+    pub name: String,
+    pub official_name: Option<String>,
+    pub mask: Option<String>,
+    pub account_type: String,
+    pub subtype: Option<String>,
+    pub available: Option<Decimal>,
+    pub current: Option<Decimal>,
+    pub limit: Option<Decimal>,
+    pub currency_code: Option<String>,
+}
+
+/// A transaction as the bank reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingTransaction {
+    pub plaid_transaction_id: String,
+    pub plaid_account_id: String,
+    /// On a posted transaction, the pending one it replaces.
+    pub pending_transaction_id: Option<String>,
+    pub amount: Decimal,
+    pub currency_code: Option<String>,
+    /// The calendar day of the transaction.
+    pub date: NaiveDate,
+    pub description: String,
+    pub merchant_name: Option<String>,
+    pub category: Option<String>,
+    pub pending: bool,
+}
+
+/// One page of transaction changes, with the cursor that follows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncPage {
+    pub added: Vec<IncomingTransaction>,
+    pub modified: Vec<IncomingTransaction>,
+    /// Plaid ids of removed transactions.
+    pub removed: Vec<String>,
+    pub next_cursor: String,
+    pub has_more: bool,
 }
 
 /// A postal address attached to a connection.

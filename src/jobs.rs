@@ -13,7 +13,7 @@ use sqlx::{Any, Row};
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::db::{Backend, Db, parse_ts, ts};
+use crate::db::{Db, parse_ts, ts};
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,13 +216,11 @@ impl Jobs {
 
     /// Claims the next ready job whose key has no running job.
     pub async fn claim(&self, now: DateTime<Utc>) -> anyhow::Result<Option<Job>> {
-        let lock = match self.db.backend {
-            Backend::Postgres => " for update of j skip locked",
-            Backend::Sqlite => "",
-        };
+        let dialect = self.db.dialect();
+        let lock = dialect.skip_locked("j");
         let at = ts(now);
         let until = ts(now + chrono::Duration::from_std(self.lease)?);
-        let db_now = db_now(self.db.backend);
+        let db_now = dialect.now_text();
         let sql = format!(
             "update jobs set state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, \
              started_at = {db_now}, updated_at = $3 where state = 'queued' and id = (select j.id from jobs j \
@@ -279,7 +277,7 @@ impl Jobs {
             "update jobs set state = $1, last_error = $2, run_after = coalesce($3, run_after), \
              finished_at = case when $1 = 'queued' then null else {} end, locked_until = null, \
              updated_at = $4 where id = $5 and state = 'running' and locked_by = $6",
-            db_now(self.db.backend)
+            self.db.dialect().now_text()
         );
         let done = sqlx::query(&sql)
             .bind(state)
@@ -489,17 +487,6 @@ async fn enqueue_on(
     .await?
     .rows_affected();
     Ok(n == 1)
-}
-
-/// The database's clock when the statement runs, in the stored timestamp format. A job's
-/// `started_at` and `finished_at` use it so they follow commit order: a worker's own clock,
-/// read before a claim that then waits for the previous run's commit, could stamp a start
-/// earlier than that run's end.
-fn db_now(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')",
-    }
 }
 
 /// 5 s, 10 s, 20 s, … capped at 30 minutes.

@@ -10,7 +10,7 @@
 //! - [`domain`]: statuses, models, address validation.
 //! - [`db`]: SQLite / PostgreSQL pools and migrations.
 //! - [`jobs`]: durable background work in the database.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-IP and per-caller limits.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
 //! - [`config`], [`app`], [`cli`], [`telemetry`], [`error`]: wiring.
 
@@ -28,4 +28,5 @@ pub mod identity;
 pub mod jobs;
 pub mod metrics;
 pub mod plaid;
+pub mod ratelimit;
 pub mod telemetry;

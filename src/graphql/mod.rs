@@ -13,9 +13,11 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 
 use crate::auth::{AuthState, MANAGE_PAYMENT, RequireScope};
+use crate::config::GraphqlLimits;
 use crate::domain::{self, Address, ConnectionStatus};
 use crate::error::AppError;
 use crate::identity::{self, AccountFilter, IdentityService, TransactionFilter};
+use crate::ratelimit::Limiters;
 
 pub mod guardrails;
 
@@ -28,10 +30,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the schema around an identity service, with the configured limits.
-    pub fn new(identity: Arc<dyn IdentityService>, introspection: bool, limits: &crate::config::HttpLimits) -> Self {
+    /// Builds the schema around an identity service, with the configured limits; the rate
+    /// limiters reach the guards of the sensitive operations as schema data.
+    pub fn new(identity: Arc<dyn IdentityService>, limits: &GraphqlLimits, limiters: Arc<Limiters>) -> Self {
+        let introspection = limits.introspection;
         let mut b = Schema::build(Query, Mutation, EmptySubscription)
             .data(identity)
+            .data(limiters)
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
             .limit_recursive_depth(32)
@@ -153,13 +158,13 @@ fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<&'a str> {
 
 /// The tighter per-caller limit of the operations that cost money or call Plaid.
 fn sensitive(ctx: &Context<'_>, user: &str) -> GqlResult<()> {
-    let Ok(limiters) = ctx.data::<Arc<crate::http::ratelimit::Limiters>>() else {
+    let Ok(limiters) = ctx.data::<Arc<Limiters>>() else {
         return Ok(());
     };
     limiters.check_sensitive(user).map_err(|wait| {
         AppError::RateLimited {
             message: "Too many of these operations; retry later.".into(),
-            retry_after_seconds: crate::http::ratelimit::retry_after_secs(wait),
+            retry_after_seconds: crate::ratelimit::retry_after_secs(wait),
         }
         .to_graphql()
     })

@@ -17,22 +17,6 @@ impl TrustedProxies {
         TrustedProxies(nets)
     }
 
-    /// Parses `10.0.0.0/8, 192.168.1.7` (a bare address is a single-host network).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut nets = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let net = match part.parse::<IpNet>() {
-                Ok(n) => n,
-                Err(_) => match part.parse::<IpAddr>() {
-                    Ok(ip) => IpNet::from(ip),
-                    Err(_) => return Err(format!("has an entry that is neither a CIDR nor an address: {part:?}")),
-                },
-            };
-            nets.push(net.trunc());
-        }
-        Ok(TrustedProxies(nets))
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -120,6 +104,10 @@ fn parse_node(s: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<TrustedProxies, String> {
+        crate::config::parse_networks(text).map(TrustedProxies::new)
+    }
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -136,7 +124,7 @@ mod tests {
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_hop_and_only_behind_a_trusted_peer() {
-        let t = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7").unwrap();
+        let t = parse("10.0.0.0/8, 192.168.1.7").unwrap();
         let spoofed = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")]);
         // An untrusted peer's header is ignored.
         assert_eq!(t.client(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
@@ -160,7 +148,7 @@ mod tests {
         assert_eq!(t.client(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
         // Mapped IPv4 peers count as IPv4.
         assert!(t.contains(ip("::ffff:10.0.0.5")));
-        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::default().client(ip("10.0.0.1"), &spoofed) == ip("10.0.0.1"));
     }
 }

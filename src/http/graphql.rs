@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use tower_http::request_id::RequestId;
 
-use super::ratelimit::retry_after_secs;
 use super::{AppState, GRAPHQL_PATH, REQUEST_ID};
 use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
 use crate::metrics::{GRAPHQL_REQUESTS, REQUESTS_REFUSED};
+use crate::ratelimit::retry_after_secs;
 
 /// The request id of the current request, for error messages.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ pub async fn post_graphql(
         );
     };
     if let Some(axum::Extension(ConnectInfo(addr))) = peer
-        && let Err(wait) = state.limiters.check_ip(limits.trusted_proxies.client(addr.ip(), &headers))
+        && let Err(wait) = state.limiters.check_ip(state.proxies.client(addr.ip(), &headers))
     {
         return rate_limited(answer, wait, "address");
     }
@@ -214,8 +214,8 @@ pub async fn post_graphql(
             return refused("malformed", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
         }
     };
-    if request.query.chars().count() > limits.max_query_length {
-        let msg = format!("The query is longer than {} characters.", limits.max_query_length);
+    if request.query.chars().count() > state.max_query_length {
+        let msg = format!("The query is longer than {} characters.", state.max_query_length);
         return refused("query_too_long", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
     }
 
@@ -231,7 +231,7 @@ pub async fn post_graphql(
         return rate_limited(answer, wait, "caller");
     }
     let operation = log_name(request.operation_name.as_deref()).to_string();
-    let request = request.data(auth).data(RequestIdValue(request_id.clone())).data(state.limiters.clone());
+    let request = request.data(auth).data(RequestIdValue(request_id.clone()));
     let executed = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
         Ok(r) => r,
         Err(_) => {

@@ -4,7 +4,6 @@
 
 pub mod client_ip;
 mod graphql;
-pub mod ratelimit;
 pub mod server;
 
 use std::sync::Arc;
@@ -25,9 +24,10 @@ use crate::config::HttpLimits;
 use crate::graphql::Gateway;
 use crate::identity::{IdentityService, PlaidIdentity, WebhookError};
 use crate::plaid::WebhookRejection;
+use client_ip::TrustedProxies;
 
+use crate::ratelimit::Limiters;
 pub use graphql::RequestIdValue;
-use ratelimit::Limiters;
 pub use server::{ConnectionLimits, serve};
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
@@ -40,7 +40,10 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub identity: Arc<dyn IdentityService>,
     pub limits: Arc<HttpLimits>,
+    /// The longest query text accepted (`MAX_QUERY_LENGTH`), checked before parsing.
+    pub max_query_length: usize,
     pub limiters: Arc<Limiters>,
+    pub proxies: TrustedProxies,
 }
 
 /// Whether a client's `x-request-id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`.

@@ -34,12 +34,6 @@ pub fn key_id_of(key: &[u8; 32]) -> String {
     hex::encode(&Sha256::digest(key)[..8])
 }
 
-/// Decodes a base64 32-byte key.
-pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
-}
-
 fn aad(user_id: &str, item_id: &str) -> Vec<u8> {
     let mut a = b"bankgraph:plaid-access-token:v1".to_vec();
     for part in [user_id, item_id] {
@@ -50,6 +44,13 @@ fn aad(user_id: &str, item_id: &str) -> Vec<u8> {
 }
 
 impl TokenCipher {
+    /// The cipher of the configured custody keys.
+    pub fn from_keys(keys: &crate::config::TokenKeys) -> Self {
+        let previous: Vec<(Option<String>, [u8; 32])> =
+            keys.previous.iter().map(|(id, k)| (id.clone(), *k.expose_secret())).collect();
+        TokenCipher::new(*keys.current.expose_secret(), keys.current_id.clone(), &previous)
+    }
+
     /// `current` seals; `previous` only open tokens sealed before a rotation. Each key is
     /// known by the id it was given (`TOKEN_ENCRYPTION_KEY_ID`, or `id:` before a previous
     /// key) and by its derived id, so a token opens whichever way its key was named when it
@@ -160,8 +161,8 @@ mod tests {
 
     #[test]
     fn keys_are_32_bytes_of_base64() {
-        assert!(decode_key(&STANDARD.encode([0u8; 32])).is_ok());
-        assert!(decode_key(&STANDARD.encode([0u8; 16])).is_err());
-        assert!(decode_key("not base64!").is_err());
+        assert!(crate::config::decode_key(&STANDARD.encode([0u8; 32])).is_ok());
+        assert!(crate::config::decode_key(&STANDARD.encode([0u8; 16])).is_err());
+        assert!(crate::config::decode_key("not base64!").is_err());
     }
 }

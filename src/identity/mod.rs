@@ -2,11 +2,21 @@
 //! custody, institutions, accounts, balances, transactions, addresses and removal. The gateway
 //! reaches it only through [`IdentityService`].
 
+mod api;
+mod cache;
+mod completion;
 pub mod crypto;
+mod health;
+mod incoming;
+mod items;
+mod keys;
+mod link;
+mod refresh;
 mod service;
 pub mod store;
 mod sync;
 mod webhooks;
+mod worker;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -14,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Address, Balance, BankAccount, BankTransaction, RemovalReason};
 use crate::error::AppResult;
-pub use service::{IdentityConfig, PlaidIdentity};
-pub use store::{AccountFilter, TransactionFilter};
+pub use service::{PlaidIdentity, item_error_status};
+pub use store::{AccountFilter, Received, TransactionFilter};
 pub use sync::SyncReport;
-pub use webhooks::{Received, WebhookError};
+pub use webhooks::WebhookError;
 
 /// The exact message for an unknown, removed or foreign `platformItemId` (seed 003).
 pub const NO_ACTIVE_CONNECTION: &str = "No active Plaid connection found for the provided platformItemId.";

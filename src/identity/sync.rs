@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use super::service::PlaidIdentity;
-use crate::domain::ConnectionStatus;
+use crate::domain::SyncPage;
 use crate::plaid::ErrorClass;
 
 /// Plaid's maximum page.
@@ -53,7 +53,7 @@ impl PlaidIdentity {
             if conn.removed_at.is_some() || conn.status().blocks_data() {
                 return Ok(report);
             }
-            let token = self.inner.cipher.open(&conn.sealed(), &conn.user_id, &conn.plaid_item_id)?;
+            let token = self.open(&conn)?;
             // Resume from the last saved page, or after a mutation from the loop's start.
             let mut cursor = match restart_from.take() {
                 Some(loop_start) => loop_start,
@@ -62,8 +62,10 @@ impl PlaidIdentity {
             loop {
                 match self.inner.plaid.transactions_sync(&token, cursor.as_deref(), PAGE).await {
                     Ok(page) => {
-                        let counts =
-                            store.apply_sync_page(&conn, &page, Utc::now()).await.context("saving a sync page")?;
+                        let counts = store
+                            .apply_sync_page(&conn, &SyncPage::from(&page), Utc::now())
+                            .await
+                            .context("saving a sync page")?;
                         report.pages += 1;
                         metrics::counter!(crate::metrics::SYNC_TRANSACTIONS, "change" => "upserted")
                             .increment(counts.upserted as u64);
@@ -99,11 +101,7 @@ impl PlaidIdentity {
                         continue 'restart;
                     }
                     Err(e) => {
-                        if e.class() == ErrorClass::ItemGone {
-                            store.set_status_detail(&conn.id, ConnectionStatus::Revoked, e.code(), Utc::now()).await?;
-                        } else if e.code() == Some("ITEM_LOGIN_REQUIRED") {
-                            store.set_status(&conn.id, ConnectionStatus::LoginRequired, Utc::now()).await?;
-                        }
+                        self.apply_call_error(&conn.id, &e, Utc::now()).await?;
                         return Err(anyhow::Error::new(e).context("transactions sync"));
                     }
                 }

@@ -16,7 +16,7 @@ use super::amount;
 pub const PLAID_VERSION: &str = "2020-09-14";
 
 /// Plaid's error object: the body of a failed call, `item.error`, and `error` in webhooks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlaidErrorBody {
     pub error_type: String,
     pub error_code: String,
@@ -34,6 +34,13 @@ pub struct PlaidErrorBody {
     pub documentation_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggested_action: Option<String>,
+}
+
+impl PlaidErrorBody {
+    /// An `ITEM_ERROR` with this code and nothing else: what an item notice stands for.
+    pub fn item_error(code: &str) -> Self {
+        PlaidErrorBody { error_type: "ITEM_ERROR".into(), error_code: code.into(), ..Default::default() }
+    }
 }
 
 /// The Item object (`/item/get`, `/accounts/get`, ...).

@@ -16,5 +16,6 @@ mod isolation;
 mod jobs;
 mod leaks;
 mod operations;
+mod status_rule;
 mod sync_replay;
 mod webhooks;

@@ -2,6 +2,7 @@
 //! no duplicate, counts exact.
 
 use bankgraph::db::Db;
+use bankgraph::domain::SyncPage;
 use bankgraph::identity::store::Store;
 use bankgraph::plaid::wire::{RemovedTransaction, Transaction, TransactionsSyncResponse};
 use serde_json::json;
@@ -55,7 +56,7 @@ async fn replayed_pages_converge_to_one_row_per_purchase_with_exact_counts() {
     let b = page(vec![tx("T1", &plaid_account, false, Some("P1"))], &["P1"], false, "c2");
     let apply = |p: &TransactionsSyncResponse| {
         let (store, conn, p) = (store.clone(), conn.clone(), p.clone());
-        async move { store.apply_sync_page(&conn, &p, chrono::Utc::now()).await.unwrap() }
+        async move { store.apply_sync_page(&conn, &SyncPage::from(&p), chrono::Utc::now()).await.unwrap() }
     };
     apply(&a).await;
     let first_id = app.stored_transactions(&t, json!({})).await["P1"].0.clone();
@@ -101,7 +102,7 @@ async fn date_filtered_totals_come_from_day_counts_and_follow_every_change() {
     let conn = store.connection_by_plaid_item(item).await.unwrap().unwrap();
     let apply = |p: TransactionsSyncResponse| {
         let (store, conn) = (store.clone(), conn.clone());
-        async move { store.apply_sync_page(&conn, &p, chrono::Utc::now()).await.unwrap() }
+        async move { store.apply_sync_page(&conn, &SyncPage::from(&p), chrono::Utc::now()).await.unwrap() }
     };
     apply(page(
         vec![

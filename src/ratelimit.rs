@@ -1,5 +1,6 @@
 //! Rate limits per client IP, per caller, and tighter per caller for the operations that cost
 //! money or call Plaid (createPlaidLinkToken, completePlaidLink, refreshPlaidBankConnections).
+//! Owned by neither floor: the HTTP layer checks the first two, a GraphQL guard the third.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::HttpLimits;
+use crate::config::RateLimits;
 
 /// The limiters of one process. A limit of 0 is no limit.
 pub struct Limiters {
@@ -23,7 +24,7 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(quota: Option<Quota>) -> Option<Defaul
 }
 
 impl Limiters {
-    pub fn new(limits: &HttpLimits) -> Self {
+    pub fn new(limits: &RateLimits) -> Self {
         let per_second = |n: u32| NonZeroU32::new(n).map(|n| Quota::per_second(n).allow_burst(n));
         let per_minute = |n: u32| NonZeroU32::new(n).map(|n| Quota::per_minute(n).allow_burst(n));
         Limiters {
@@ -83,27 +84,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    fn limits(ip: u32, user: u32, sensitive: u32) -> HttpLimits {
-        HttpLimits {
-            max_body_bytes: 1,
-            max_query_length: 1,
-            max_depth: 1,
-            max_complexity: 1,
-            max_aliases: 1,
-            max_directives: 1,
-            request_timeout: Duration::from_secs(1),
-            header_read_timeout: Duration::from_secs(1),
-            per_ip_per_second: ip,
-            per_user_per_second: user,
-            sensitive_per_minute: sensitive,
-            cors_origins: vec![],
-            shutdown_grace: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            body_read_timeout: Duration::from_secs(1),
-            max_connections: 1,
-            max_connections_per_ip: 1,
-            trusted_proxies: Default::default(),
-        }
+    fn limits(ip: u32, user: u32, sensitive: u32) -> RateLimits {
+        RateLimits { per_ip_per_second: ip, per_user_per_second: user, sensitive_per_minute: sensitive }
     }
 
     #[test]

@@ -1,0 +1,670 @@
+//! Configuration, the ground floor: the only reader of the environment, importing nothing of
+//! the crate. clap types each setting as it parses (`settings.rs`); `resolve` checks what
+//! settings mean together and hands out one section per part of the service. A bad value stops
+//! the process with one line naming its variable. Secrets stay `SecretString`, and the token
+//! keys are decoded here, once.
+
+mod dev_secrets;
+mod settings;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use url::Url;
+
+pub use dev_secrets::dev_secrets_path;
+pub use settings::{DatabaseUrl, JwtAlgorithm, LogFormat, PlaidEnv, Settings, otlp_endpoint};
+
+use settings::given;
+
+/// A configuration error: one line naming the variable and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(var: &str, what: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{var} {what}"))
+}
+
+/// The resolved configuration, one section per part of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub db: DbConfig,
+    pub auth: JwtConfig,
+    pub custody: TokenKeys,
+    pub plaid: PlaidTarget,
+    pub link: LinkConfig,
+    pub jobs: JobsConfig,
+    pub http: HttpLimits,
+    pub rate: RateLimits,
+    pub graphql: GraphqlLimits,
+    /// Where generated development secrets live, when they are used.
+    pub dev_secrets_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// GraphQL, GraphiQL, health.
+    pub public: SocketAddr,
+    /// Plaid webhooks, metrics.
+    pub internal: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: DatabaseUrl,
+    /// PostgreSQL cancels a statement that runs longer.
+    pub statement_timeout: Duration,
+}
+
+/// How caller tokens are verified.
+#[derive(Clone)]
+pub enum JwtKey {
+    Secret(SecretString),
+    PublicKeyPem(String),
+    Jwks(Url),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret([redacted])"),
+            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+            JwtKey::Jwks(u) => write!(f, "Jwks({u})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub max_lifetime: Option<Duration>,
+    /// The least time between two JWKS fetches.
+    pub jwks_min_refresh: Duration,
+    /// The secret was generated for local development.
+    pub development: bool,
+}
+
+/// An AES-256 key, decoded.
+pub type TokenKey = SecretBox<[u8; 32]>;
+
+/// The keys of access-token custody: the one that seals, and those that still open tokens
+/// sealed before a rotation, each with the id it had.
+#[derive(Debug, Clone)]
+pub struct TokenKeys {
+    pub current: std::sync::Arc<TokenKey>,
+    pub current_id: Option<String>,
+    pub previous: Vec<(Option<String>, std::sync::Arc<TokenKey>)>,
+}
+
+/// Where Plaid is.
+#[derive(Clone)]
+pub enum PlaidTarget {
+    /// No credentials: the in-process emulator on this address.
+    Emulator(SocketAddr),
+    Remote {
+        base_url: Url,
+        client_id: String,
+        secret: SecretString,
+        proxy_headers: Vec<(String, SecretString)>,
+    },
+}
+
+impl std::fmt::Debug for PlaidTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaidTarget::Emulator(a) => write!(f, "Emulator({a})"),
+            PlaidTarget::Remote { base_url, client_id, .. } => {
+                write!(f, "Remote {{ base_url: {base_url}, client_id: {client_id}, secret: [redacted] }}")
+            }
+        }
+    }
+}
+
+/// What Link sessions and items are created with.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub client_name: String,
+    pub language: String,
+    pub products: Vec<String>,
+    pub country_codes: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub android_package_name: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+/// The identity service's background work and its timings.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Job workers in this process (0: none).
+    pub workers: usize,
+    /// How long a worker holds a job between heartbeats.
+    pub lease: Duration,
+    /// Minimum time between two `refreshPlaidBankConnections` of one user.
+    pub refresh_interval: Duration,
+    /// The reconciler re-syncs a connection not synced for this long.
+    pub resync_after: Duration,
+    /// The reconciler checks each item with Plaid this often.
+    pub item_check_interval: Duration,
+    /// How often the reconciler runs.
+    pub reconcile_interval: Duration,
+    /// How long a caller's account list may be served from memory (0: never). Writes in this
+    /// process invalidate it at once; this bounds staleness from other processes.
+    pub read_cache: Duration,
+}
+
+/// What the listeners accept.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Load balancers whose `Forwarded` / `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub cors_origins: Vec<String>,
+    pub shutdown_grace: Duration,
+}
+
+/// Request rates (0: no limit).
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub per_ip_per_second: u32,
+    pub per_user_per_second: u32,
+    pub sensitive_per_minute: u32,
+}
+
+/// What a GraphQL document may be.
+#[derive(Debug, Clone)]
+pub struct GraphqlLimits {
+    pub introspection: bool,
+    pub max_query_length: usize,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_directives: usize,
+}
+
+/// Decodes a base64 32-byte key.
+pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
+}
+
+fn key(k: [u8; 32]) -> std::sync::Arc<TokenKey> {
+    std::sync::Arc::new(SecretBox::new(Box::new(k)))
+}
+
+/// Parses `10.0.0.0/8, 192.168.1.7` (a bare address is a single-host network).
+pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
+    let mut nets = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let net = match part.parse::<IpNet>() {
+            Ok(n) => n,
+            Err(_) => match part.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => return Err(format!("has an entry that is neither a CIDR nor an address: {part:?}")),
+            },
+        };
+        nets.push(net.trunc());
+    }
+    Ok(nets)
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn list(var: &str, v: &str) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if items.is_empty() {
+        return Err(bad(var, "must list at least one value"));
+    }
+    Ok(items)
+}
+
+fn https_or_local(var: &str, v: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(v).map_err(|_| bad(var, format!("must be a URL, got {v:?}")))?;
+    let local = matches!(url.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && local) {
+        return Err(bad(var, "must be an https URL (http is allowed only for localhost)"));
+    }
+    Ok(url)
+}
+
+/// Development secrets, when some key is not configured: (JWT secret, token key).
+type DevKeys = Option<(SecretString, SecretString)>;
+
+impl Settings {
+    /// Resolves and validates everything; generates development secrets when allowed.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let real_plaid = self.real_plaid()?;
+        let explicit = self.explicit_jwt_keys()?;
+        let token_key = given(&self.token_encryption_key);
+        if real_plaid {
+            let mut missing = Vec::new();
+            if token_key.is_none() {
+                missing.push("TOKEN_ENCRYPTION_KEY (32 random bytes, base64: `openssl rand -base64 32`)");
+            }
+            if explicit.is_empty() {
+                missing
+                    .push("one of JWT_SECRET, JWT_PUBLIC_KEY_PEM or JWKS_URL (the development JWT secret is refused)");
+            }
+            if !missing.is_empty() {
+                return Err(ConfigError(format!(
+                    "PLAID_CLIENT_ID and PLAID_SECRET are set, so bankgraph talks to real Plaid and needs: {}",
+                    missing.join("; ")
+                )));
+            }
+        }
+        let needs_dev = explicit.is_empty() || token_key.is_none();
+        let dev_path = dev_secrets_path(&self.database_url);
+        let dev = if needs_dev { Some(dev_secrets::load_or_create_dev_secrets(&dev_path)?) } else { None };
+
+        Ok(Config {
+            listen: Listen { public: self.bind_addr, internal: self.internal_bind_addr },
+            db: DbConfig {
+                url: self.database_url.clone(),
+                statement_timeout: Duration::from_secs(self.database_statement_timeout_seconds),
+            },
+            auth: self.auth(&dev, explicit.is_empty())?,
+            custody: self.custody(&dev)?,
+            plaid: self.plaid(real_plaid)?,
+            link: self.link()?,
+            jobs: JobsConfig {
+                workers: self.job_workers,
+                lease: Duration::from_secs(self.job_lease_seconds),
+                refresh_interval: Duration::from_secs(self.refresh_min_interval_seconds),
+                resync_after: Duration::from_secs(self.resync_after_seconds),
+                item_check_interval: Duration::from_secs(self.item_check_interval_seconds),
+                reconcile_interval: Duration::from_secs(self.reconcile_interval_seconds),
+                read_cache: Duration::from_secs(self.read_cache_seconds),
+            },
+            http: self.http()?,
+            rate: RateLimits {
+                per_ip_per_second: self.rate_limit_per_ip,
+                per_user_per_second: self.rate_limit_per_user,
+                sensitive_per_minute: self.rate_limit_sensitive_per_minute,
+            },
+            graphql: GraphqlLimits {
+                introspection: self.graphql_introspection,
+                max_query_length: self.max_query_length,
+                max_depth: self.graphql_max_depth,
+                max_complexity: self.graphql_max_complexity,
+                max_aliases: self.graphql_max_aliases,
+                max_directives: self.graphql_max_directives,
+            },
+            dev_secrets_path: needs_dev.then_some(dev_path),
+        })
+    }
+
+    /// Whether Plaid credentials are set (both, or neither).
+    fn real_plaid(&self) -> Result<bool, ConfigError> {
+        match (nonempty(&self.plaid_client_id), given(&self.plaid_secret)) {
+            (Some(_), Some(_)) => Ok(true),
+            (None, None) => Ok(false),
+            (Some(_), None) => Err(bad("PLAID_SECRET", "must be set when PLAID_CLIENT_ID is set")),
+            (None, Some(_)) => Err(bad("PLAID_CLIENT_ID", "must be set when PLAID_SECRET is set")),
+        }
+    }
+
+    /// The JWT key settings given (at most one may be).
+    fn explicit_jwt_keys(&self) -> Result<Vec<&'static str>, ConfigError> {
+        let explicit: Vec<&str> = [
+            given(&self.jwt_secret).map(|_| "JWT_SECRET"),
+            nonempty(&self.jwt_public_key_pem).map(|_| "JWT_PUBLIC_KEY_PEM"),
+            nonempty(&self.jwks_url).map(|_| "JWKS_URL"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if explicit.len() > 1 {
+            return Err(ConfigError(format!("set only one of {}", explicit.join(", "))));
+        }
+        Ok(explicit)
+    }
+
+    fn auth(&self, dev: &DevKeys, development: bool) -> Result<JwtConfig, ConfigError> {
+        use jsonwebtoken::Algorithm;
+        let key = if let Some(s) = given(&self.jwt_secret) {
+            if s.len() < 32 {
+                return Err(bad("JWT_SECRET", "must be at least 32 characters"));
+            }
+            JwtKey::Secret(SecretString::from(s.to_string()))
+        } else if let Some(pem) = nonempty(&self.jwt_public_key_pem) {
+            let text = if pem.starts_with("-----BEGIN") {
+                pem.to_string()
+            } else {
+                std::fs::read_to_string(pem)
+                    .map_err(|e| bad("JWT_PUBLIC_KEY_PEM", format!("is neither PEM text nor a readable file: {e}")))?
+            };
+            JwtKey::PublicKeyPem(text)
+        } else if let Some(u) = nonempty(&self.jwks_url) {
+            JwtKey::Jwks(https_or_local("JWKS_URL", u)?)
+        } else {
+            let (jwt, _) = dev.as_ref().ok_or_else(|| ConfigError("internal: development secrets missing".into()))?;
+            JwtKey::Secret(jwt.clone())
+        };
+        let algorithm = match (&key, self.jwt_algorithm.map(Algorithm::from)) {
+            (JwtKey::Secret(_), None | Some(Algorithm::HS256)) => Algorithm::HS256,
+            (JwtKey::Secret(_), Some(_)) => return Err(bad("JWT_ALGORITHM", "must be HS256 with JWT_SECRET")),
+            (_, Some(Algorithm::HS256)) => {
+                return Err(bad("JWT_ALGORITHM", "must be RS256 or ES256 with a public key or JWKS"));
+            }
+            (_, Some(a)) => a,
+            (_, None) => Algorithm::RS256,
+        };
+        if let JwtKey::PublicKeyPem(pem) = &key {
+            let ok = match algorithm {
+                Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_pem(pem.as_bytes()).is_ok(),
+                _ => jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_ok(),
+            };
+            if !ok {
+                return Err(bad("JWT_PUBLIC_KEY_PEM", format!("is not a valid {algorithm:?} public key")));
+            }
+        }
+        Ok(JwtConfig {
+            key,
+            algorithm,
+            issuer: nonempty(&self.jwt_issuer).map(str::to_string),
+            audience: nonempty(&self.jwt_audience).map(str::to_string),
+            max_lifetime: (self.jwt_max_lifetime_seconds > 0)
+                .then(|| Duration::from_secs(self.jwt_max_lifetime_seconds)),
+            jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_seconds),
+            development,
+        })
+    }
+
+    fn custody(&self, dev: &DevKeys) -> Result<TokenKeys, ConfigError> {
+        let current = match given(&self.token_encryption_key) {
+            Some(k) => decode_key(k).map_err(|e| bad("TOKEN_ENCRYPTION_KEY", e))?,
+            None => {
+                let (_, k) = dev.as_ref().ok_or_else(|| ConfigError("internal: development key missing".into()))?;
+                decode_key(k.expose_secret())
+                    .map_err(|e| ConfigError(format!("development secrets file: the key {e}")))?
+            }
+        };
+        let previous = match given(&self.token_encryption_previous_keys) {
+            None => vec![],
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|entry| {
+                    // `id:key` or `key` (base64 has no colon).
+                    let (id, k) = match entry.split_once(':') {
+                        Some((id, k)) if !id.trim().is_empty() => (Some(id.trim().to_string()), k.trim()),
+                        Some(_) => return Err(bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", "has an empty key id before ':'")),
+                        None => (None, entry),
+                    };
+                    let k = decode_key(k)
+                        .map_err(|e| bad("TOKEN_ENCRYPTION_PREVIOUS_KEYS", format!("has a key that {e}")))?;
+                    Ok((id, key(k)))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        Ok(TokenKeys {
+            current: key(current),
+            current_id: nonempty(&self.token_encryption_key_id).map(str::to_string),
+            previous,
+        })
+    }
+
+    fn plaid(&self, real_plaid: bool) -> Result<PlaidTarget, ConfigError> {
+        if !real_plaid {
+            return Ok(PlaidTarget::Emulator(self.plaid_emulator_addr));
+        }
+        let base_url = match nonempty(&self.plaid_base_url) {
+            Some(u) => https_or_local("PLAID_BASE_URL", u)?,
+            None => Url::parse(self.plaid_env.base_url()).map_err(|e| ConfigError(e.to_string()))?,
+        };
+        let proxy_headers = match (nonempty(&self.plaid_proxy_client_id), given(&self.plaid_proxy_api_key)) {
+            (Some(id), Some(key)) => vec![
+                ("Fuse-Client-Id".to_string(), SecretString::from(id.to_string())),
+                ("Fuse-Api-Key".to_string(), SecretString::from(key.to_string())),
+            ],
+            (None, None) => vec![],
+            _ => return Err(bad("PLAID_PROXY_API_KEY", "and PLAID_PROXY_CLIENT_ID must be set together")),
+        };
+        Ok(PlaidTarget::Remote {
+            base_url,
+            client_id: nonempty(&self.plaid_client_id).unwrap_or_default().to_string(),
+            secret: SecretString::from(given(&self.plaid_secret).unwrap_or_default().to_string()),
+            proxy_headers,
+        })
+    }
+
+    fn link(&self) -> Result<LinkConfig, ConfigError> {
+        let products = list("PLAID_PRODUCTS", &self.plaid_products)?;
+        if products.iter().any(|p| p == "balance") {
+            return Err(bad("PLAID_PRODUCTS", "must not contain balance (Plaid enables it with any product)"));
+        }
+        let country_codes: Vec<String> =
+            list("PLAID_COUNTRY_CODES", &self.plaid_country_codes)?.into_iter().map(|c| c.to_uppercase()).collect();
+        if let Some(c) = country_codes.iter().find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic())) {
+            return Err(bad("PLAID_COUNTRY_CODES", format!("must be two-letter codes, got {c:?}")));
+        }
+        let redirect_uri = match nonempty(&self.plaid_redirect_uri) {
+            Some(u) => {
+                let url = https_or_local("PLAID_REDIRECT_URI", u)?;
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(bad("PLAID_REDIRECT_URI", "must not have a query string or fragment"));
+                }
+                Some(u.to_string())
+            }
+            None => None,
+        };
+        let webhook_url = match nonempty(&self.plaid_webhook_url) {
+            Some(u) => {
+                Url::parse(u).map_err(|_| bad("PLAID_WEBHOOK_URL", format!("must be a URL, got {u:?}")))?;
+                Some(u.to_string())
+            }
+            None => None,
+        };
+        if self.plaid_client_name.trim().is_empty() || self.plaid_client_name.chars().count() > 30 {
+            return Err(bad("PLAID_CLIENT_NAME", "must be 1 to 30 characters"));
+        }
+        Ok(LinkConfig {
+            client_name: self.plaid_client_name.trim().to_string(),
+            language: self.plaid_language.trim().to_string(),
+            products,
+            country_codes,
+            redirect_uri,
+            android_package_name: nonempty(&self.plaid_android_package_name).map(str::to_string),
+            webhook_url,
+        })
+    }
+
+    fn http(&self) -> Result<HttpLimits, ConfigError> {
+        let cors_origins: Vec<String> =
+            self.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        for o in &cors_origins {
+            let u = Url::parse(o)
+                .map_err(|_| bad("CORS_ALLOWED_ORIGINS", format!("has an origin that is not a URL: {o:?}")))?;
+            if u.path() != "/" || u.query().is_some() || o.ends_with('/') {
+                return Err(bad(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("must list origins like https://app.example.com, got {o:?}"),
+                ));
+            }
+        }
+        Ok(HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
+            cors_origins,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        s: Settings,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["t"];
+        all.extend_from_slice(args);
+        T::try_parse_from(all).map(|t| t.s).map_err(|e| e.to_string())
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        parse(args).unwrap()
+    }
+
+    fn url(s: &str) -> DatabaseUrl {
+        DatabaseUrl::parse(s).unwrap()
+    }
+
+    fn tmp_db() -> String {
+        let dir = std::env::temp_dir().join(format!("bankgraph-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        format!("sqlite://{}/x.db", dir.display())
+    }
+
+    #[test]
+    fn with_nothing_set_it_runs_offline_with_generated_development_secrets() {
+        let db = tmp_db();
+        let c = settings(&["--database-url", &db]).resolve().unwrap();
+        assert!(matches!(c.plaid, PlaidTarget::Emulator(_)));
+        assert!(c.auth.development);
+        let path = c.dev_secrets_path.clone().unwrap();
+        assert!(path.exists());
+        let again = settings(&["--database-url", &db]).resolve().unwrap();
+        assert_eq!(again.custody.current.expose_secret(), c.custody.current.expose_secret(), "kept across starts");
+    }
+
+    #[test]
+    fn real_plaid_refuses_development_secrets_and_says_what_is_missing() {
+        let db = tmp_db();
+        let e =
+            settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"]).resolve().unwrap_err();
+        assert!(e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"), "{e}");
+        let key = STANDARD.encode([9u8; 32]);
+        let ok = settings(&[
+            "--database-url",
+            &db,
+            "--plaid-client-id",
+            "id",
+            "--plaid-secret",
+            "s",
+            "--token-encryption-key",
+            &key,
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .resolve()
+        .unwrap();
+        assert!(matches!(ok.plaid, PlaidTarget::Remote { .. }));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let db = tmp_db();
+        for (args, var) in [
+            (vec!["--bind-addr", "nope"], "BIND_ADDR"),
+            (vec!["--token-encryption-key", "c2hvcnQ="], "TOKEN_ENCRYPTION_KEY"),
+            (vec!["--plaid-products", "balance"], "PLAID_PRODUCTS"),
+            (vec!["--jwt-algorithm", "none"], "JWT_ALGORITHM"),
+            (vec!["--refresh-min-interval-seconds=-1"], "REFRESH_MIN_INTERVAL_SECONDS"),
+            (vec!["--plaid-redirect-uri", "myapp://oauth"], "PLAID_REDIRECT_URI"),
+        ] {
+            let mut a = vec!["--database-url", db.as_str()];
+            a.extend(args);
+            // clap refuses a value of the wrong type as it parses, naming the variable as the
+            // argument's value; what only makes sense with other settings fails in `resolve`.
+            match parse(&a) {
+                Err(e) => assert!(e.contains(&format!("<{var}>")), "{e}"),
+                Ok(s) => {
+                    let e = s.resolve().unwrap_err();
+                    assert!(e.0.starts_with(var), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_debug_output_shows_a_secret_or_a_database_password() {
+        let db = tmp_db();
+        let key = STANDARD.encode([7u8; 32]);
+        let s = settings(&[
+            "--database-url",
+            "postgres://app:hunter2-password@127.0.0.1/bank",
+            "--jwt-secret",
+            "jwt-secret-0123456789-0123456789-abc",
+            "--token-encryption-key",
+            &key,
+            "--plaid-client-id",
+            "id",
+            "--plaid-secret",
+            "plaid-secret-value",
+            "--plaid-proxy-client-id",
+            "proxy",
+            "--plaid-proxy-api-key",
+            "proxy-api-key-value",
+        ]);
+        let c = Settings { database_url: DatabaseUrl::parse(&db).unwrap(), ..s.clone() }.resolve().unwrap();
+        for text in [format!("{s:?}"), format!("{c:?}"), s.database_url.to_string()] {
+            for secret in ["hunter2-password", "jwt-secret-0123", &key, "plaid-secret-value", "proxy-api-key-value"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+        assert_eq!(s.database_url.to_string(), "postgres://app:***@127.0.0.1/bank");
+        assert_eq!(s.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank");
+    }
+
+    #[test]
+    fn dev_secrets_sit_next_to_the_sqlite_file_or_in_the_users_directory() {
+        assert_eq!(dev_secrets_path(&url("sqlite://data/bank.db")), PathBuf::from("data/bank.db.dev-secrets.json"));
+        assert_eq!(dev_secrets_path(&url("sqlite://bankgraph.db")), PathBuf::from("./bankgraph.db.dev-secrets.json"));
+        let pg = dev_secrets_path(&url("postgres://x/y"));
+        assert!(pg.is_absolute() && pg.to_string_lossy().contains("/bankgraph/dev-secrets-"), "{}", pg.display());
+        assert_ne!(pg, dev_secrets_path(&url("postgres://x/z")), "one file per database");
+        assert_eq!(dev_secrets_path(&url("postgres://u:one@x/y")), dev_secrets_path(&url("postgres://u:two@x/y")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secrets_file_others_can_read_or_that_git_tracks_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let db = tmp_db();
+        let path = settings(&["--database-url", &db]).resolve().unwrap().dev_secrets_path.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+        assert!(e.0.contains("can be read by other users"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(settings(&["--database-url", &db]).resolve().is_ok());
+        // Tracked by git (as bankgraph.dev-secrets.json once was in this repository).
+        let dir = path.parent().unwrap();
+        let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+        assert!(git(&["init", "-q"]).status.success());
+        assert!(git(&["add", "-f", path.file_name().unwrap().to_str().unwrap()]).status.success());
+        let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+        assert!(e.0.contains("tracked by git"), "{e}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The command line's settings, typed by clap as they are parsed: numbers within their
+//! ranges, booleans, enums, socket addresses. Secrets are `SecretString` from the first parse,
+//! so no `Debug` of the settings shows one; the database URL redacts its password itself.
+
+use std::net::SocketAddr;
+
+use clap::builder::{BoolishValueParser, RangedU64ValueParser};
+use clap::value_parser;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Settings of `bankgraph serve` (and of `token` and `migrate`), from flags or the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Public listener: GraphQL, GraphiQL, health.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
+    pub bind_addr: SocketAddr,
+    /// Internal listener: Plaid webhooks, metrics. Never expose it publicly.
+    #[arg(long, env = "INTERNAL_BIND_ADDR", default_value = "127.0.0.1:8001")]
+    pub internal_bind_addr: SocketAddr,
+    /// sqlite://path (embedded default) or postgres://user@host/db.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bankgraph.db", value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
+    /// PostgreSQL cancels a statement that runs longer than this, in seconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=3600))]
+    pub database_statement_timeout_seconds: u64,
+    /// HS256 shared secret for caller tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<SecretString>,
+    /// RS256/ES256 public key (PEM text, or a path to a PEM file).
+    #[arg(long, env = "JWT_PUBLIC_KEY_PEM")]
+    pub jwt_public_key_pem: Option<String>,
+    /// JWKS URL for caller tokens (cached; refreshed on an unknown kid).
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between two fetches of the JWKS (an unknown kid triggers one).
+    #[arg(long, env = "JWKS_MIN_REFRESH_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(1..=86_400))]
+    pub jwks_min_refresh_seconds: u64,
+    /// The one JWT algorithm accepted: HS256, RS256 or ES256 (default HS256 with a secret, RS256 otherwise).
+    #[arg(long, env = "JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The longest a caller token may be valid for, in seconds (`exp` from now and from
+    /// `iat`); 0 for no limit.
+    #[arg(long, env = "JWT_MAX_LIFETIME_SECONDS", default_value = "86400", value_parser = value_parser!(u64).range(0..=315_360_000))]
+    pub jwt_max_lifetime_seconds: u64,
+    /// 32 random bytes, base64: the AES-256-GCM key for Plaid access tokens.
+    #[arg(long, env = "TOKEN_ENCRYPTION_KEY", hide_env_values = true, value_parser = secret)]
+    pub token_encryption_key: Option<SecretString>,
+    /// Id stored with each sealed token (default: derived from the key).
+    #[arg(long, env = "TOKEN_ENCRYPTION_KEY_ID")]
+    pub token_encryption_key_id: Option<String>,
+    /// Comma-separated keys that still open tokens sealed before a rotation: `id:base64key`
+    /// (the TOKEN_ENCRYPTION_KEY_ID the key had), or `base64key` for a key that had none.
+    #[arg(long, env = "TOKEN_ENCRYPTION_PREVIOUS_KEYS", hide_env_values = true, value_parser = secret)]
+    pub token_encryption_previous_keys: Option<SecretString>,
+    /// Plaid client id; with PLAID_SECRET, bankgraph talks to Plaid instead of the emulator.
+    #[arg(long, env = "PLAID_CLIENT_ID")]
+    pub plaid_client_id: Option<String>,
+    #[arg(long, env = "PLAID_SECRET", hide_env_values = true, value_parser = secret)]
+    pub plaid_secret: Option<SecretString>,
+    /// sandbox, development or production (picks the base URL unless PLAID_BASE_URL is set).
+    #[arg(long, env = "PLAID_ENV", default_value = "sandbox")]
+    pub plaid_env: PlaidEnv,
+    /// Comma-separated Link products.
+    #[arg(long, env = "PLAID_PRODUCTS", default_value = "transactions")]
+    pub plaid_products: String,
+    /// Comma-separated country codes for Link.
+    #[arg(long, env = "PLAID_COUNTRY_CODES", default_value = "US")]
+    pub plaid_country_codes: String,
+    /// OAuth redirect URI (iOS and web).
+    #[arg(long, env = "PLAID_REDIRECT_URI")]
+    pub plaid_redirect_uri: Option<String>,
+    /// Android package name (Android OAuth).
+    #[arg(long, env = "PLAID_ANDROID_PACKAGE_NAME")]
+    pub plaid_android_package_name: Option<String>,
+    /// Where Plaid sends webhooks (the internal listener, behind your ingress).
+    #[arg(long, env = "PLAID_WEBHOOK_URL")]
+    pub plaid_webhook_url: Option<String>,
+    /// Plaid (or a Plaid-compatible proxy) base URL; overrides PLAID_ENV.
+    #[arg(long, env = "PLAID_BASE_URL")]
+    pub plaid_base_url: Option<String>,
+    /// The app name Link shows (at most 30 characters).
+    #[arg(long, env = "PLAID_CLIENT_NAME", default_value = "bankgraph")]
+    pub plaid_client_name: String,
+    /// Link language.
+    #[arg(long, env = "PLAID_LANGUAGE", default_value = "en")]
+    pub plaid_language: String,
+    /// Proxy (seed 000) client id header; with PLAID_PROXY_API_KEY, sent on every Plaid call.
+    #[arg(long, env = "PLAID_PROXY_CLIENT_ID")]
+    pub plaid_proxy_client_id: Option<String>,
+    #[arg(long, env = "PLAID_PROXY_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub plaid_proxy_api_key: Option<SecretString>,
+    /// Where the in-process emulator listens when no Plaid credentials are set.
+    #[arg(long, env = "PLAID_EMULATOR_ADDR", default_value = "127.0.0.1:8002")]
+    pub plaid_emulator_addr: SocketAddr,
+    /// Minimum seconds between two refreshPlaidBankConnections of one user.
+    #[arg(long, env = "REFRESH_MIN_INTERVAL_SECONDS", default_value = "60", value_parser = value_parser!(u64))]
+    pub refresh_min_interval_seconds: u64,
+    /// Serve introspection (on for client codegen; turn off in production if you prefer).
+    #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub graphql_introspection: bool,
+    /// Background job workers in this process (syncs, webhooks, the reconciler); 0 runs none.
+    #[arg(long, env = "JOB_WORKERS", default_value = "2", value_parser = RangedU64ValueParser::<usize>::new().range(0..=64))]
+    pub job_workers: usize,
+    /// Seconds a worker holds a job between heartbeats; a job of a dead process is taken over
+    /// after this.
+    #[arg(long, env = "JOB_LEASE_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..))]
+    pub job_lease_seconds: u64,
+    /// Largest request body accepted, in bytes (checked before parsing).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "262144", value_parser = RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
+    pub max_body_bytes: usize,
+    /// Longest GraphQL query text accepted, in characters.
+    #[arg(long, env = "MAX_QUERY_LENGTH", default_value = "20000", value_parser = RangedU64ValueParser::<usize>::new().range(100..=10_000_000))]
+    pub max_query_length: usize,
+    /// Deepest selection accepted (the standard introspection query needs 13).
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(2..=1000))]
+    pub graphql_max_depth: usize,
+    /// Largest query complexity accepted (each Plaid field costs 10, others 1).
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "500", value_parser = RangedU64ValueParser::<usize>::new().range(10..=1_000_000))]
+    pub graphql_max_complexity: usize,
+    /// Most aliases in one request.
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub graphql_max_aliases: usize,
+    /// Most directives in one request.
+    #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub graphql_max_directives: usize,
+    /// Seconds a request may take before it is answered with a timeout.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
+    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_seconds: u64,
+    /// Seconds a client has to send its request body (within REQUEST_TIMEOUT_SECONDS).
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
+    pub body_read_timeout_seconds: u64,
+    /// Open connections the public listener accepts (also bounded by the open-file limit).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections: usize,
+    /// Open connections one client IP may hold (trusted proxies are exempt).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Comma-separated CIDRs of load balancers whose Forwarded / X-Forwarded-For is believed
+    /// (empty: the socket peer is the client).
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Requests per second allowed per client IP (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_ip: u32,
+    /// Requests per second allowed per caller (token `sub`) (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value = "20", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_user: u32,
+    /// Per minute and caller, for createPlaidLinkToken, completePlaidLink and refreshPlaidBankConnections (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_SENSITIVE_PER_MINUTE", default_value = "10", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_sensitive_per_minute: u32,
+    /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Seconds a caller's account list may be served from memory; writes in this process
+    /// invalidate it at once, so this bounds staleness from other processes (0: no cache).
+    #[arg(long, env = "READ_CACHE_SECONDS", default_value = "1", value_parser = value_parser!(u64))]
+    pub read_cache_seconds: u64,
+    /// Seconds to finish in-flight requests and jobs after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_seconds: u64,
+    /// Seconds between two runs of the reconciler.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600", value_parser = value_parser!(u64).range(1..))]
+    pub reconcile_interval_seconds: u64,
+    /// The reconciler re-syncs a connection not synced for this many seconds.
+    #[arg(long, env = "RESYNC_AFTER_SECONDS", default_value = "21600", value_parser = value_parser!(u64).range(1..))]
+    pub resync_after_seconds: u64,
+    /// The reconciler checks each item with Plaid (/item/get) this often, in seconds.
+    #[arg(long, env = "ITEM_CHECK_INTERVAL_SECONDS", default_value = "86400", value_parser = value_parser!(u64).range(1..))]
+    pub item_check_interval_seconds: u64,
+}
+
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s.to_string()))
+}
+
+/// A secret that is set and not blank.
+pub(super) fn given(s: &Option<SecretString>) -> Option<&str> {
+    s.as_ref().map(|s| s.expose_secret().trim()).filter(|s| !s.is_empty())
+}
+
+/// The one JWT algorithm accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl From<JwtAlgorithm> for jsonwebtoken::Algorithm {
+    fn from(a: JwtAlgorithm) -> Self {
+        match a {
+            JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+            JwtAlgorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            JwtAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+/// Plaid's environments, each with its base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlaidEnv {
+    Sandbox,
+    Development,
+    Production,
+}
+
+impl PlaidEnv {
+    pub fn base_url(self) -> &'static str {
+        match self {
+            PlaidEnv::Sandbox => "https://sandbox.plaid.com",
+            PlaidEnv::Development => "https://development.plaid.com",
+            PlaidEnv::Production => "https://production.plaid.com",
+        }
+    }
+}
+
+/// A database URL (`sqlite://…` or `postgres://…`). `Display` and `Debug` show it without its
+/// password; [`DatabaseUrl::expose`] gives the URL to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(DatabaseUrl(s.to_string()))
+        } else {
+            Err("must start with sqlite:// or postgres://".into())
+        }
+    }
+
+    /// The URL with its password, to connect with. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !self.0.starts_with("sqlite:")
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                write!(f, "{u}")
+            }
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: an http(s) URL, or empty for no export.
+pub fn otlp_endpoint(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("must be an http(s) URL, got {s:?}"))
+    }
+}

@@ -1,0 +1,69 @@
+//! The identity service as the gateway sees it: each call delegates to its flow.
+
+use chrono::Utc;
+use secrecy::SecretString;
+
+use super::service::PlaidIdentity;
+use super::{AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter};
+use crate::domain::{Address, Balance, BankAccount, BankTransaction, RemovalReason};
+use crate::error::{AppError, AppResult};
+
+#[async_trait::async_trait]
+impl IdentityService for PlaidIdentity {
+    async fn create_link_token(
+        &self,
+        user_id: &str,
+        device_os: Option<DeviceOs>,
+        platform_item_id: Option<&str>,
+    ) -> AppResult<LinkToken> {
+        self.link_token(user_id, device_os, platform_item_id).await
+    }
+
+    async fn complete_link(
+        &self,
+        user_id: &str,
+        public_token: SecretString,
+        platform_item_id: Option<String>,
+    ) -> AppResult<CompletedLink> {
+        self.complete_once(user_id, public_token, platform_item_id).await
+    }
+
+    async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
+        let all = self.cached_accounts(user_id).await?;
+        Ok(all
+            .iter()
+            .filter(|a| filter.plaid_item_id.as_ref().is_none_or(|v| *v == a.plaid_item_id))
+            .filter(|a| filter.connection_id.as_ref().is_none_or(|v| *v == a.connection_id))
+            .filter(|a| filter.account_id.as_ref().is_none_or(|v| *v == a.id))
+            .cloned()
+            .collect())
+    }
+
+    async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {
+        Ok(self.inner.store.latest_balances(user_id, &filter).await?)
+    }
+
+    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<(i64, Vec<BankTransaction>)> {
+        Ok(self.inner.store.transactions(user_id, &filter).await?)
+    }
+
+    async fn refresh(&self, user_id: &str) -> AppResult<RefreshOutcome> {
+        self.refresh_balances(user_id).await
+    }
+
+    async fn add_address(&self, user_id: &str, connection_id: &str, address: Address) -> AppResult<String> {
+        let store = &self.inner.store;
+        let conn = store.connection(user_id, connection_id, false).await?.ok_or_else(|| {
+            AppError::NotFound("No active bank institution found for the provided bankInstitutionAuthId.".into())
+        })?;
+        Ok(store.add_address(&conn.id, user_id, &address, Utc::now()).await?)
+    }
+
+    async fn remove_connection(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()> {
+        self.remove(user_id, connection_id, reason).await
+    }
+
+    async fn ready(&self) -> AppResult<()> {
+        Ok(self.inner.store.ping().await?)
+    }
+}

@@ -1,0 +1,127 @@
+//! `completePlaidLink` is idempotent by its public token: the first call claims the token and
+//! does the work in a task of its own (a client that disconnects cannot cancel it halfway);
+//! later calls replay the stored answer or error, or wait for the one in progress.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::CompletedLink;
+use super::link::transient;
+use super::service::PlaidIdentity;
+use super::store::Claim;
+use crate::error::{AppError, AppResult, PlaidDetail};
+
+/// An error as stored with a failed completion, to answer a replay the same way.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredError {
+    code: String,
+    message: String,
+    plaid: Option<PlaidDetail>,
+}
+
+impl StoredError {
+    fn of(e: &AppError) -> Self {
+        StoredError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            plaid: match e {
+                AppError::Plaid { detail, .. } => Some(detail.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    fn into_error(self) -> AppError {
+        match (self.code.as_str(), self.plaid) {
+            (_, Some(detail)) => AppError::Plaid { message: self.message, detail },
+            ("BAD_USER_INPUT", _) => AppError::BadInput(self.message),
+            ("NOT_FOUND", _) => AppError::NotFound(self.message),
+            ("CONFLICT", _) => AppError::Conflict(self.message),
+            ("NOT_CONFIGURED", _) => AppError::NotConfigured(self.message),
+            ("LINK_RESTART_REQUIRED", _) => AppError::LinkRestart(self.message),
+            ("FORBIDDEN", _) => AppError::Forbidden(self.message),
+            _ => AppError::Upstream(self.message),
+        }
+    }
+}
+
+/// How often a running completion renews its claim (a claim is stale after two minutes).
+const CLAIM_HEARTBEAT: Duration = Duration::from_secs(20);
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+impl PlaidIdentity {
+    /// Completes a Link session once per public token (see the module's comment).
+    pub(super) async fn complete_once(
+        &self,
+        user_id: &str,
+        public_token: SecretString,
+        platform_item_id: Option<String>,
+    ) -> AppResult<CompletedLink> {
+        use secrecy::ExposeSecret;
+        let hash = sha256_hex(public_token.expose_secret());
+        let store = &self.inner.store;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2)).await? {
+                Claim::Mine => break,
+                Claim::Done(json) => return serde_json::from_str(&json).map_err(AppError::internal),
+                Claim::Failed(json) => {
+                    let stored: StoredError = serde_json::from_str(&json).map_err(AppError::internal)?;
+                    return Err(stored.into_error());
+                }
+                Claim::Busy if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Claim::Busy => {
+                    return Err(AppError::Conflict(
+                        "This public token is already being completed; call getPlaidBankAccounts to see the result."
+                            .into(),
+                    ));
+                }
+            }
+        }
+        // The work runs in its own task: a client that disconnects cannot cancel it halfway.
+        let this = self.clone();
+        let user = user_id.to_string();
+        let work = self.inner.tasks.spawn(async move {
+            // Keep the claim fresh while working, so it is never taken over as stale.
+            let heartbeat = {
+                let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(CLAIM_HEARTBEAT).await;
+                        if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
+                            tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
+                        }
+                    }
+                })
+            };
+            let outcome = this.complete(&user, public_token, platform_item_id).await;
+            heartbeat.abort();
+            let now = Utc::now();
+            let recorded = match &outcome {
+                Ok(done) => match serde_json::to_string(done) {
+                    Ok(json) => this.inner.store.finish_completion(&user, &hash, true, &json, now).await,
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
+                Err(e) => match serde_json::to_string(&StoredError::of(e)) {
+                    Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if let Err(e) = recorded {
+                tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
+            }
+            outcome
+        });
+        work.await.map_err(AppError::internal)?
+    }
+}

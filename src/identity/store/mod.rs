@@ -1,0 +1,155 @@
+//! The identity service's storage: the only place with SQL for identity data, one set of
+//! statements for SQLite and PostgreSQL (their differences are `db::Dialect`). It speaks domain
+//! types, never Plaid's JSON. Every read is scoped to a user; every multi-statement write runs
+//! in one transaction.
+
+mod completions;
+mod connections;
+mod custody;
+mod reads;
+mod rows;
+mod sync_page;
+mod webhook_events;
+
+use chrono::{DateTime, Utc};
+
+use crate::db::Db;
+use crate::domain::{Address, IncomingAccount};
+use crate::identity::crypto::Sealed;
+
+pub use rows::{AccountRow, ConnectionRow, LiveConnection};
+pub use sync_page::SyncCounts;
+pub use webhook_events::{NewWebhookEvent, Received};
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Filters shared by the account and balance reads.
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    pub plaid_item_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub account_id: Option<String>,
+}
+
+/// Filters of the transaction read.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionFilter {
+    pub accounts: AccountFilter,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub pending: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// What a new link writes.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    pub user_id: String,
+    pub plaid_item_id: String,
+    pub institution_id: Option<String>,
+    pub institution_name: String,
+    pub sealed: Sealed,
+    pub accounts: Vec<IncomingAccount>,
+    pub address: Option<Address>,
+}
+
+/// The outcome of a claim on a public token (idempotency of `completePlaidLink`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to process.
+    Mine,
+    /// Another request is processing it.
+    Busy,
+    /// Already done: the stored result.
+    Done(String),
+    /// Already failed: the stored error.
+    Failed(String),
+}
+
+/// A builder of `where` clauses with `$n` placeholders, for reads whose filters vary.
+struct Where {
+    clauses: Vec<String>,
+    args: Vec<Option<String>>,
+}
+
+impl Where {
+    fn new(user_id: &str) -> Self {
+        Where { clauses: vec![], args: vec![] }.text("a.user_id", user_id)
+    }
+
+    fn text(mut self, column: &str, value: &str) -> Self {
+        self.args.push(Some(value.to_string()));
+        self.clauses.push(format!("{column} = ${}", self.args.len()));
+        self
+    }
+
+    fn opt(self, column: &str, value: &Option<String>) -> Self {
+        match value {
+            Some(v) => self.text(column, v),
+            None => self,
+        }
+    }
+
+    fn raw(mut self, clause: &str) -> Self {
+        self.clauses.push(clause.to_string());
+        self
+    }
+
+    fn cmp(mut self, column: &str, op: &str, value: String) -> Self {
+        self.args.push(Some(value));
+        self.clauses.push(format!("{column} {op} ${}", self.args.len()));
+        self
+    }
+
+    fn sql(&self) -> String {
+        self.clauses.join(" and ")
+    }
+
+    fn accounts(self, f: &AccountFilter) -> Self {
+        self.opt("c.plaid_item_id", &f.plaid_item_id).opt("c.id", &f.connection_id).opt("a.id", &f.account_id)
+    }
+}
+
+impl Where {
+    /// The bound values, in placeholder order.
+    fn arguments(&self) -> anyhow::Result<sqlx::any::AnyArguments<'_>> {
+        use sqlx::Arguments;
+        let mut args = sqlx::any::AnyArguments::default();
+        for a in &self.args {
+            args.add(a.as_deref()).map_err(|e| anyhow::anyhow!("binding a filter: {e}"))?;
+        }
+        Ok(args)
+    }
+}
+
+/// The identity service's SQL.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    /// Bumped by every write in this process that changes what `accounts` returns; read
+    /// caches compare it to know they are stale.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db, generation: Default::default() }
+    }
+
+    /// The write generation of this process (see [`Store::generation`]'s field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.db.ping().await
+    }
+}

@@ -1,0 +1,114 @@
+//! The reads the gateway serves: accounts, latest balances, transaction pages.
+
+use super::rows::{AccountRead, BalanceRead, TransactionRead};
+use super::{AccountFilter, Store, TransactionFilter, Where};
+use crate::db::ts;
+use crate::domain::{Balance, BankAccount, BankTransaction};
+
+impl Store {
+    /// The caller's live accounts, filtered.
+    pub async fn accounts(&self, user_id: &str, f: &AccountFilter) -> anyhow::Result<Vec<BankAccount>> {
+        let w = Where::new(user_id).accounts(f).raw("a.removed_at is null").raw("c.removed_at is null");
+        let sql = format!(
+            "select a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, a.mask, \
+             a.account_type, a.subtype, c.status from bank_accounts a join bank_connections c on c.id = a.connection_id \
+             where {} order by c.created_at, c.id, a.position, a.id",
+            w.sql()
+        );
+        let rows: Vec<AccountRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        Ok(rows.into_iter().map(BankAccount::from).collect())
+    }
+
+    /// The latest stored balance of each of the caller's live accounts, filtered.
+    pub async fn latest_balances(&self, user_id: &str, f: &AccountFilter) -> anyhow::Result<Vec<Balance>> {
+        let w = Where::new(user_id)
+            .accounts(f)
+            .raw("a.removed_at is null")
+            .raw("c.removed_at is null")
+            .raw("b.started_at = (select max(b2.started_at) from balance_snapshots b2 where b2.account_id = a.id)");
+        let sql = format!(
+            "select a.id as account_id, a.connection_id, c.plaid_item_id, b.available, b.current_balance, \
+             b.currency_code, b.source, b.balance_trigger, b.started_at \
+             from bank_accounts a join bank_connections c on c.id = a.connection_id \
+             join balance_snapshots b on b.account_id = a.id \
+             where {} order by c.created_at, c.id, a.position, a.id",
+            w.sql()
+        );
+        let rows: Vec<BalanceRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        let mut out: Vec<Balance> = Vec::with_capacity(rows.len());
+        for r in rows {
+            // Two snapshots in the same microsecond: keep one.
+            if out.last().is_none_or(|b| b.account_id != r.account_id) {
+                out.push(r.into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of the caller's transactions, newest first, and the size of the whole filtered set.
+    pub async fn transactions(
+        &self,
+        user_id: &str,
+        f: &TransactionFilter,
+    ) -> anyhow::Result<(i64, Vec<BankTransaction>)> {
+        let mut w = Where::new(user_id)
+            .opt("a.id", &f.accounts.account_id)
+            .opt("c.id", &f.accounts.connection_id)
+            .opt("c.plaid_item_id", &f.accounts.plaid_item_id)
+            .raw("t.removed_at is null")
+            .raw("a.removed_at is null")
+            .raw("c.removed_at is null");
+        // The user filter applies to the transaction row itself so its index is usable.
+        w.clauses[0] = "t.user_id = $1".into();
+        if let Some(s) = f.start {
+            w = w.cmp("t.transaction_date", ">=", ts(s));
+        }
+        if let Some(e) = f.end {
+            w = w.cmp("t.transaction_date", "<=", ts(e));
+        }
+        if let Some(p) = f.pending {
+            w = w.raw(if p { "t.pending = true" } else { "t.pending = false" });
+        }
+        let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
+                    join bank_connections c on c.id = t.connection_id";
+        // The total never counts the history: without a date range the per-account counts
+        // answer, with one the per-day counts of the days in range (at most one row per
+        // account and day).
+        let sum = match f.pending {
+            None => "coalesce(n.posted, 0) + coalesce(n.pending, 0)",
+            Some(true) => "coalesce(n.pending, 0)",
+            Some(false) => "coalesce(n.posted, 0)",
+        };
+        let mut c = Where::new(user_id).accounts(&f.accounts).raw("a.removed_at is null").raw("c.removed_at is null");
+        let counts = if f.start.is_none() && f.end.is_none() {
+            "left join account_transaction_counts n on n.account_id = a.id"
+        } else {
+            if let Some(s) = f.start {
+                c = c.cmp("n.day", ">=", ts(s));
+            }
+            if let Some(e) = f.end {
+                c = c.cmp("n.day", "<=", ts(e));
+            }
+            "join account_transaction_day_counts n on n.account_id = a.id"
+        };
+        let sql = format!(
+            "select cast(coalesce(sum({sum}), 0) as bigint) as n from bank_accounts a \
+             join bank_connections c on c.id = a.connection_id {counts} where {}",
+            c.sql()
+        );
+        let total: i64 = sqlx::query_scalar_with(&sql, c.arguments()?).fetch_one(&self.db.read).await?;
+        let page_sql = format!(
+            "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
+             t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
+             cast(case when t.pending then 1 else 0 end as bigint) as pending \
+             {from} where {} order by t.transaction_date desc, t.id desc limit {} offset {}",
+            w.sql(),
+            f.limit,
+            f.offset
+        );
+        let rows: Vec<TransactionRead> =
+            sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        let out = rows.into_iter().map(BankTransaction::from).collect();
+        Ok((total, out))
+    }
+}
