@@ -338,15 +338,3 @@ pub fn mint_hs256(
     };
     Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }
-
-/// The `async-graphql` guard that requires a scope on a field.
-pub struct RequireScope(pub &'static str);
-
-impl async_graphql::Guard for RequireScope {
-    async fn check(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<()> {
-        let state = ctx
-            .data::<AuthState>()
-            .map_err(|_| AppError::Unauthenticated("Authentication required.".into()).to_graphql())?;
-        state.require(self.0).map(|_| ()).map_err(|e| e.to_graphql())
-    }
-}

@@ -1,10 +1,6 @@
 //! One error type at the boundary: its stable `extensions.code`, and what a client may see.
 //! Internal detail is logged, never returned.
 
-use async_graphql::ErrorExtensions;
-
-use crate::plaid::{ErrorClass, PlaidError};
-
 /// The codes clients branch on (`extensions.code`).
 pub mod code {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
@@ -92,80 +88,6 @@ impl AppError {
 
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(e.into())
-    }
-
-    /// Maps a Plaid failure to what the client may see: actionable Plaid errors keep their
-    /// code; outages become `UPSTREAM_UNAVAILABLE`; our own misconfiguration is internal.
-    pub fn from_plaid(e: PlaidError) -> Self {
-        match e.class() {
-            ErrorClass::RateLimited => AppError::RateLimited {
-                message: "Plaid is rate limiting this connection; try again in a minute.".into(),
-                retry_after_seconds: 60,
-            },
-            ErrorClass::Unavailable => {
-                tracing::warn!(error = %e, "plaid unavailable");
-                AppError::Upstream("The bank connection service is unavailable; try again later.".into())
-            }
-            ErrorClass::Configuration | ErrorClass::RestartSync => AppError::Internal(anyhow::Error::new(e)),
-            ErrorClass::InvalidInput | ErrorClass::UserActionRequired | ErrorClass::ItemGone => {
-                let Some(body) = e.body() else {
-                    return AppError::Internal(anyhow::Error::new(e));
-                };
-                let message = match body.error_code.as_str() {
-                    "INVALID_PUBLIC_TOKEN" => {
-                        "The public token is invalid, expired or already used; open Plaid Link again.".to_string()
-                    }
-                    "ITEM_LOGIN_REQUIRED" => "The bank needs the user to log in again; start the relink flow.".into(),
-                    code => match &body.display_message {
-                        Some(d) => format!("Plaid returned {code}: {d}"),
-                        None => format!("Plaid returned {code}."),
-                    },
-                };
-                AppError::Plaid {
-                    message,
-                    detail: PlaidDetail {
-                        error_type: body.error_type.clone(),
-                        error_code: body.error_code.clone(),
-                        display_message: body.display_message.clone(),
-                        request_id: body.request_id.clone(),
-                    },
-                }
-            }
-        }
-    }
-
-    /// The GraphQL error a client receives. Internal errors are logged here, once.
-    pub fn to_graphql(&self) -> async_graphql::Error {
-        let message = match self {
-            AppError::Internal(e) => {
-                tracing::error!(error = %format!("{e:#}"), "internal error");
-                INTERNAL_MESSAGE.to_string()
-            }
-            other => other.to_string(),
-        };
-        async_graphql::Error::new(message).extend_with(|_, ext| {
-            ext.set("code", self.code());
-            match self {
-                AppError::RateLimited { retry_after_seconds, .. } => ext.set("retryAfterSeconds", *retry_after_seconds),
-                AppError::Plaid { detail, .. } => {
-                    let mut plaid = async_graphql::indexmap::IndexMap::new();
-                    let s = |v: &str| async_graphql::Value::String(v.to_string());
-                    let o = |v: &Option<String>| v.as_deref().map(s).unwrap_or(async_graphql::Value::Null);
-                    plaid.insert(async_graphql::Name::new("errorType"), s(&detail.error_type));
-                    plaid.insert(async_graphql::Name::new("errorCode"), s(&detail.error_code));
-                    plaid.insert(async_graphql::Name::new("displayMessage"), o(&detail.display_message));
-                    plaid.insert(async_graphql::Name::new("requestId"), o(&detail.request_id));
-                    ext.set("plaid", async_graphql::Value::Object(plaid));
-                }
-                _ => {}
-            }
-        })
-    }
-}
-
-impl From<PlaidError> for AppError {
-    fn from(e: PlaidError) -> Self {
-        AppError::from_plaid(e)
     }
 }
 

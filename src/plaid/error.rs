@@ -1,6 +1,7 @@
 //! What can go wrong on a Plaid call, typed so callers branch on codes, never on text.
 
 use super::wire::PlaidErrorBody;
+use crate::error::{AppError, PlaidDetail};
 
 /// A failed Plaid call. `Display` never includes a URL, a token or a secret, so the text is
 /// safe to log; it is still never shown to an end user as is.
@@ -109,6 +110,48 @@ impl PlaidError {
                 "ITEM_ERROR" => ErrorClass::UserActionRequired,
                 _ => ErrorClass::Configuration,
             },
+        }
+    }
+}
+
+impl From<PlaidError> for AppError {
+    /// Maps a Plaid failure to what the client may see: actionable Plaid errors keep their
+    /// code; outages become `UPSTREAM_UNAVAILABLE`; our own misconfiguration is internal.
+    fn from(e: PlaidError) -> Self {
+        match e.class() {
+            ErrorClass::RateLimited => AppError::RateLimited {
+                message: "Plaid is rate limiting this connection; try again in a minute.".into(),
+                retry_after_seconds: 60,
+            },
+            ErrorClass::Unavailable => {
+                tracing::warn!(error = %e, "plaid unavailable");
+                AppError::Upstream("The bank connection service is unavailable; try again later.".into())
+            }
+            ErrorClass::Configuration | ErrorClass::RestartSync => AppError::Internal(anyhow::Error::new(e)),
+            ErrorClass::InvalidInput | ErrorClass::UserActionRequired | ErrorClass::ItemGone => {
+                let Some(body) = e.body() else {
+                    return AppError::Internal(anyhow::Error::new(e));
+                };
+                let message = match body.error_code.as_str() {
+                    "INVALID_PUBLIC_TOKEN" => {
+                        "The public token is invalid, expired or already used; open Plaid Link again.".to_string()
+                    }
+                    "ITEM_LOGIN_REQUIRED" => "The bank needs the user to log in again; start the relink flow.".into(),
+                    code => match &body.display_message {
+                        Some(d) => format!("Plaid returned {code}: {d}"),
+                        None => format!("Plaid returned {code}."),
+                    },
+                };
+                AppError::Plaid {
+                    message,
+                    detail: PlaidDetail {
+                        error_type: body.error_type.clone(),
+                        error_code: body.error_code.clone(),
+                        display_message: body.display_message.clone(),
+                        request_id: body.request_id.clone(),
+                    },
+                }
+            }
         }
     }
 }

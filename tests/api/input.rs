@@ -81,3 +81,25 @@ async fn a_body_that_is_not_a_graphql_request_gets_a_400() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(code(&body).as_deref(), Some("BAD_REQUEST"));
 }
+
+/// What a caller sends as variables is input (`BAD_USER_INPUT`); a document that is wrong in
+/// itself fails validation. Decided by where the error points, not by its text.
+#[tokio::test]
+async fn a_bad_variable_is_bad_input_and_a_bad_literal_is_a_validation_failure() {
+    let app = TestApp::spawn().await;
+    let t = app.token("codes");
+    let by_variable = app
+        .gql(
+            Some(&t),
+            "query($l: Int!) { getPlaidBankTransactions(input: {paginate: {limit: $l}}) { totalCount } }",
+            json!({"l": "ten"}),
+        )
+        .await;
+    assert_eq!(code(&by_variable).as_deref(), Some("BAD_USER_INPUT"), "{by_variable}");
+    let literal = app
+        .gql(Some(&t), "{ getPlaidBankTransactions(input: {paginate: {limit: \"ten\"}}) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(code(&literal).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{literal}");
+    let unknown = app.gql(Some(&t), "{ getPlaidBankAccounts(bogus: 1) { bankAccountId } }", json!({})).await;
+    assert_eq!(code(&unknown).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{unknown}");
+}

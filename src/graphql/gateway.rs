@@ -1,0 +1,109 @@
+//! The gateway: the schema behind the guardrails. A document is parsed once (or found
+//! parsed), checked, then validated and executed; every error of the answer leaves with a
+//! stable `extensions.code`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, Pos, Schema, ServerError, Value};
+
+use super::BankgraphSchema;
+use super::guardrails::{self, Guardrails};
+use super::mutation::Mutation;
+use super::query::Query;
+use crate::config::GraphqlLimits;
+use crate::error::code;
+use crate::identity::IdentityService;
+use crate::ratelimit::Limiters;
+
+/// The schema with the guardrails in front of it: what the GraphQL endpoint executes.
+pub struct Gateway {
+    schema: BankgraphSchema,
+    guardrails: Guardrails,
+}
+
+impl Gateway {
+    /// Builds the schema around an identity service, with the configured limits; the rate
+    /// limiters reach the guards of the sensitive operations as schema data.
+    pub fn new(identity: Arc<dyn IdentityService>, limits: &GraphqlLimits, limiters: Arc<Limiters>) -> Self {
+        let introspection = limits.introspection;
+        let mut b = Schema::build(Query, Mutation, EmptySubscription)
+            .data(identity)
+            .data(limiters)
+            .limit_depth(limits.max_depth)
+            .limit_complexity(limits.max_complexity)
+            .limit_recursive_depth(32)
+            .limit_directives(limits.max_directives.max(1));
+        if !introspection {
+            b = b.disable_introspection().disable_suggestions();
+        }
+        let schema = b.finish();
+        let sdl = schema.sdl();
+        Gateway { schema, guardrails: Guardrails::new(limits.max_aliases, limits.max_directives, introspection, &sdl) }
+    }
+
+    /// Runs one request: its document is parsed (or found parsed) and checked, then validated
+    /// and executed. Every error of the response carries a stable `extensions.code`, and the
+    /// operation's latency and outcome are recorded by its root fields.
+    pub async fn execute(&self, mut request: async_graphql::Request) -> Executed {
+        let started = std::time::Instant::now();
+        let prepared = match self.guardrails.prepare(&request.query) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "document").increment(1);
+                return Executed { response: async_graphql::Response::from_errors(vec![e]), fields: None, name: None };
+            }
+        };
+        let name = request.operation_name.as_deref().map(Arc::from).or_else(|| prepared.name.clone());
+        let fields = Some(prepared.fields.clone());
+        if let Err(e) = guardrails::check_required_variables(
+            &prepared.document,
+            request.operation_name.as_deref(),
+            &request.variables,
+        ) {
+            metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "variables").increment(1);
+            return Executed { response: async_graphql::Response::from_errors(vec![e]), fields, name };
+        }
+        request.set_parsed_query((*prepared.document).clone());
+        let mut response = self.schema.execute(request).await;
+        let mut from_variables: Option<HashSet<Pos>> = None;
+        for err in &mut response.errors {
+            if matches!(err.extensions.as_ref().and_then(|x| x.get("code")), Some(Value::String(_))) {
+                continue;
+            }
+            let from_variables =
+                from_variables.get_or_insert_with(|| guardrails::arguments_with_variables(&prepared.document));
+            let code = unlabelled_code(err, from_variables);
+            err.extensions.get_or_insert_with(async_graphql::ErrorExtensionValues::default).set("code", code);
+        }
+        let outcome = match response.errors.first().and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")) {
+            Some(Value::String(code)) => code.clone(),
+            _ => "ok".to_string(),
+        };
+        metrics::histogram!(crate::metrics::GRAPHQL_OPERATION_SECONDS, "operation" => prepared.fields, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        Executed { response, fields, name }
+    }
+}
+
+/// A request's answer, and what names it in logs.
+pub struct Executed {
+    pub response: async_graphql::Response,
+    /// The root fields it asked for, as the metrics label them (none when it did not parse or
+    /// broke a guardrail).
+    pub fields: Option<Arc<str>>,
+    /// The operation's name: `operationName`, else the name of the document's only operation.
+    pub name: Option<Arc<str>>,
+}
+
+/// The code of an error async-graphql raised itself (every error of ours carries one). What
+/// the caller sent as variables is input: an error at an argument whose value uses a variable
+/// (validation substitutes variables), or raised while resolving (a scalar that does not
+/// parse), is `BAD_USER_INPUT`. Anything else is the document breaking a rule.
+fn unlabelled_code(err: &ServerError, from_variables: &HashSet<Pos>) -> &'static str {
+    if !err.path.is_empty() || err.locations.iter().any(|p| from_variables.contains(p)) {
+        code::BAD_USER_INPUT
+    } else {
+        code::GRAPHQL_VALIDATION_FAILED
+    }
+}

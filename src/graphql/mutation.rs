@@ -1,0 +1,152 @@
+//! The contract's mutations. The three that cost money or call Plaid are also under the
+//! per-caller sensitive-operation limit (the `Sensitive` guard).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, ID, Object};
+use secrecy::SecretString;
+
+use super::guards::{RequireScope, Sensitive, caller};
+use super::inputs::{
+    CompletePlaidLinkInput, CreatePlaidLinkAddressInput, CreatePlaidLinkTokenInput, RemovePlaidBankInstitutionInput,
+    bad, id_arg,
+};
+use super::scalars::DateTime;
+use super::types::{
+    CompletePlaidLinkPayload, CreatePlaidLinkAddressPayload, PlaidLinkMode, PlaidLinkToken, PlaidRefreshBalance,
+    PlaidVerifyMember, RefreshPlaidBankConnectionsPayload, RemovalReason, RemovePlaidBankInstitutionPayload,
+};
+use super::{GqlResult, PLAID_FIELD_COST};
+use crate::auth::MANAGE_PAYMENT;
+use crate::domain::Address;
+use crate::identity::IdentityService;
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
+    async fn create_plaid_link_token(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePlaidLinkTokenInput,
+    ) -> GqlResult<PlaidLinkToken> {
+        let user = caller(ctx)?;
+        let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
+        let os = input.device_os.map(Into::into);
+        let t = ctx
+            .data_unchecked::<Arc<dyn IdentityService>>()
+            .create_link_token(user, os, item.as_deref())
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(PlaidLinkToken {
+            link_token: t.link_token,
+            expiration: DateTime(t.expiration),
+            request_id: t.request_id,
+            mode: if t.update_mode { PlaidLinkMode::Update } else { PlaidLinkMode::Create },
+        })
+    }
+
+    /// Completes Link: stores the connection, its accounts and balances, and starts the first
+    /// transaction sync. Idempotent per public token.
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
+    async fn complete_plaid_link(
+        &self,
+        ctx: &Context<'_>,
+        input: CompletePlaidLinkInput,
+    ) -> GqlResult<CompletePlaidLinkPayload> {
+        let user = caller(ctx)?;
+        let token = input.public_token.trim();
+        if token.is_empty() || token.len() > 512 || token.chars().any(char::is_control) {
+            return Err(bad("publicToken must be the public_token Plaid Link returned"));
+        }
+        let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
+        let done = ctx
+            .data_unchecked::<Arc<dyn IdentityService>>()
+            .complete_link(user, SecretString::from(token.to_string()), item)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(done.into())
+    }
+
+    /// A cached refresh (Plaid `/accounts/get`) of every active connection of the caller.
+    #[graphql(
+        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
+        complexity = "PLAID_FIELD_COST + child_complexity"
+    )]
+    async fn refresh_plaid_bank_connections(&self, ctx: &Context<'_>) -> GqlResult<RefreshPlaidBankConnectionsPayload> {
+        let user = caller(ctx)?;
+        let r = ctx.data_unchecked::<Arc<dyn IdentityService>>().refresh(user).await.map_err(|e| e.extend())?;
+        Ok(RefreshPlaidBankConnectionsPayload {
+            status: r.status.into(),
+            balances: r
+                .balances
+                .into_iter()
+                .map(|b| PlaidRefreshBalance {
+                    bank_account_id: ID(b.account_id),
+                    amount: b.available,
+                    current: b.current,
+                })
+                .collect(),
+            verify_members: r
+                .verify
+                .into_iter()
+                .map(|v| PlaidVerifyMember {
+                    platform_item_id: v.plaid_item_id,
+                    bank_institution_auth_id: ID(v.connection_id),
+                })
+                .collect(),
+        })
+    }
+
+    /// Attaches a postal address to one of the caller's connections.
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
+    async fn create_plaid_link_address(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePlaidLinkAddressInput,
+    ) -> GqlResult<CreatePlaidLinkAddressPayload> {
+        let user = caller(ctx)?;
+        let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
+        let a = &input.address;
+        let address = Address::parse(
+            &a.street_address_line1,
+            a.street_address_line2.as_deref(),
+            &a.city,
+            &a.state,
+            &a.postal_code,
+            &a.country,
+        )
+        .map_err(|problems| bad(format!("Invalid address: {}.", problems.join("; "))))?;
+        let id = ctx
+            .data_unchecked::<Arc<dyn IdentityService>>()
+            .add_address(user, &conn, address)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(CreatePlaidLinkAddressPayload { address_id: ID(id) })
+    }
+
+    /// Removes a connection at Plaid and hides it (history kept). Calling it again is fine.
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
+    async fn remove_plaid_bank_institution(
+        &self,
+        ctx: &Context<'_>,
+        input: RemovePlaidBankInstitutionInput,
+    ) -> GqlResult<RemovePlaidBankInstitutionPayload> {
+        let user = caller(ctx)?;
+        let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
+        let reason = input.reason.unwrap_or(RemovalReason::UserRequested).into();
+        ctx.data_unchecked::<Arc<dyn IdentityService>>()
+            .remove_connection(user, &conn, reason)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(RemovePlaidBankInstitutionPayload { removed: true, bank_institution_auth_id: ID(conn) })
+    }
+}

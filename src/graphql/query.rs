@@ -1,0 +1,94 @@
+//! The contract's queries: reads of stored data, scoped to the caller.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, Object};
+
+use super::guards::{RequireScope, caller};
+use super::inputs::{
+    PlaidBankAccountFilterInput, PlaidBankBalanceFilterInput, PlaidBankTransactionFilterInput, account_filter, bad,
+};
+use super::types::{PlaidBankAccount, PlaidBankBalance, PlaidBankTransactionPage};
+use super::{GqlResult, PLAID_FIELD_COST};
+use crate::auth::MANAGE_PAYMENT;
+use crate::identity::{IdentityService, TransactionFilter};
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The caller's linked bank accounts (removed connections excluded). Reads stored data only.
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
+    async fn get_plaid_bank_accounts(
+        &self,
+        ctx: &Context<'_>,
+        input: Option<PlaidBankAccountFilterInput>,
+    ) -> GqlResult<Vec<PlaidBankAccount>> {
+        let user = caller(ctx)?;
+        let f = input.unwrap_or_default().filter()?;
+        let accounts =
+            ctx.data_unchecked::<Arc<dyn IdentityService>>().accounts(user, f).await.map_err(|e| e.extend())?;
+        Ok(accounts.into_iter().map(Into::into).collect())
+    }
+
+    /// The latest stored balance of each of the caller's accounts.
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
+    async fn get_plaid_bank_balances(
+        &self,
+        ctx: &Context<'_>,
+        input: Option<PlaidBankBalanceFilterInput>,
+    ) -> GqlResult<Vec<PlaidBankBalance>> {
+        let user = caller(ctx)?;
+        let f = input.unwrap_or_default().filter()?;
+        let balances =
+            ctx.data_unchecked::<Arc<dyn IdentityService>>().balances(user, f).await.map_err(|e| e.extend())?;
+        Ok(balances.into_iter().map(Into::into).collect())
+    }
+
+    /// The caller's transaction history, newest first; `totalCount` counts the whole filtered set.
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
+    async fn get_plaid_bank_transactions(
+        &self,
+        ctx: &Context<'_>,
+        input: Option<PlaidBankTransactionFilterInput>,
+    ) -> GqlResult<PlaidBankTransactionPage> {
+        let user = caller(ctx)?;
+        let i = input.unwrap_or_default();
+        let (limit, offset) = match &i.paginate {
+            Some(p) => (p.limit, p.offset),
+            None => (50, 0),
+        };
+        if !(1..=100).contains(&limit) {
+            return Err(bad(format!("paginate.limit must be between 1 and 100, got {limit}")));
+        }
+        if offset < 0 {
+            return Err(bad(format!("paginate.offset must be 0 or more, got {offset}")));
+        }
+        if let (Some(s), Some(e)) = (i.start_date, i.end_date)
+            && e < s
+        {
+            return Err(bad("endDate must not be before startDate"));
+        }
+        let filter = TransactionFilter {
+            accounts: account_filter(
+                i.platform_item_id.as_deref(),
+                i.bank_institution_auth_id.as_ref(),
+                i.bank_account_id.as_ref(),
+            )?,
+            start: i.start_date.map(|d| d.0),
+            end: i.end_date.map(|d| d.0),
+            pending: i.pending,
+            limit: limit as i64,
+            offset: offset as i64,
+        };
+        let (total, rows) = ctx
+            .data_unchecked::<Arc<dyn IdentityService>>()
+            .transactions(user, filter)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(PlaidBankTransactionPage {
+            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+            transactions: rows.into_iter().map(Into::into).collect(),
+        })
+    }
+}
