@@ -12,7 +12,7 @@ use super::guardrails::{self, Guardrails};
 use super::mutation::Mutation;
 use super::query::Query;
 use crate::config::GraphqlLimits;
-use crate::error::code;
+use crate::error::{INTERNAL_MESSAGE, code};
 use crate::identity::IdentityService;
 use crate::ratelimit::Limiters;
 
@@ -43,9 +43,10 @@ impl Gateway {
     }
 
     /// Runs one request: its document is parsed (or found parsed) and checked, then validated
-    /// and executed. Every error of the response carries a stable `extensions.code`, and the
+    /// and executed. Every error of the response carries a stable `extensions.code` (an
+    /// internal one its generic message and the request id), and the
     /// operation's latency and outcome are recorded by its root fields.
-    pub async fn execute(&self, mut request: async_graphql::Request) -> Executed {
+    pub async fn execute(&self, mut request: async_graphql::Request, request_id: &str) -> Executed {
         let started = std::time::Instant::now();
         let prepared = match self.guardrails.prepare(&request.query) {
             Ok(p) => p,
@@ -68,13 +69,25 @@ impl Gateway {
         let mut response = self.schema.execute(request).await;
         let mut from_variables: Option<HashSet<Pos>> = None;
         for err in &mut response.errors {
-            if matches!(err.extensions.as_ref().and_then(|x| x.get("code")), Some(Value::String(_))) {
-                continue;
+            let labelled = match err.extensions.as_ref().and_then(|x| x.get("code")) {
+                Some(Value::String(c)) => Some(c.as_str() == code::INTERNAL_SERVER_ERROR),
+                _ => None,
+            };
+            let internal = match labelled {
+                Some(internal) => internal,
+                None => {
+                    let from_variables =
+                        from_variables.get_or_insert_with(|| guardrails::arguments_with_variables(&prepared.document));
+                    let code = unlabelled_code(err, from_variables);
+                    err.extensions.get_or_insert_with(async_graphql::ErrorExtensionValues::default).set("code", code);
+                    false
+                }
+            };
+            // The detail was logged where it happened; the client gets the id to quote.
+            if internal {
+                err.message = format!("{INTERNAL_MESSAGE} Request id: {request_id}.");
+                err.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
             }
-            let from_variables =
-                from_variables.get_or_insert_with(|| guardrails::arguments_with_variables(&prepared.document));
-            let code = unlabelled_code(err, from_variables);
-            err.extensions.get_or_insert_with(async_graphql::ErrorExtensionValues::default).set("code", code);
         }
         let outcome = match response.errors.first().and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")) {
             Some(Value::String(code)) => code.clone(),

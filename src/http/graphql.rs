@@ -1,45 +1,31 @@
 //! The GraphQL endpoint, as GraphQL over HTTP wants it and as a public money API needs it:
 //! POST only for operations, `application/json` bodies, no batches, size limits before
 //! parsing, rate limits, a request timeout, content negotiation, masked internal errors.
+//!
+//! `post_graphql` is four steps: `preflight` (media types, the address's rate), `read` (the
+//! body, bounded in size and time, into one GraphQL request), `execute` (the caller, their
+//! rate, the gateway under the request deadline) and `respond` (status and headers from the
+//! answer's codes, and the log line). Every refusal on the way is a `Refusal`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use async_graphql::{ErrorExtensionValues, Value};
+use async_graphql::Value;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use tower_http::request_id::RequestId;
 
+use super::refusal::{Answer, Refusal};
 use super::{AppState, GRAPHQL_PATH, REQUEST_ID};
 use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
-use crate::metrics::{GRAPHQL_REQUESTS, REQUESTS_REFUSED};
-use crate::ratelimit::retry_after_secs;
-
-/// The request id of the current request, for error messages.
-#[derive(Debug, Clone)]
-pub struct RequestIdValue(pub String);
+use crate::graphql::Executed;
+use crate::metrics::GRAPHQL_REQUESTS;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
-
-/// Which media type the answer is written in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    Json,
-    GraphqlResponse,
-}
-
-impl Answer {
-    fn media_type(self) -> &'static str {
-        match self {
-            Answer::Json => "application/json; charset=utf-8",
-            Answer::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
-        }
-    }
-}
 
 /// Picks the answer's media type from `Accept`, in the client's order of preference.
 fn negotiate(headers: &HeaderMap) -> Option<Answer> {
@@ -61,31 +47,6 @@ fn negotiate(headers: &HeaderMap) -> Option<Answer> {
         }
     }
     best.map(|(_, a)| a)
-}
-
-/// A response that is only errors.
-fn refuse(status: StatusCode, answer: Answer, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]});
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
-    r
-}
-
-fn refused(reason: &'static str, r: Response) -> Response {
-    metrics::counter!(REQUESTS_REFUSED, "reason" => reason).increment(1);
-    r
-}
-
-fn rate_limited(answer: Answer, wait: std::time::Duration, who: &str) -> Response {
-    let secs = retry_after_secs(wait);
-    let body = serde_json::json!({"errors": [{
-        "message": format!("Too many requests from this {who}; retry in {secs} s."),
-        "extensions": {"code": code::RATE_LIMITED, "retryAfterSeconds": secs}
-    }]});
-    let mut r = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    refused("rate_limited", r)
 }
 
 fn request_id(headers: &HeaderMap, ext: Option<&RequestId>) -> String {
@@ -117,14 +78,14 @@ fn log_name(name: Option<&str>) -> &str {
 pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
     let has_operation = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
     if has_operation {
-        let mut r = refuse(
+        return Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            Answer::Json,
             code::METHOD_NOT_ALLOWED,
+            "get_operation",
             "GraphQL operations are accepted only over POST with a JSON body.",
-        );
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return refused("get_operation", r);
+        )
+        .allowing("POST")
+        .into_response();
     }
     Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
         .into_response()
@@ -139,88 +100,106 @@ pub async fn post_graphql(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let limits = &state.limits;
-    let Some(answer) = negotiate(&headers) else {
-        return refused(
-            "not_acceptable",
-            refuse(
-                StatusCode::NOT_ACCEPTABLE,
-                Answer::Json,
-                code::NOT_ACCEPTABLE,
-                "Accept application/graphql-response+json or application/json.",
-            ),
-        );
+    let answer = match preflight(&state, peer.map(|p| p.0.0), &headers) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
     };
-    if let Some(axum::Extension(ConnectInfo(addr))) = peer
-        && let Err(wait) = state.limiters.check_ip(state.proxies.client(addr.ip(), &headers))
-    {
-        return rate_limited(answer, wait, "address");
+    let request = match read(&state, &headers, body).await {
+        Ok(r) => r,
+        Err(r) => return r.answered_as(answer).into_response(),
+    };
+    let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
+    match execute(&state, &headers, request, &request_id).await {
+        Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
+        Err(r) => r.answered_as(answer).into_response(),
     }
-    // application/json only: a form or text/plain post (CSRF without a preflight) is refused.
+}
+
+/// What the client accepts, and whether its address may send another request.
+fn preflight(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<Answer, Refusal> {
+    let answer = negotiate(headers).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::NOT_ACCEPTABLE,
+            code::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept application/graphql-response+json or application/json.",
+        )
+    })?;
+    if let Some(addr) = peer
+        && let Err(wait) = state.limiters.check_ip(state.proxies.client(addr.ip(), headers))
+    {
+        return Err(Refusal::rate_limited(wait, "address").answered_as(answer));
+    }
+    Ok(answer)
+}
+
+/// The body, as one GraphQL request: `application/json` only (a form or text/plain post is
+/// CSRF without a preflight), within `MAX_BODY_BYTES` and `BODY_READ_TIMEOUT_SECONDS`, not a
+/// batch, its query within `MAX_QUERY_LENGTH`.
+async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<async_graphql::Request, Refusal> {
+    let limits = &state.limits;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(JSON) {
-        return refused(
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::UNSUPPORTED_MEDIA_TYPE,
             "media_type",
-            refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                answer,
-                code::UNSUPPORTED_MEDIA_TYPE,
-                "Send the request as application/json.",
-            ),
-        );
+            "Send the request as application/json.",
+        ));
     }
     let too_large = || {
-        refused(
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                answer,
-                code::PAYLOAD_TOO_LARGE,
-                &format!("The request body is larger than {} bytes.", limits.max_body_bytes),
-            ),
+            format!("The request body is larger than {} bytes.", limits.max_body_bytes),
         )
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return too_large();
+        return Err(too_large());
     }
-    // A body that trickles in is cut off: a client gets BODY_READ_TIMEOUT_SECONDS (within the
-    // request deadline) to send it.
+    // A body that trickles in is cut off, within the request deadline.
     let body_deadline = limits.body_read_timeout.min(limits.request_timeout);
     let bytes = match tokio::time::timeout(body_deadline, axum::body::to_bytes(body, limits.max_body_bytes)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return too_large(),
+        Ok(Err(_)) => return Err(too_large()),
         Err(_) => {
-            let msg = format!("The request body did not arrive within {} s.", body_deadline.as_secs());
-            return refused("body_timeout", refuse(StatusCode::REQUEST_TIMEOUT, answer, code::REQUEST_TIMEOUT, &msg));
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                code::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("The request body did not arrive within {} s.", body_deadline.as_secs()),
+            ));
         }
     };
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return refused(
+        return Err(Refusal::bad_request(
             "batch",
-            refuse(
-                StatusCode::BAD_REQUEST,
-                answer,
-                code::BAD_REQUEST,
-                "Batched requests are not supported; send one operation per request.",
-            ),
-        );
+            "Batched requests are not supported; send one operation per request.",
+        ));
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = format!("The body is not a GraphQL request ({e}).");
-            return refused("malformed", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
-        }
-    };
+    let request: async_graphql::Request = serde_json::from_slice(&bytes)
+        .map_err(|e| Refusal::bad_request("malformed", format!("The body is not a GraphQL request ({e}).")))?;
     if request.query.chars().count() > state.max_query_length {
-        let msg = format!("The query is longer than {} characters.", state.max_query_length);
-        return refused("query_too_long", refuse(StatusCode::BAD_REQUEST, answer, code::BAD_REQUEST, &msg));
+        return Err(Refusal::bad_request(
+            "query_too_long",
+            format!("The query is longer than {} characters.", state.max_query_length),
+        ));
     }
+    Ok(request)
+}
 
-    let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
-    let auth = state.auth.authenticate(&headers).await;
+/// Authenticates the caller, checks their rate, and runs the request through the gateway
+/// within `REQUEST_TIMEOUT_SECONDS`. Returns the answer and the caller's `sub`.
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    request_id: &str,
+) -> Result<(Executed, Option<String>), Refusal> {
+    let auth = state.auth.authenticate(headers).await;
     let sub = match &auth {
         AuthState::Authenticated(c) => Some(c.user_id.clone()),
         _ => None,
@@ -228,52 +207,46 @@ pub async fn post_graphql(
     if let Some(sub) = &sub
         && let Err(wait) = state.limiters.check_user(sub)
     {
-        return rate_limited(answer, wait, "caller");
+        return Err(Refusal::rate_limited(wait, "caller"));
     }
     let operation = log_name(request.operation_name.as_deref()).to_string();
-    let request = request.data(auth).data(RequestIdValue(request_id.clone()));
-    let executed = match tokio::time::timeout(limits.request_timeout, state.gateway.execute(request)).await {
-        Ok(r) => r,
+    let request = request.data(auth);
+    match tokio::time::timeout(state.limits.request_timeout, state.gateway.execute(request, request_id)).await {
+        Ok(executed) => Ok((executed, sub)),
         Err(_) => {
             tracing::warn!(%operation, "request timed out");
-            return refused(
+            Err(Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                code::UPSTREAM_UNAVAILABLE,
                 "timeout",
-                refuse(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    answer,
-                    code::UPSTREAM_UNAVAILABLE,
-                    "The request took too long; try again. A completePlaidLink keeps running: check getPlaidBankAccounts.",
-                ),
-            );
+                "The request took too long; try again. A completePlaidLink keeps running: check getPlaidBankAccounts.",
+            ))
         }
-    };
-    let mut response = executed.response;
-
-    let mut unauthenticated = false;
-    let mut retry_after: Option<u64> = None;
-    let mut codes: Vec<String> = Vec::new();
-    for err in &mut response.errors {
-        // The gateway gives every error a code.
-        let ext = err.extensions.get_or_insert_with(ErrorExtensionValues::default);
-        let c = match ext.get("code") {
-            Some(Value::String(c)) => c.clone(),
-            _ => {
-                ext.set("code", code::INTERNAL_SERVER_ERROR);
-                code::INTERNAL_SERVER_ERROR.to_string()
-            }
-        };
-        if c == code::INTERNAL_SERVER_ERROR {
-            err.message = format!("{INTERNAL_MESSAGE} Request id: {request_id}.");
-            ext.set("requestId", request_id.clone());
-        }
-        if c == code::RATE_LIMITED
-            && let Some(Value::Number(n)) = ext.get("retryAfterSeconds")
-        {
-            retry_after = retry_after.max(n.as_u64());
-        }
-        unauthenticated |= c == code::UNAUTHENTICATED;
-        codes.push(c);
     }
+}
+
+/// The HTTP answer to an executed request: 401 when authentication is what failed, 429 when
+/// a limit did (with `Retry-After`), 400 for a document that did not parse or validate when
+/// the client speaks GraphQL over HTTP's own media type, else 200.
+fn respond(executed: Executed, answer: Answer, sub: Option<&str>, started: Instant) -> Response {
+    let response = executed.response;
+    let codes: Vec<&str> = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref().and_then(|x| x.get("code")) {
+            Some(Value::String(c)) => Some(c.as_str()),
+            _ => None,
+        })
+        .collect();
+    let unauthenticated = codes.contains(&code::UNAUTHENTICATED);
+    let retry_after = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref().and_then(|x| x.get("retryAfterSeconds")) {
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        })
+        .max();
     // Parse and validation errors have no path; field errors do (even when they null `data`).
     let request_failed = matches!(response.data, Value::Null)
         && !response.errors.is_empty()
@@ -283,16 +256,23 @@ pub async fn post_graphql(
     } else if retry_after.is_some() {
         StatusCode::TOO_MANY_REQUESTS
     } else if request_failed && answer == Answer::GraphqlResponse {
-        // GraphQL over HTTP: a request that does not parse or validate is a 400.
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
+    let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
     let body = match serde_json::to_vec(&response) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "response could not be encoded");
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, answer, code::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE);
+            return Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL_SERVER_ERROR,
+                "encoding",
+                INTERNAL_MESSAGE,
+            )
+            .answered_as(answer)
+            .into_response();
         }
     };
     let mut resp = (status, body).into_response();
@@ -305,10 +285,9 @@ pub async fn post_graphql(
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
     let operation = log_name(executed.name.as_deref());
     let fields = executed.fields.as_deref().unwrap_or("-");
-    tracing::info!(operation, fields, sub = sub.as_deref().unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
+    tracing::info!(operation, fields, sub = sub.unwrap_or("-"), latency_ms, status = status.as_u16(), %outcome, "graphql request");
     metrics::counter!(GRAPHQL_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
     resp
 }

@@ -4,17 +4,17 @@
 
 pub mod client_ip;
 mod graphql;
+mod health;
+pub mod refusal;
 pub mod server;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::Router;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -22,12 +22,10 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::HttpLimits;
 use crate::graphql::Gateway;
-use crate::identity::{IdentityService, PlaidIdentity, WebhookError};
-use crate::plaid::WebhookRejection;
+use crate::identity::{IdentityService, PlaidIdentity};
 use client_ip::TrustedProxies;
 
 use crate::ratelimit::Limiters;
-pub use graphql::RequestIdValue;
 pub use server::{ConnectionLimits, serve};
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
@@ -103,8 +101,8 @@ pub fn public_router(state: AppState) -> Router {
     let cors = cors(&state.limits.cors_origins);
     let mut router = Router::new()
         .route(GRAPHQL_PATH, get(graphql::get_graphql).post(graphql::post_graphql))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(state);
     if let Some(c) = cors {
         router = router.layer(c);
@@ -115,54 +113,9 @@ pub fn public_router(state: AppState) -> Router {
 /// The internal listener: Plaid webhooks, metrics and health. It is the identity service's.
 pub fn internal_router(state: AppState, identity: PlaidIdentity) -> Router {
     let own = Router::new()
-        .route("/webhooks/plaid", post(plaid_webhook))
-        .route("/metrics", get(metrics))
+        .route("/webhooks/plaid", post(webhooks::plaid_webhook))
+        .route("/metrics", get(health::metrics))
         .with_state(identity);
-    observed(Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state).merge(own))
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Ready when the database answers.
-async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(3), state.identity.ready()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
-    }
-}
-
-/// The Prometheus text. The job gauges are read from the database first; if it does not
-/// answer within 2 s they keep their last values (and `/readyz` says why).
-async fn metrics(State(identity): State<PlaidIdentity>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), identity.jobs().backlog(chrono::Utc::now())).await {
-        Ok(Ok(backlog)) => backlog.record(),
-        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "job backlog could not be read"),
-        Err(_) => tracing::warn!("job backlog query timed out"),
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
-}
-
-/// `POST /webhooks/plaid`: verified, stored, acknowledged. An unverifiable request gets 401
-/// and is stored nowhere; when Plaid's key cannot be fetched, 503 so Plaid retries.
-async fn plaid_webhook(State(identity): State<PlaidIdentity>, headers: HeaderMap, body: Bytes) -> Response {
-    match identity.receive_webhook(&headers, &body).await {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response(),
-        Err(WebhookError::Rejected(WebhookRejection::KeyUnavailable(_) | WebhookRejection::LookupThrottled)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "verification key unavailable").into_response()
-        }
-        Err(WebhookError::Rejected(r)) => {
-            (StatusCode::UNAUTHORIZED, format!("webhook rejected: {}", r.label())).into_response()
-        }
-        Err(WebhookError::Malformed) => (StatusCode::BAD_REQUEST, "not a Plaid webhook").into_response(),
-        Err(WebhookError::Storage(e)) => {
-            tracing::error!(error = %format!("{e:#}"), "webhook could not be stored");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-        }
-    }
+    let health = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    observed(health.with_state(state).merge(own))
 }
