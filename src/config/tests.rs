@@ -1,0 +1,172 @@
+//! The configuration's own tests: every error names its variable, nothing secret prints.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct T {
+    #[command(flatten)]
+    s: Settings,
+}
+
+fn parse(args: &[&str]) -> Result<Settings, String> {
+    let mut all = vec!["t"];
+    all.extend_from_slice(args);
+    T::try_parse_from(all).map(|t| t.s).map_err(|e| e.to_string())
+}
+
+fn settings(args: &[&str]) -> Settings {
+    parse(args).unwrap()
+}
+
+fn url(s: &str) -> DatabaseUrl {
+    DatabaseUrl::parse(s).unwrap()
+}
+
+fn tmp_db() -> String {
+    let dir = std::env::temp_dir().join(format!("bankgraph-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}/x.db", dir.display())
+}
+
+#[test]
+fn with_nothing_set_it_runs_offline_with_generated_development_secrets() {
+    let db = tmp_db();
+    let c = settings(&["--database-url", &db]).resolve().unwrap();
+    assert!(matches!(c.plaid, PlaidTarget::Emulator(_)));
+    assert!(c.auth.development);
+    let path = c.dev_secrets_path.clone().unwrap();
+    assert!(path.exists());
+    let again = settings(&["--database-url", &db]).resolve().unwrap();
+    assert_eq!(again.custody.current.expose_secret(), c.custody.current.expose_secret(), "kept across starts");
+}
+
+#[test]
+fn real_plaid_refuses_development_secrets_and_says_what_is_missing() {
+    let db = tmp_db();
+    let e = settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"]).resolve().unwrap_err();
+    assert!(e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"), "{e}");
+    let key = STANDARD.encode([9u8; 32]);
+    let ok = settings(&[
+        "--database-url",
+        &db,
+        "--plaid-client-id",
+        "id",
+        "--plaid-secret",
+        "s",
+        "--token-encryption-key",
+        &key,
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef",
+    ])
+    .resolve()
+    .unwrap();
+    assert!(matches!(ok.plaid, PlaidTarget::Remote { .. }));
+}
+
+#[test]
+fn a_bad_value_names_its_variable() {
+    let db = tmp_db();
+    for (args, var) in [
+        (vec!["--bind-addr", "nope"], "BIND_ADDR"),
+        (vec!["--token-encryption-key", "c2hvcnQ="], "TOKEN_ENCRYPTION_KEY"),
+        (vec!["--plaid-products", "balance"], "PLAID_PRODUCTS"),
+        (vec!["--jwt-algorithm", "none"], "JWT_ALGORITHM"),
+        (vec!["--refresh-min-interval-seconds=-1"], "REFRESH_MIN_INTERVAL_SECONDS"),
+        (vec!["--plaid-redirect-uri", "myapp://oauth"], "PLAID_REDIRECT_URI"),
+    ] {
+        let mut a = vec!["--database-url", db.as_str()];
+        a.extend(args);
+        // clap refuses a value of the wrong type as it parses, naming the variable as the
+        // argument's value; what only makes sense with other settings fails in `resolve`.
+        match parse(&a) {
+            Err(e) => assert!(e.contains(&format!("<{var}>")), "{e}"),
+            Ok(s) => {
+                let e = s.resolve().unwrap_err();
+                assert!(e.0.starts_with(var), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn no_debug_output_shows_a_secret_or_a_database_password() {
+    let db = tmp_db();
+    let key = STANDARD.encode([7u8; 32]);
+    let s = settings(&[
+        "--database-url",
+        "postgres://app:hunter2-password@127.0.0.1/bank",
+        "--jwt-secret",
+        "jwt-secret-0123456789-0123456789-abc",
+        "--token-encryption-key",
+        &key,
+        "--plaid-client-id",
+        "id",
+        "--plaid-secret",
+        "plaid-secret-value",
+        "--plaid-proxy-client-id",
+        "proxy",
+        "--plaid-proxy-api-key",
+        "proxy-api-key-value",
+    ]);
+    let c = Settings { database_url: DatabaseUrl::parse(&db).unwrap(), ..s.clone() }.resolve().unwrap();
+    for text in [format!("{s:?}"), format!("{c:?}"), s.database_url.to_string()] {
+        for secret in ["hunter2-password", "jwt-secret-0123", &key, "plaid-secret-value", "proxy-api-key-value"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert_eq!(s.database_url.to_string(), "postgres://app:***@127.0.0.1/bank");
+    assert_eq!(s.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank");
+}
+
+#[test]
+fn dev_secrets_sit_next_to_the_sqlite_file_or_in_the_users_directory() {
+    assert_eq!(dev_secrets_path(&url("sqlite://data/bank.db")), PathBuf::from("data/bank.db.dev-secrets.json"));
+    assert_eq!(dev_secrets_path(&url("sqlite://bankgraph.db")), PathBuf::from("./bankgraph.db.dev-secrets.json"));
+    let pg = dev_secrets_path(&url("postgres://x/y"));
+    assert!(pg.is_absolute() && pg.to_string_lossy().contains("/bankgraph/dev-secrets-"), "{}", pg.display());
+    assert_ne!(pg, dev_secrets_path(&url("postgres://x/z")), "one file per database");
+    assert_eq!(dev_secrets_path(&url("postgres://u:one@x/y")), dev_secrets_path(&url("postgres://u:two@x/y")));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secrets_file_others_can_read_or_that_git_tracks_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = tmp_db();
+    let path = settings(&["--database-url", &db]).resolve().unwrap().dev_secrets_path.unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+    assert!(e.0.contains("can be read by other users"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(settings(&["--database-url", &db]).resolve().is_ok());
+    // Tracked by git (as bankgraph.dev-secrets.json once was in this repository).
+    let dir = path.parent().unwrap();
+    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(git(&["init", "-q"]).status.success());
+    assert!(git(&["add", "-f", path.file_name().unwrap().to_str().unwrap()]).status.success());
+    let e = settings(&["--database-url", &db]).resolve().unwrap_err();
+    assert!(e.0.contains("tracked by git"), "{e}");
+}
+
+#[test]
+fn booleans_numbers_and_enums_are_typed_as_they_parse() {
+    let db = tmp_db();
+    let s = settings(&["--database-url", &db, "--graphql-introspection", "off", "--job-workers", "0"]);
+    assert!(!s.graphql_introspection);
+    let c = s.resolve().unwrap();
+    assert!(!c.graphql.introspection);
+    assert_eq!(c.jobs.workers, 0);
+    assert!(settings(&["--database-url", &db]).graphql_introspection, "on by default");
+    for (args, var) in [
+        (vec!["--job-workers", "65"], "JOB_WORKERS"),
+        (vec!["--graphql-introspection", "maybe"], "GRAPHQL_INTROSPECTION"),
+        (vec!["--plaid-env", "staging"], "PLAID_ENV"),
+        (vec!["--max-body-bytes", "10"], "MAX_BODY_BYTES"),
+        (vec!["--database-url", "mysql://x"], "DATABASE_URL"),
+    ] {
+        let e = parse(&args).unwrap_err();
+        assert!(e.contains(&format!("<{var}>")), "{e}");
+    }
+}
