@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bankgraph::emulator::drive::Endpoints;
 use serde_json::{Value, json};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
@@ -135,19 +136,13 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
 
 /// Links an item with `count` transactions for `sub` and waits until its history is stored.
 async fn seed(http: &reqwest::Client, graphql: &str, emulator: &str, token: &str, count: usize) {
-    let r = gql(http, graphql, token, "mutation { createPlaidLinkToken(input: {}) { linkToken } }", json!({})).await;
-    let lt = r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap().to_string();
-    let done: Value = http
-        .post(format!("{emulator}/emulator/link/complete"))
-        .json(&json!({"link_token": lt, "username": "user_custom", "password": json!({"transaction_count": count, "seed": format!("bench-{count}")}).to_string()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let q = "mutation($i: CompletePlaidLinkInput!) { completePlaidLink(input: $i) { platformItemId } }";
-    let r = gql(http, graphql, token, q, json!({"i": {"publicToken": done["public_token"]}})).await;
+    let link = json!({
+        "username": "user_custom",
+        "password": json!({"transaction_count": count, "seed": format!("bench-{count}")}).to_string(),
+    });
+    let q = "mutation($input: CompletePlaidLinkInput!) { completePlaidLink(input: $input) { platformItemId } }";
+    let endpoints = Endpoints { http, graphql, emulator, bearer: token };
+    let (_, r) = endpoints.link_via(link, q).await.unwrap();
     assert!(r["errors"].is_null(), "{r}");
     let count_q = "{ getPlaidBankTransactions(input: {paginate: {limit: 1}}) { totalCount } }";
     loop {

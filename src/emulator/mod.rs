@@ -5,6 +5,7 @@
 
 mod control;
 pub mod data;
+pub mod drive;
 pub mod errors;
 pub mod faults;
 mod handlers;

@@ -17,5 +17,6 @@ mod jobs;
 mod leaks;
 mod operations;
 mod status_rule;
+mod store;
 mod sync_replay;
 mod webhooks;

@@ -203,7 +203,10 @@ impl Store {
             .bind(user_id)
             .fetch_one(&self.db.write)
             .await?;
-        let wait = (last.0 + interval - now).num_seconds().max(1) as u64;
+        // Rounded up: a client that waits exactly this long finds the slot free.
+        let remaining = last.0 + interval - now;
+        let micros = remaining.num_microseconds().unwrap_or(i64::MAX).max(0) as u64;
+        let wait = micros.div_ceil(1_000_000).max(1);
         Ok(Err(wait))
     }
 }

@@ -1,0 +1,119 @@
+//! The store's and the job queue's state machines, driven directly on both databases:
+//! completion claims (claim, busy, replay, stale take-over, release), the refresh slot, and job
+//! claims (coalescing, one run per key, retry, lease, reap).
+
+use std::time::Duration;
+
+use bankgraph::db::Db;
+use bankgraph::identity::store::{Claim, Store};
+use bankgraph::jobs::{JobKind, Jobs, Outcome};
+use chrono::Utc;
+
+use crate::helpers::*;
+
+async fn db() -> Db {
+    let db = Db::connect(&fresh_database().await).await.unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
+#[tokio::test]
+async fn a_completion_claim_is_taken_once_replayed_when_decided_and_released_when_not() {
+    let store = Store::new(db().await);
+    let (now, stale) = (Utc::now(), chrono::Duration::minutes(2));
+    assert_eq!(store.claim_completion("u1", "h1", now, stale).await.unwrap(), Claim::Mine);
+    // A second request while the first works: busy, then still busy while it keeps its claim fresh.
+    assert_eq!(store.claim_completion("u1", "h1", now, stale).await.unwrap(), Claim::Busy);
+    let later = now + chrono::Duration::minutes(3);
+    store.touch_completion("u1", "h1", later - chrono::Duration::seconds(20)).await.unwrap();
+    assert_eq!(store.claim_completion("u1", "h1", later, stale).await.unwrap(), Claim::Busy);
+    // The same token of another user is another claim.
+    assert_eq!(store.claim_completion("u2", "h1", now, stale).await.unwrap(), Claim::Mine);
+
+    store.finish_completion("u1", "h1", true, "{\"done\":1}", later).await.unwrap();
+    assert_eq!(store.claim_completion("u1", "h1", later, stale).await.unwrap(), Claim::Done("{\"done\":1}".into()));
+    store.finish_completion("u2", "h1", false, "{\"code\":\"X\"}", later).await.unwrap();
+    assert_eq!(
+        store.claim_completion("u2", "h1", later, stale).await.unwrap(),
+        Claim::Failed("{\"code\":\"X\"}".into())
+    );
+
+    // A transient failure releases the claim: the next try is a fresh one.
+    assert_eq!(store.claim_completion("u1", "h2", now, stale).await.unwrap(), Claim::Mine);
+    store.release_completion("u1", "h2").await.unwrap();
+    assert_eq!(store.claim_completion("u1", "h2", now, stale).await.unwrap(), Claim::Mine);
+}
+
+#[tokio::test]
+async fn a_claim_whose_process_died_is_taken_over_by_exactly_one_request() {
+    let store = Store::new(db().await);
+    let (now, stale) = (Utc::now(), chrono::Duration::minutes(2));
+    assert_eq!(store.claim_completion("u", "h", now, stale).await.unwrap(), Claim::Mine);
+    // No heartbeat for longer than `stale`: the claim is free, and only one request gets it.
+    let later = now + chrono::Duration::minutes(5);
+    let (a, b) =
+        tokio::join!(store.claim_completion("u", "h", later, stale), store.claim_completion("u", "h", later, stale));
+    let mut got = [a.unwrap(), b.unwrap()];
+    got.sort_by_key(|c| matches!(c, Claim::Busy));
+    assert_eq!(got, [Claim::Mine, Claim::Busy]);
+}
+
+#[tokio::test]
+async fn the_refresh_slot_is_taken_once_per_interval_and_says_how_long_to_wait() {
+    let store = Store::new(db().await);
+    let (now, every) = (Utc::now(), chrono::Duration::seconds(60));
+    assert_eq!(store.take_refresh_slot("u", now, every).await.unwrap(), Ok(()));
+    let wait = store.take_refresh_slot("u", now + chrono::Duration::seconds(15), every).await.unwrap().unwrap_err();
+    assert_eq!(wait, 45);
+    assert_eq!(store.take_refresh_slot("other", now, every).await.unwrap(), Ok(()), "per user");
+    assert_eq!(store.take_refresh_slot("u", now + every, every).await.unwrap(), Ok(()), "free again after it");
+    assert!(store.take_refresh_slot("u", now + every, every).await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn jobs_coalesce_by_key_run_one_at_a_time_per_key_and_retry_later() {
+    let db = db().await;
+    let jobs = Jobs::new(db, Duration::from_secs(30));
+    let now = Utc::now();
+    assert!(jobs.enqueue(JobKind::Sync, "c1", now).await.unwrap());
+    assert!(!jobs.enqueue(JobKind::Sync, "c1", now).await.unwrap(), "a queued twin is coalesced");
+    assert!(jobs.enqueue(JobKind::Sync, "c2", now).await.unwrap());
+    let first = jobs.claim(now).await.unwrap().unwrap();
+    let second = jobs.claim(now).await.unwrap().unwrap();
+    assert_ne!(first.key, second.key);
+    assert!(jobs.claim(now).await.unwrap().is_none(), "nothing else is ready");
+    // While c1 runs, a new c1 may be queued but does not start until the running one ends.
+    assert!(jobs.enqueue(JobKind::Sync, &first.key, now).await.unwrap());
+    assert!(jobs.claim(now).await.unwrap().is_none(), "one run per key");
+    assert!(jobs.finish(&first, Outcome::Done, now).await.unwrap());
+    let again = jobs.claim(now).await.unwrap().expect("the queued twin runs now");
+    assert_eq!(again.key, first.key);
+    // A retry is queued with a backoff, not run at once.
+    assert!(jobs.finish(&again, Outcome::Retry("flaky".into()), now).await.unwrap());
+    assert!(jobs.claim(now).await.unwrap().is_none(), "backing off");
+    let retried = jobs.claim(now + chrono::Duration::minutes(31)).await.unwrap().expect("due after the backoff");
+    assert_eq!((retried.key.as_str(), retried.attempts), (first.key.as_str(), 2));
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reaped_unless_a_queued_twin_supersedes_it() {
+    let db = db().await;
+    let jobs = Jobs::new(db, Duration::from_secs(10));
+    let now = Utc::now();
+    jobs.enqueue(JobKind::Sync, "lonely", now).await.unwrap();
+    jobs.enqueue(JobKind::Sync, "twinned", now).await.unwrap();
+    let a = jobs.claim(now).await.unwrap().unwrap();
+    let b = jobs.claim(now).await.unwrap().unwrap();
+    let twinned = if a.key == "twinned" { &a } else { &b };
+    jobs.enqueue(JobKind::Sync, &twinned.key, now).await.unwrap();
+    let later = now + chrono::Duration::seconds(30);
+    assert_eq!(jobs.reap(later).await.unwrap(), 2);
+    // Each key runs again exactly once: the lonely job requeued, the twinned one by its twin.
+    let mut keys = vec![];
+    while let Some(j) = jobs.claim(later).await.unwrap() {
+        keys.push(j.key.clone());
+        jobs.finish(&j, Outcome::Done, later).await.unwrap();
+    }
+    keys.sort();
+    assert_eq!(keys, ["lonely", "twinned"]);
+}
