@@ -2,6 +2,8 @@
 # The HTTP load benchmark: builds release binaries, then runs examples/loadtest.rs (see its
 # header). Usage: bash bench/load.sh [--seconds 5] [--postgres postgres://…/postgres]
 # [--bankgraph path/to/another/build/bankgraph]
+#        bash bench/load.sh compare path/to/another/build/bankgraph [--rounds 5] [--seconds 3]
+#        (that build and this one side by side on the account read; bench/results/compare.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin bankgraph --example loadtest

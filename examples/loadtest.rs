@@ -9,7 +9,8 @@
 //! page on an account with 100,000 transactions against one with 1,000, unfiltered and with a
 //! date range over the whole history. bankgraph runs as it would in production, logging every
 //! request at `info` as JSON lines into a file. It prints a Markdown report and writes it to
-//! `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph.
+//! `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph;
+//! `compare PATH` measures that build and this one side by side (see `compare`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -190,6 +191,18 @@ async fn main() {
         println!("{:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}", run.rps, run.p50_ms, run.p99_ms, run.errors);
         return;
     }
+    // `loadtest compare OTHER_BANKGRAPH [--rounds 5] [--seconds 3]`: this build and another,
+    // side by side (see `compare`).
+    if args.get(1).map(String::as_str) == Some("compare") {
+        let opt = |name: &str, default: u64| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        return compare(&args[2], opt("--rounds", 5) as usize, opt("--seconds", 3)).await;
+    }
     let arg = |name: &str, default: &str| {
         args.iter()
             .position(|a| a == name)
@@ -338,6 +351,138 @@ async fn main() {
     let dir = format!("{root}/bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(format!("{dir}/load.md"), report).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Starts `bankgraph serve` from `bin` on `db` against the emulator, as the main run does.
+fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Proc, String) {
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    start(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--bind-addr=127.0.0.1:0",
+                "--internal-bind-addr=127.0.0.1:0",
+                &format!("--database-url={db}"),
+                &format!("--jwt-secret={SECRET}"),
+                &format!("--token-encryption-key={key}"),
+                "--plaid-client-id=emulator_client_id",
+                "--plaid-secret=emulator_sandbox_secret",
+                &format!("--plaid-base-url={emulator_url}"),
+                "--rate-limit-per-ip=0",
+                "--rate-limit-per-user=0",
+                "--rate-limit-sensitive-per-minute=0",
+                "--job-workers=1",
+            ])
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "json"),
+        "GraphQL and GraphiQL: ",
+        Some(log),
+    )
+}
+
+/// This build and `other` side by side: both serve the account read from their own database
+/// (SQLite and PostgreSQL each), and every round measures the raw ceiling and each server at
+/// 32 connections, one after the other in a rotating order, so drift of the machine falls on
+/// all of them alike. Reports each target's median req/s and its median share of the ceiling
+/// measured in the same round; writes `bench/results/compare.md`.
+async fn compare(other: &str, rounds: usize, secs: u64) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let this = format!("{root}/target/release/bankgraph");
+    let me = std::env::current_exe().unwrap();
+    let http = reqwest::Client::new();
+    let tmp = std::env::temp_dir().join(format!("bankgraph-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (_emu, emulator_url) = start(
+        Command::new(&this).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
+        "listening on ",
+        None,
+    );
+    let postgres = "postgres://postgres@127.0.0.1:5432/postgres";
+    let mut targets: Vec<(String, Proc, String, String)> = Vec::new();
+    let mut pg_dbs = Vec::new();
+    for (label, bin) in [("other", other), ("this", this.as_str())] {
+        let pg_db = format!("bankgraph_compare_{}_{label}", std::process::id());
+        let pg_ok = Command::new("psql")
+            .args([postgres, "-qc", &format!("create database {pg_db}")])
+            .status()
+            .is_ok_and(|s| s.success());
+        let mut dbs = vec![("SQLite", format!("sqlite://{}/{label}.db", tmp.display()))];
+        if pg_ok {
+            dbs.push(("PostgreSQL", format!("postgres://postgres@127.0.0.1:5432/{pg_db}")));
+            pg_dbs.push(pg_db);
+        }
+        for (backend, db) in dbs {
+            let name = format!("{label} build, {backend}");
+            let (proc_, graphql) = serve(bin, &db, &emulator_url, &tmp.join(format!("{label}-{backend}.log")));
+            let reader = token(bin, "bench-reader", &db);
+            seed(&http, &graphql, &emulator_url, &reader, 50).await;
+            targets.push((name, proc_, graphql, reader));
+        }
+    }
+    let body = http
+        .post(&targets[0].2)
+        .bearer_auth(&targets[0].3)
+        .json(&json!({"query": ACCOUNTS}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body_path = tmp.join("accounts.json");
+    std::fs::write(&body_path, &body).unwrap();
+    let (_raw, raw_url) =
+        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
+    // Per target: (req/s, share of the same round's ceiling) for each round.
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
+    for round in 0..rounds {
+        let mut order: Vec<Option<usize>> = std::iter::once(None).chain((0..targets.len()).map(Some)).collect();
+        let n = order.len();
+        order.rotate_left(round % n);
+        let mut raw = f64::NAN;
+        let mut measured = Vec::new();
+        for t in order {
+            match t {
+                None => raw = load(&raw_url, None, ACCOUNTS, 32, secs).await.rps,
+                Some(i) => {
+                    let run = load(&targets[i].2, Some(&targets[i].3), ACCOUNTS, 32, secs).await;
+                    assert_eq!(run.errors, 0, "{} answered with errors", targets[i].0);
+                    measured.push((i, run.rps));
+                }
+            }
+        }
+        for (i, rps) in measured {
+            results[i].push((rps, rps / raw));
+        }
+        eprintln!("round {}: raw {raw:.0} req/s", round + 1);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut report = format!(
+        "Side by side: `{other}` (other) and this build, getPlaidBankAccounts at 32 connections, {rounds} rounds of {secs} s, \
+         the raw ceiling measured in every round, {} cores.\n\n| target | median req/s | median share of the round's raw ceiling | shares by round |\n|---|---|---|---|\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    for (i, (name, ..)) in targets.iter().enumerate() {
+        let shares: Vec<String> = results[i].iter().map(|(_, s)| format!("{s:.3}")).collect();
+        report.push_str(&format!(
+            "| {name} | {:.0} | {:.3} | {} |\n",
+            median(results[i].iter().map(|r| r.0).collect()),
+            median(results[i].iter().map(|r| r.1).collect()),
+            shares.join(", ")
+        ));
+    }
+    println!("{report}");
+    drop(targets);
+    for db in pg_dbs {
+        let _ = Command::new("psql").args([postgres, "-qc", &format!("drop database if exists {db}")]).status();
+    }
+    let dir = format!("{root}/bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/compare.md"), report).unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

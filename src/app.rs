@@ -97,7 +97,7 @@ impl App {
             auth: Arc::new(Authenticator::new(&config.auth)?),
             identity: service,
             limits: Arc::new(config.http.clone()),
-            max_query_length: config.graphql.max_query_length,
+            graphql_limits: Arc::new(config.graphql.clone()),
             limiters,
             proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
         };

@@ -182,10 +182,11 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<async
     }
     let request: async_graphql::Request = serde_json::from_slice(&bytes)
         .map_err(|e| Refusal::bad_request("malformed", format!("The body is not a GraphQL request ({e}).")))?;
-    if request.query.chars().count() > state.max_query_length {
+    let max_query_length = state.graphql_limits.max_query_length;
+    if request.query.chars().count() > max_query_length {
         return Err(Refusal::bad_request(
             "query_too_long",
-            format!("The query is longer than {} characters.", state.max_query_length),
+            format!("The query is longer than {max_query_length} characters."),
         ));
     }
     Ok(request)

@@ -20,7 +20,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
-use crate::config::HttpLimits;
+use crate::config::{GraphqlLimits, HttpLimits};
 use crate::graphql::Gateway;
 use crate::identity::{IdentityService, PlaidIdentity};
 use client_ip::TrustedProxies;
@@ -38,8 +38,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub identity: Arc<dyn IdentityService>,
     pub limits: Arc<HttpLimits>,
-    /// The longest query text accepted (`MAX_QUERY_LENGTH`), checked before parsing.
-    pub max_query_length: usize,
+    /// `MAX_QUERY_LENGTH` is checked here, before parsing.
+    pub graphql_limits: Arc<GraphqlLimits>,
     pub limiters: Arc<Limiters>,
     pub proxies: TrustedProxies,
 }
