@@ -197,6 +197,12 @@ pub struct GraphqlLimits {
     pub max_directives: usize,
 }
 
+/// Offline (the emulator), `PLAID_REDIRECT_URI` defaults to Plaid quickstart's documented
+/// development value.
+pub const OFFLINE_REDIRECT_URI: &str = "http://localhost:8000/oauth-response.html";
+/// Offline, `PLAID_ANDROID_PACKAGE_NAME` defaults to this.
+pub const OFFLINE_ANDROID_PACKAGE_NAME: &str = "com.example.bankgraph";
+
 /// Decodes a base64 32-byte key.
 pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
     let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
@@ -282,7 +288,7 @@ impl Settings {
             auth: self.auth(&dev, explicit.is_empty())?,
             custody: self.custody(&dev)?,
             plaid: self.plaid(real_plaid)?,
-            link: self.link()?,
+            link: self.link(real_plaid)?,
             jobs: JobsConfig {
                 workers: self.job_workers,
                 lease: Duration::from_secs(self.job_lease_seconds),
@@ -446,7 +452,7 @@ impl Settings {
         })
     }
 
-    fn link(&self) -> Result<LinkConfig, ConfigError> {
+    fn link(&self, real_plaid: bool) -> Result<LinkConfig, ConfigError> {
         let products = list("PLAID_PRODUCTS", &self.plaid_products)?;
         if products.iter().any(|p| p == "balance") {
             return Err(bad("PLAID_PRODUCTS", "must not contain balance (Plaid enables it with any product)"));
@@ -464,7 +470,9 @@ impl Settings {
                 }
                 Some(u.to_string())
             }
-            None => None,
+            // Offline, the mobile and web flows work out of the box (the emulator accepts any
+            // redirect); with real Plaid the URI must be one registered in the Dashboard.
+            None => (!real_plaid).then(|| OFFLINE_REDIRECT_URI.to_string()),
         };
         let webhook_url = match nonempty(&self.plaid_webhook_url) {
             Some(u) => {
@@ -482,7 +490,9 @@ impl Settings {
             products,
             country_codes,
             redirect_uri,
-            android_package_name: nonempty(&self.plaid_android_package_name).map(str::to_string),
+            android_package_name: nonempty(&self.plaid_android_package_name)
+                .map(str::to_string)
+                .or_else(|| (!real_plaid).then(|| OFFLINE_ANDROID_PACKAGE_NAME.to_string())),
             webhook_url,
         })
     }

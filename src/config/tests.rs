@@ -170,3 +170,27 @@ fn booleans_numbers_and_enums_are_typed_as_they_parse() {
         assert!(e.contains(&format!("<{var}>")), "{e}");
     }
 }
+
+#[test]
+fn offline_the_mobile_flows_have_development_defaults_and_with_plaid_keys_none() {
+    let db = tmp_db();
+    let offline = settings(&["--database-url", &db]).resolve().unwrap();
+    assert_eq!(offline.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
+    assert_eq!(offline.link.android_package_name.as_deref(), Some(OFFLINE_ANDROID_PACKAGE_NAME));
+    let key = STANDARD.encode([9u8; 32]);
+    let real = settings(&[
+        "--database-url",
+        &db,
+        "--plaid-client-id",
+        "id",
+        "--plaid-secret",
+        "s",
+        "--token-encryption-key",
+        &key,
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef",
+    ])
+    .resolve()
+    .unwrap();
+    assert!(real.link.redirect_uri.is_none() && real.link.android_package_name.is_none());
+}

@@ -46,7 +46,7 @@ impl Gateway {
     /// and executed. Every error of the response carries a stable `extensions.code` (an
     /// internal one its generic message and the request id), and the
     /// operation's latency and outcome are recorded by its root fields.
-    pub async fn execute(&self, mut request: async_graphql::Request, request_id: &str) -> Executed {
+    pub async fn execute(&self, mut request: async_graphql::Request, request_id: &str, method: Method) -> Executed {
         let started = std::time::Instant::now();
         let prepared = match self.guardrails.prepare(&request.query) {
             Ok(p) => p,
@@ -63,6 +63,14 @@ impl Gateway {
             &request.variables,
         ) {
             metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "variables").increment(1);
+            return Executed { response: async_graphql::Response::from_errors(vec![e]), fields, name };
+        }
+        // GraphQL over HTTP: GET carries queries only, so a link can never change anything.
+        if method == Method::Get
+            && guardrails::selects_query(&prepared.document, request.operation_name.as_deref()) == Some(false)
+        {
+            let mut e = ServerError::new("Mutations are accepted only over POST.", None);
+            e.extensions.get_or_insert_with(Default::default).set("code", code::METHOD_NOT_ALLOWED);
             return Executed { response: async_graphql::Response::from_errors(vec![e]), fields, name };
         }
         request.set_parsed_query((*prepared.document).clone());
@@ -97,6 +105,13 @@ impl Gateway {
             .record(started.elapsed().as_secs_f64());
         Executed { response, fields, name }
     }
+}
+
+/// How a request arrived: over GET only queries run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
 }
 
 /// A request's answer, and what names it in logs.

@@ -370,6 +370,19 @@ fn walk(set: &SelectionSet, c: &mut Counts) {
     }
 }
 
+/// Whether the operation a request selects (by `operationName`, or the document's only one)
+/// is a query. `None` when the name selects nothing (validation reports that).
+pub fn selects_query(doc: &ExecutableDocument, operation_name: Option<&str>) -> Option<bool> {
+    use async_graphql::parser::types::OperationType;
+    let op = match (&doc.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    Some(op.node.ty == OperationType::Query)
+}
+
 /// Where the document's arguments whose values use a variable are (their names' positions):
 /// an error async-graphql reports there is about a value the caller sent.
 pub fn arguments_with_variables(doc: &ExecutableDocument) -> HashSet<Pos> {

@@ -17,7 +17,7 @@ mod types;
 
 use async_graphql::{EmptySubscription, Schema};
 
-pub use gateway::{Executed, Gateway};
+pub use gateway::{Executed, Gateway, Method};
 pub use mutation::Mutation;
 pub use query::Query;
 pub use scalars::DateTime;

@@ -1,6 +1,7 @@
 //! The GraphQL endpoint, as GraphQL over HTTP wants it and as a public money API needs it:
-//! POST only for operations, `application/json` bodies, no batches, size limits before
-//! parsing, rate limits, a request timeout, content negotiation, masked internal errors.
+//! queries over GET or POST, mutations over POST only, `application/json` bodies, no batches,
+//! size limits before parsing, rate limits, a request timeout, content negotiation, masked
+//! internal errors.
 //!
 //! `post_graphql` is four steps: `preflight` (media types, the address's rate), `read` (the
 //! body, bounded in size and time, into one GraphQL request), `execute` (the caller, their
@@ -21,7 +22,7 @@ use super::refusal::{Answer, Refusal};
 use super::{AppState, GRAPHQL_PATH, REQUEST_ID};
 use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
-use crate::graphql::Executed;
+use crate::graphql::{Executed, Method};
 use crate::metrics::GRAPHQL_REQUESTS;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -73,22 +74,78 @@ fn log_name(name: Option<&str>) -> &str {
     }
 }
 
-/// `GET /api/v1/graphql`: GraphiQL. Operations go over POST only (no mutation over GET, no
-/// CSRF through a link), so a GET that carries a query is refused with 405.
-pub async fn get_graphql(RawQuery(query): RawQuery) -> Response {
-    let has_operation = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("query=")));
-    if has_operation {
-        return Refusal::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::METHOD_NOT_ALLOWED,
-            "get_operation",
-            "GraphQL operations are accepted only over POST with a JSON body.",
-        )
-        .allowing("POST")
-        .into_response();
+/// `GET /api/v1/graphql`: with a `query` parameter, a query as GraphQL over HTTP describes
+/// it (`query`, `operationName`, `variables` and `extensions` as JSON); a mutation is refused
+/// with 405, so a link or an image tag can never change anything (and Bearer tokens are never
+/// sent by a browser on its own, so there is no cross-site request to forge). Without one,
+/// GraphiQL.
+pub async fn get_graphql(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    rid: Option<axum::Extension<RequestId>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
+    if !params.iter().any(|(k, _)| k == "query") {
+        return Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
+            .into_response();
     }
-    Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
-        .into_response()
+    let started = Instant::now();
+    let answer = match preflight(&state, peer.map(|p| p.0.0), &headers) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let request = match from_params(&state, &params) {
+        Ok(r) => r,
+        Err(r) => return r.answered_as(answer).into_response(),
+    };
+    let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
+    match execute(&state, &headers, request, &request_id, Method::Get).await {
+        Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
+        Err(r) => r.answered_as(answer).into_response(),
+    }
+}
+
+/// A GET request's parameters as one GraphQL request.
+fn from_params(state: &AppState, params: &[(String, String)]) -> Result<async_graphql::Request, Refusal> {
+    let one = |name: &str| -> Result<Option<&str>, Refusal> {
+        let mut values = params.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        match (values.next(), values.next()) {
+            (_, Some(_)) => Err(Refusal::bad_request("malformed", format!("The {name} parameter is given twice."))),
+            (v, None) => Ok(v),
+        }
+    };
+    let query = one("query")?.unwrap_or_default();
+    check_query_length(state, query)?;
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = one("operationName")?.filter(|n| !n.is_empty()) {
+        request = request.operation_name(name);
+    }
+    if let Some(v) = one("variables")?.filter(|v| !v.is_empty()) {
+        let variables: async_graphql::Variables = serde_json::from_str(v).map_err(|e| {
+            Refusal::bad_request("malformed", format!("The variables parameter is not a JSON object ({e})."))
+        })?;
+        request = request.variables(variables);
+    }
+    if let Some(v) = one("extensions")?.filter(|v| !v.is_empty()) {
+        request.extensions = serde_json::from_str(v).map_err(|e| {
+            Refusal::bad_request("malformed", format!("The extensions parameter is not a JSON object ({e})."))
+        })?;
+    }
+    Ok(request)
+}
+
+fn check_query_length(state: &AppState, query: &str) -> Result<(), Refusal> {
+    let max_query_length = state.graphql_limits.max_query_length;
+    if query.chars().count() > max_query_length {
+        return Err(Refusal::bad_request(
+            "query_too_long",
+            format!("The query is longer than {max_query_length} characters."),
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/graphql`.
@@ -109,7 +166,7 @@ pub async fn post_graphql(
         Err(r) => return r.answered_as(answer).into_response(),
     };
     let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
-    match execute(&state, &headers, request, &request_id).await {
+    match execute(&state, &headers, request, &request_id, Method::Post).await {
         Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
         Err(r) => r.answered_as(answer).into_response(),
     }
@@ -182,13 +239,7 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<async
     }
     let request: async_graphql::Request = serde_json::from_slice(&bytes)
         .map_err(|e| Refusal::bad_request("malformed", format!("The body is not a GraphQL request ({e}).")))?;
-    let max_query_length = state.graphql_limits.max_query_length;
-    if request.query.chars().count() > max_query_length {
-        return Err(Refusal::bad_request(
-            "query_too_long",
-            format!("The query is longer than {max_query_length} characters."),
-        ));
-    }
+    check_query_length(state, &request.query)?;
     Ok(request)
 }
 
@@ -199,6 +250,7 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
     request_id: &str,
+    method: Method,
 ) -> Result<(Executed, Option<String>), Refusal> {
     let auth = state.auth.authenticate(headers).await;
     let sub = match &auth {
@@ -212,7 +264,7 @@ async fn execute(
     }
     let operation = log_name(request.operation_name.as_deref()).to_string();
     let request = request.data(auth);
-    match tokio::time::timeout(state.limits.request_timeout, state.gateway.execute(request, request_id)).await {
+    match tokio::time::timeout(state.limits.request_timeout, state.gateway.execute(request, request_id, method)).await {
         Ok(executed) => Ok((executed, sub)),
         Err(_) => {
             tracing::warn!(%operation, "request timed out");
@@ -240,6 +292,7 @@ fn respond(executed: Executed, answer: Answer, sub: Option<&str>, started: Insta
         })
         .collect();
     let unauthenticated = codes.contains(&code::UNAUTHENTICATED);
+    let wrong_method = codes.contains(&code::METHOD_NOT_ALLOWED);
     let retry_after = response
         .errors
         .iter()
@@ -254,6 +307,8 @@ fn respond(executed: Executed, answer: Answer, sub: Option<&str>, started: Insta
         && response.errors.iter().all(|e| e.path.is_empty());
     let status = if unauthenticated {
         StatusCode::UNAUTHORIZED
+    } else if wrong_method {
+        StatusCode::METHOD_NOT_ALLOWED
     } else if retry_after.is_some() {
         StatusCode::TOO_MANY_REQUESTS
     } else if request_failed && answer == Answer::GraphqlResponse {
@@ -281,6 +336,13 @@ fn respond(executed: Executed, answer: Answer, sub: Option<&str>, started: Insta
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.media_type()));
     if unauthenticated {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if wrong_method {
+        h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    // A caller's data is for the caller alone: no shared cache keeps it, no cache at all.
+    if sub.is_some() {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
     if let Some(secs) = retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

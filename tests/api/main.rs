@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod clients;
 mod completion;
 mod custody;
 mod durability;

@@ -313,6 +313,12 @@ async fn with_no_configuration_it_runs_offline_on_sqlite_with_development_secret
         .unwrap();
     let r = call(json!({"query": COMPLETE_LINK, "variables": {"input": {"publicToken": done["public_token"]}}})).await;
     assert_eq!(r["data"]["completePlaidLink"]["bankInstitutionName"], "First Platypus Bank", "{r}");
+    // The seed's mobile flows work out of the box offline, with the documented defaults.
+    for os in ["IOS", "ANDROID", "WEB"] {
+        let q = "mutation($os: DeviceOs) { createPlaidLinkToken(input: {deviceOs: $os}) { linkToken } }";
+        let r = call(json!({"query": q, "variables": {"os": os}})).await;
+        assert!(r["data"]["createPlaidLinkToken"]["linkToken"].is_string(), "{os}: {r}");
+    }
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }

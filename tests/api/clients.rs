@@ -1,0 +1,58 @@
+//! What the clients app developers use expect by default: queries over GET (urql's
+//! `preferGetMethod`, Apollo's `useGETForQueries`), caching headers.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// `GET /api/v1/graphql` with these parameters, as `token`.
+async fn get(app: &TestApp, token: Option<&str>, params: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = app.http.get(&app.graphql).query(params);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test]
+async fn queries_run_over_get_as_over_post_and_mutations_do_not() {
+    let app = TestApp::spawn().await;
+    let t = app.token("getter");
+    app.link(&t).await;
+    let over_post = app.accounts(&t, json!({})).await;
+
+    let (status, headers, body) = get(&app, Some(&t), &[("query", ACCOUNTS), ("variables", "{\"input\":{}}")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["getPlaidBankAccounts"], over_post);
+    assert_eq!(headers["cache-control"], "private, no-store", "a caller's data is never cached");
+
+    // operationName picks the operation; a document may hold a mutation that GET never runs.
+    let doc = "query Mine { getPlaidBankAccounts { bankAccountId } } mutation Refresh { refreshPlaidBankConnections { status } }";
+    let (status, _, body) = get(&app, Some(&t), &[("query", doc), ("operationName", "Mine")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["getPlaidBankAccounts"].as_array().unwrap().len(), 9);
+    let (status, headers, body) = get(&app, Some(&t), &[("query", doc), ("operationName", "Refresh")]).await;
+    assert_eq!((status, code(&body).as_deref()), (405, Some("METHOD_NOT_ALLOWED")), "{body}");
+    assert_eq!(headers["allow"], "POST");
+    assert_eq!(app.db_i64("select count(*) from refresh_throttle").await, 0, "nothing ran");
+
+    // Bad parameters are the client's error, with the reason.
+    let (status, _, body) = get(&app, Some(&t), &[("query", ACCOUNTS), ("variables", "{not json")]).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("BAD_REQUEST")), "{body}");
+    let (status, _, body) = get(&app, Some(&t), &[("query", "{ __typename }"), ("query", "{ __typename }")]).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("BAD_REQUEST")), "{body}");
+    let long = format!("{{ __typename }}{}", " ".repeat(20_001));
+    let (status, _, body) = get(&app, Some(&t), &[("query", &long)]).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("BAD_REQUEST")), "{body}");
+
+    // Anonymous over GET: the same 401 as over POST; introspection needs no token.
+    let (status, headers, body) = get(&app, None, &[("query", ACCOUNTS)]).await;
+    assert_eq!((status, code(&body).as_deref()), (401, Some("UNAUTHENTICATED")), "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, _, body) = get(&app, None, &[("query", "{ __schema { queryType { name } } }")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+}
