@@ -79,8 +79,7 @@ impl Guardrails {
             return Ok(p);
         }
         check_nesting(query)?;
-        let document = async_graphql::parser::parse_query(query)
-            .map_err(|e| with_code(ServerError::from(e), code::GRAPHQL_PARSE_FAILED))?;
+        let document = async_graphql::parser::parse_query(query).map_err(parse_error)?;
         check_fragments(&document)?;
         let fields = self.check(&document)?;
         let name = match &document.operations {
@@ -431,6 +430,25 @@ pub fn arguments_with_variables(doc: &ExecutableDocument) -> HashSet<Pos> {
     out
 }
 
+/// A parse error as one line (the parser's own message draws the query with ASCII art over
+/// several lines): where, and what was expected.
+fn parse_error(e: async_graphql::parser::Error) -> ServerError {
+    let locations: Vec<Pos> = e.positions().collect();
+    let message = match &e {
+        async_graphql::parser::Error::Syntax { message, start, .. } => {
+            let expected = message.lines().find_map(|l| l.trim().strip_prefix("= ")).map(str::trim);
+            match expected {
+                Some(x) => format!("Syntax error at line {}, column {}: {x}.", start.line, start.column),
+                None => format!("Syntax error at line {}, column {}.", start.line, start.column),
+            }
+        }
+        other => other.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
+    };
+    let mut err = ServerError::new(message, None);
+    err.locations = locations;
+    with_code(err, code::GRAPHQL_PARSE_FAILED)
+}
+
 fn with_code(mut e: ServerError, code: &str) -> ServerError {
     let mut ext = ErrorExtensionValues::default();
     ext.set("code", code);
@@ -584,6 +602,20 @@ mod tests {
         assert!(g.prepare(hidden).err().unwrap().message.contains("Introspection"));
         let many: String = (0..=MAX_FRAGMENTS).map(|i| format!("fragment X{i} on Query {{ __typename }} ")).collect();
         assert!(g.prepare(&format!("{{ ...X0 }} {many}")).err().unwrap().message.contains("fragments"));
+    }
+
+    #[test]
+    fn a_parse_error_is_one_line_saying_where_and_what_was_expected() {
+        let g = guardrails(15, 10, true);
+        for query in ["{ a", "query { getPlaidBankAccounts(input: { }", "{ a(b: ) }", "}"] {
+            let e = g.prepare(query).err().expect(query);
+            assert_eq!(code(&e), "GRAPHQL_PARSE_FAILED");
+            assert!(!e.message.contains('\n') && !e.message.contains("-->"), "{query}: {:?}", e.message);
+            assert!(e.message.starts_with("Syntax error at line 1, column "), "{query}: {:?}", e.message);
+            assert!(!e.locations.is_empty());
+        }
+        let e = g.prepare("{ a").err().unwrap();
+        assert!(e.message.contains("expected"), "{:?}", e.message);
     }
 
     #[test]

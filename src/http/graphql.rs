@@ -317,7 +317,18 @@ fn respond(executed: Executed, answer: Answer, sub: Option<&str>, started: Insta
         StatusCode::OK
     };
     let outcome = if codes.is_empty() { "ok".to_string() } else { codes.join(",") };
-    let body = match serde_json::to_vec(&response) {
+    // GraphQL over HTTP: a request error (nothing executed) has no `data` at all.
+    let encoded = if request_failed && answer == Answer::GraphqlResponse {
+        serde_json::to_value(&response).and_then(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("data");
+            }
+            serde_json::to_vec(&v)
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match encoded {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "response could not be encoded");

@@ -90,7 +90,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
             .allow_methods([Method::POST, Method::GET])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static(REQUEST_ID),
+                // Apollo Client's client awareness.
+                header::HeaderName::from_static("apollographql-client-name"),
+                header::HeaderName::from_static("apollographql-client-version"),
+            ])
             .expose_headers([header::HeaderName::from_static(REQUEST_ID), header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )

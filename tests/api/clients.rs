@@ -56,3 +56,67 @@ async fn queries_run_over_get_as_over_post_and_mutations_do_not() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
 }
+
+#[tokio::test]
+async fn browsers_may_send_request_ids_and_apollo_client_awareness_and_read_the_request_id() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--cors-allowed-origins".into(), "https://app.example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let r = app
+        .http
+        .request(reqwest::Method::OPTIONS, &app.graphql)
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-request-id,apollographql-client-name,apollographql-client-version",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let allowed = r.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    for h in ["authorization", "x-request-id", "apollographql-client-name", "apollographql-client-version"] {
+        assert!(allowed.contains(h), "{h} not in {allowed}");
+    }
+    let r = app
+        .http
+        .post(&app.graphql)
+        .header("origin", "https://app.example.com")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn a_request_error_is_one_clean_line_and_carries_no_data_in_the_graphql_media_type() {
+    let app = TestApp::spawn().await;
+    let post = |accept: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(&app.graphql)
+                .header("accept", accept)
+                .json(&json!({"query": "{ getPlaidBankAccounts { bankAccountId "}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post("application/graphql-response+json").await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("GRAPHQL_PARSE_FAILED")), "{body}");
+    assert!(body.as_object().unwrap().get("data").is_none(), "no data on a request error: {body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("Syntax error at line 1, column") && !message.contains('\n'), "{message:?}");
+    assert_eq!(body["errors"][0]["locations"][0]["line"], 1);
+    // Plain JSON clients keep the legacy shape (status 200, `data: null`).
+    let (status, body) = post("application/json").await;
+    assert_eq!((status, code(&body).as_deref()), (200, Some("GRAPHQL_PARSE_FAILED")), "{body}");
+}
