@@ -1,6 +1,6 @@
-//! Guards: the scope an operation needs (checked once, before the resolver runs) and the
-//! tighter rate limit of the operations that cost money or call Plaid. Resolvers then read the
-//! caller the guard let through.
+//! Guards: the scope an operation needs (checked once, before the resolver runs), and the
+//! tighter rate limit of the operations that cost money or call Plaid (spent by the resolver
+//! once the input is valid). Resolvers read the caller the guard let through.
 
 use std::sync::Arc;
 
@@ -19,24 +19,21 @@ impl Guard for RequireScope {
     }
 }
 
-/// One of the caller's sensitive operations (createPlaidLinkToken, completePlaidLink,
-/// refreshPlaidBankConnections), under `RATE_LIMIT_SENSITIVE_PER_MINUTE`. The limiters are
-/// schema data; a schema built without them (`bankgraph schema`) has no limit to apply.
-pub struct Sensitive;
-
-impl Guard for Sensitive {
-    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        let Ok(limiters) = ctx.data::<Arc<Limiters>>() else {
-            return Ok(());
-        };
-        limiters.check_sensitive(caller(ctx)?).map_err(|wait| {
-            AppError::RateLimited {
-                message: "Too many of these operations; retry later.".into(),
-                retry_after_seconds: retry_after_secs(wait),
-            }
-            .extend()
-        })
-    }
+/// Spends one of the caller's sensitive operations (createPlaidLinkToken, completePlaidLink,
+/// refreshPlaidBankConnections) under `RATE_LIMIT_SENSITIVE_PER_MINUTE`, called by the resolver
+/// once the input is valid. The limiters are schema data; a schema built without them
+/// (`bankgraph schema`) has no limit to apply.
+pub fn spend_sensitive(ctx: &Context<'_>, user: &str) -> async_graphql::Result<()> {
+    let Ok(limiters) = ctx.data::<Arc<Limiters>>() else {
+        return Ok(());
+    };
+    limiters.check_sensitive(user).map_err(|wait| {
+        AppError::RateLimited {
+            message: "Too many of these operations; retry later.".into(),
+            retry_after_seconds: retry_after_secs(wait),
+        }
+        .extend()
+    })
 }
 
 fn auth_state<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a AuthState> {

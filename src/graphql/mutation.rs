@@ -1,12 +1,13 @@
-//! The contract's mutations. The three that cost money or call Plaid are also under the
-//! per-caller sensitive-operation limit (the `Sensitive` guard).
+//! The contract's mutations. The three that cost money or call Plaid also spend the caller's
+//! sensitive-operation budget, once their input is valid: a refused call costs nothing, and
+//! neither does a replay of a decided `completePlaidLink`.
 
 use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use secrecy::SecretString;
 
-use super::guards::{RequireScope, Sensitive, caller};
+use super::guards::{RequireScope, caller, spend_sensitive};
 use super::inputs::{
     CompletePlaidLinkInput, CreatePlaidLinkAddressInput, CreatePlaidLinkTokenInput, RemovePlaidBankInstitutionInput,
     bad, id_arg,
@@ -26,10 +27,7 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn create_plaid_link_token(
         &self,
         ctx: &Context<'_>,
@@ -38,6 +36,7 @@ impl Mutation {
         let user = caller(ctx)?;
         let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
         let os = input.device_os.map(Into::into);
+        spend_sensitive(ctx, user)?;
         let t = ctx
             .data_unchecked::<Arc<dyn IdentityService>>()
             .create_link_token(user, os, item.as_deref())
@@ -53,10 +52,7 @@ impl Mutation {
 
     /// Completes Link: stores the connection, its accounts and balances, and starts the first
     /// transaction sync. Idempotent per public token.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn complete_plaid_link(
         &self,
         ctx: &Context<'_>,
@@ -68,21 +64,22 @@ impl Mutation {
             return Err(bad("publicToken must be the public_token Plaid Link returned"));
         }
         let item = id_arg("platformItemId", input.platform_item_id.as_deref())?;
-        let done = ctx
-            .data_unchecked::<Arc<dyn IdentityService>>()
-            .complete_link(user, SecretString::from(token.to_string()), item)
-            .await
-            .map_err(|e| e.extend())?;
+        let token = SecretString::from(token.to_string());
+        let service = ctx.data_unchecked::<Arc<dyn IdentityService>>();
+        // A replay of a decided completion answers from storage and costs no budget.
+        if let Some(done) = service.replayed_link(user, &token).await.map_err(|e| e.extend())? {
+            return Ok(done.into());
+        }
+        spend_sensitive(ctx, user)?;
+        let done = service.complete_link(user, token, item).await.map_err(|e| e.extend())?;
         Ok(done.into())
     }
 
     /// A cached refresh (Plaid `/accounts/get`) of every active connection of the caller.
-    #[graphql(
-        guard = "RequireScope(MANAGE_PAYMENT).and(Sensitive)",
-        complexity = "PLAID_FIELD_COST + child_complexity"
-    )]
+    #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn refresh_plaid_bank_connections(&self, ctx: &Context<'_>) -> GqlResult<RefreshPlaidBankConnectionsPayload> {
         let user = caller(ctx)?;
+        spend_sensitive(ctx, user)?;
         let r = ctx.data_unchecked::<Arc<dyn IdentityService>>().refresh(user).await.map_err(|e| e.extend())?;
         Ok(RefreshPlaidBankConnectionsPayload {
             status: r.status.into(),

@@ -28,6 +28,10 @@ impl IdentityService for PlaidIdentity {
         self.complete_once(user_id, public_token, platform_item_id).await
     }
 
+    async fn replayed_link(&self, user_id: &str, public_token: &SecretString) -> AppResult<Option<CompletedLink>> {
+        self.replay(user_id, public_token).await
+    }
+
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
         let all = self.cached_accounts(user_id).await?;
         Ok(all

@@ -57,6 +57,20 @@ fn sha256_hex(s: &str) -> String {
 }
 
 impl PlaidIdentity {
+    /// The stored answer (or error) of a public token already decided, doing nothing else.
+    pub(super) async fn replay(&self, user_id: &str, public_token: &SecretString) -> AppResult<Option<CompletedLink>> {
+        use secrecy::ExposeSecret;
+        let hash = sha256_hex(public_token.expose_secret());
+        match self.inner.store.decided_completion(user_id, &hash).await? {
+            Some(Claim::Done(json)) => Ok(Some(serde_json::from_str(&json).map_err(AppError::internal)?)),
+            Some(Claim::Failed(json)) => {
+                let stored: StoredError = serde_json::from_str(&json).map_err(AppError::internal)?;
+                Err(stored.into_error())
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Completes a Link session once per public token (see the module's comment).
     pub(super) async fn complete_once(
         &self,

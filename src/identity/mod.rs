@@ -116,6 +116,10 @@ pub trait IdentityService: Send + Sync + 'static {
         platform_item_id: Option<String>,
     ) -> AppResult<CompletedLink>;
 
+    /// The stored answer to a public token already completed (or the stored error of one that
+    /// failed for good), without doing anything; `None` when it was not decided yet.
+    async fn replayed_link(&self, user_id: &str, public_token: &SecretString) -> AppResult<Option<CompletedLink>>;
+
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>>;
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>>;

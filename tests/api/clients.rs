@@ -120,3 +120,31 @@ async fn a_request_error_is_one_clean_line_and_carries_no_data_in_the_graphql_me
     let (status, body) = post("application/json").await;
     assert_eq!((status, code(&body).as_deref()), (200, Some("GRAPHQL_PARSE_FAILED")), "{body}");
 }
+
+/// The per-minute budget of the operations that call Plaid is spent only by calls that do:
+/// not by input refused before anything runs, nor by replays of a decided completion.
+#[tokio::test]
+async fn refused_calls_and_completion_replays_do_not_spend_the_sensitive_budget() {
+    let app =
+        TestApp::spawn_with(Options { args: vec!["--rate-limit-sensitive-per-minute=3".into()], ..Default::default() })
+            .await;
+    let t = app.token("budget");
+    for _ in 0..5 {
+        let r = app.complete(&t, "", None).await;
+        assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+        let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": ""}})).await;
+        assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+    }
+    // One link spends two (a link token, a completion); replays of its completion spend none.
+    let (public_token, _) = app.link_session(&t, json!({}), json!({})).await;
+    let first = app.complete(&t, &public_token, None).await;
+    assert!(first["errors"].is_null(), "{first}");
+    for _ in 0..5 {
+        let again = app.complete(&t, &public_token, None).await;
+        assert_eq!(again["data"], first["data"], "a replay answers the same");
+    }
+    let r = app.gql(Some(&t), REFRESH, json!({})).await;
+    assert!(r["errors"].is_null(), "the third spend is still within the budget: {r}");
+    let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {}})).await;
+    assert_eq!(code(&r).as_deref(), Some("RATE_LIMITED"), "the fourth is over it: {r}");
+}

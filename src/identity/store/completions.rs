@@ -118,6 +118,23 @@ impl Store {
         }
     }
 
+    /// The decided outcome of a public token, if any (`Done` or `Failed`), read without
+    /// claiming anything.
+    pub async fn decided_completion(&self, user_id: &str, token_hash: &str) -> anyhow::Result<Option<Claim>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "select state, result from link_completions where user_id = $1 and public_token_sha256 = $2",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .fetch_optional(&self.db.read)
+        .await?;
+        Ok(match row {
+            Some((state, result)) if state == "DONE" => Some(Claim::Done(result.unwrap_or_default())),
+            Some((state, result)) if state == "FAILED" => Some(Claim::Failed(result.unwrap_or_default())),
+            _ => None,
+        })
+    }
+
     /// Records the outcome of a claimed completion (`DONE` with its result, or `FAILED`).
     pub async fn finish_completion(
         &self,
