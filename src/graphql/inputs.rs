@@ -26,6 +26,7 @@ pub(super) fn id_arg(name: &str, v: Option<&str>) -> GqlResult<Option<String>> {
     }
 }
 
+/// What Link session to prepare: `{}` for a new link.
 #[derive(InputObject, Debug)]
 pub struct CreatePlaidLinkTokenInput {
     /// For native Link: IOS (and WEB) add the OAuth redirect URI, ANDROID the package name.
@@ -34,6 +35,7 @@ pub struct CreatePlaidLinkTokenInput {
     pub platform_item_id: Option<String>,
 }
 
+/// What Plaid Link's onSuccess handed the app.
 #[derive(InputObject)]
 pub struct CompletePlaidLinkInput {
     /// From Plaid Link's onSuccess. Single use; never stored or logged.
@@ -43,10 +45,14 @@ pub struct CompletePlaidLinkInput {
     pub platform_item_id: Option<String>,
 }
 
+/// Which accounts to list (all the caller's when empty).
 #[derive(InputObject, Default, Debug)]
 pub struct PlaidBankAccountFilterInput {
+    /// Only this connection's accounts (Plaid `item_id`).
     pub platform_item_id: Option<String>,
+    /// Only this connection's accounts.
     pub bank_institution_auth_id: Option<ID>,
+    /// Only this account.
     pub bank_account_id: Option<ID>,
 }
 
@@ -68,10 +74,14 @@ impl PlaidBankAccountFilterInput {
     }
 }
 
+/// Which balances to list (all the caller's when empty).
 #[derive(InputObject, Default, Debug)]
 pub struct PlaidBankBalanceFilterInput {
+    /// Only this connection's balances (Plaid `item_id`).
     pub platform_item_id: Option<String>,
+    /// Only this connection's balances.
     pub bank_institution_auth_id: Option<ID>,
+    /// Only this account's balance.
     pub bank_account_id: Option<ID>,
 }
 
@@ -88,42 +98,64 @@ impl PlaidBankBalanceFilterInput {
 /// Page window: `limit` 1..100 (default 50), `offset` ≥ 0.
 #[derive(InputObject, Debug)]
 pub struct PaginateInput {
+    /// Page size, 1 to 100.
     #[graphql(default = 50)]
     pub limit: i32,
+    /// How many transactions to skip, 0 or more.
     #[graphql(default = 0)]
     pub offset: i32,
 }
 
+/// Which transactions to list (all the caller's when empty).
 #[derive(InputObject, Default, Debug)]
 pub struct PlaidBankTransactionFilterInput {
+    /// Only this account's transactions.
     pub bank_account_id: Option<ID>,
+    /// Only this connection's transactions (Plaid `item_id`).
     pub platform_item_id: Option<String>,
+    /// Only this connection's transactions.
     pub bank_institution_auth_id: Option<ID>,
+    /// Transactions on or after this instant (compared with `transactionDate`).
     pub start_date: Option<DateTime>,
+    /// Transactions on or before this instant (compared with `transactionDate`).
     pub end_date: Option<DateTime>,
+    /// Only pending (true) or only posted (false) transactions.
     pub pending: Option<bool>,
+    /// The page window (default: the first 50).
     pub paginate: Option<PaginateInput>,
 }
 
+/// A postal address.
 #[derive(InputObject, Debug)]
 pub struct AddressInput {
+    /// Street and number.
     pub street_address_line1: String,
+    /// Apartment, suite, floor.
     pub street_address_line2: Option<String>,
+    /// City.
     pub city: String,
+    /// State or region; a US state code when `country` is `US`.
     pub state: String,
+    /// Postal code; ZIP or ZIP+4 when `country` is `US`.
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, e.g. US.
     pub country: String,
 }
 
+/// An address for one of the caller's connections.
 #[derive(InputObject, Debug)]
 pub struct CreatePlaidLinkAddressInput {
+    /// The caller's connection to attach the address to.
     pub bank_institution_auth_id: ID,
+    /// The address.
     pub address: AddressInput,
 }
 
+/// The connection to remove, and why.
 #[derive(InputObject, Debug)]
 pub struct RemovePlaidBankInstitutionInput {
+    /// The caller's connection to remove.
     pub bank_institution_auth_id: ID,
+    /// Why (default `USER_REQUESTED`).
     pub reason: Option<RemovalReason>,
 }

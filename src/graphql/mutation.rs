@@ -12,7 +12,7 @@ use super::inputs::{
     CompletePlaidLinkInput, CreatePlaidLinkAddressInput, CreatePlaidLinkTokenInput, RemovePlaidBankInstitutionInput,
     bad, id_arg,
 };
-use super::scalars::DateTime;
+use super::scalars::{DateTime, Money};
 use super::types::{
     CompletePlaidLinkPayload, CreatePlaidLinkAddressPayload, PlaidLinkMode, PlaidLinkToken, PlaidRefreshBalance,
     PlaidVerifyMember, RefreshPlaidBankConnectionsPayload, RemovalReason, RemovePlaidBankInstitutionPayload,
@@ -24,6 +24,7 @@ use crate::identity::IdentityService;
 
 pub struct Mutation;
 
+/// The changes: linking, relinking, refreshing, addresses and removal.
 #[Object]
 impl Mutation {
     /// A Link token: a new link with `{}`, update mode (relink) with `platformItemId`.
@@ -31,6 +32,7 @@ impl Mutation {
     async fn create_plaid_link_token(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "`{}` for a new link; `platformItemId` to relink; `deviceOs` for native Link.")]
         input: CreatePlaidLinkTokenInput,
     ) -> GqlResult<PlaidLinkToken> {
         let user = caller(ctx)?;
@@ -56,6 +58,7 @@ impl Mutation {
     async fn complete_plaid_link(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The public token from Link's onSuccess (and `platformItemId` after a relink).")]
         input: CompletePlaidLinkInput,
     ) -> GqlResult<CompletePlaidLinkPayload> {
         let user = caller(ctx)?;
@@ -88,8 +91,8 @@ impl Mutation {
                 .into_iter()
                 .map(|b| PlaidRefreshBalance {
                     bank_account_id: ID(b.account_id),
-                    amount: b.available,
-                    current: b.current,
+                    amount: b.available.map(Money),
+                    current: b.current.map(Money),
                 })
                 .collect(),
             verify_members: r
@@ -108,7 +111,7 @@ impl Mutation {
     async fn create_plaid_link_address(
         &self,
         ctx: &Context<'_>,
-        input: CreatePlaidLinkAddressInput,
+        #[graphql(desc = "The connection and its address.")] input: CreatePlaidLinkAddressInput,
     ) -> GqlResult<CreatePlaidLinkAddressPayload> {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
@@ -135,7 +138,7 @@ impl Mutation {
     async fn remove_plaid_bank_institution(
         &self,
         ctx: &Context<'_>,
-        input: RemovePlaidBankInstitutionInput,
+        #[graphql(desc = "The connection to remove, and why.")] input: RemovePlaidBankInstitutionInput,
     ) -> GqlResult<RemovePlaidBankInstitutionPayload> {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();

@@ -15,6 +15,7 @@ use crate::identity::{IdentityService, TransactionFilter};
 
 pub struct Query;
 
+/// The reads: the caller's stored data, never a call to Plaid.
 #[Object]
 impl Query {
     /// The caller's linked bank accounts (removed connections excluded). Reads stored data only.
@@ -22,7 +23,7 @@ impl Query {
     async fn get_plaid_bank_accounts(
         &self,
         ctx: &Context<'_>,
-        input: Option<PlaidBankAccountFilterInput>,
+        #[graphql(desc = "Which accounts (all the caller's when omitted).")] input: Option<PlaidBankAccountFilterInput>,
     ) -> GqlResult<Vec<PlaidBankAccount>> {
         let user = caller(ctx)?;
         let f = input.unwrap_or_default().filter()?;
@@ -36,7 +37,7 @@ impl Query {
     async fn get_plaid_bank_balances(
         &self,
         ctx: &Context<'_>,
-        input: Option<PlaidBankBalanceFilterInput>,
+        #[graphql(desc = "Which balances (all the caller's when omitted).")] input: Option<PlaidBankBalanceFilterInput>,
     ) -> GqlResult<Vec<PlaidBankBalance>> {
         let user = caller(ctx)?;
         let f = input.unwrap_or_default().filter()?;
@@ -50,7 +51,9 @@ impl Query {
     async fn get_plaid_bank_transactions(
         &self,
         ctx: &Context<'_>,
-        input: Option<PlaidBankTransactionFilterInput>,
+        #[graphql(desc = "Which transactions, and the page (all the caller's, first 50, when omitted).")] input: Option<
+            PlaidBankTransactionFilterInput,
+        >,
     ) -> GqlResult<PlaidBankTransactionPage> {
         let user = caller(ctx)?;
         let i = input.unwrap_or_default();

@@ -2,115 +2,171 @@
 //! async-graphql remote enums: the conversions both ways are derived, so a new variant on one
 //! side fails to compile until the other has it.
 
-use async_graphql::{Enum, ID, SimpleObject};
-use rust_decimal::Decimal;
-
-use super::scalars::DateTime;
+use super::scalars::{DateTime, Money};
 use crate::domain;
 use crate::identity;
+use async_graphql::{Enum, ID, SimpleObject};
 
+/// The platform a Link session runs on: it decides the OAuth redirect option.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::identity::DeviceOs")]
 pub enum DeviceOs {
+    /// iOS: adds the OAuth redirect URI.
     Ios,
+    /// Android: adds the Android package name.
     Android,
+    /// The web: adds the OAuth redirect URI.
     Web,
 }
 
 /// Whether a Link token starts a new link or repairs an existing one (update mode).
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum PlaidLinkMode {
+    /// A new link.
     Create,
+    /// Update mode: repairs an existing connection (relink).
     Update,
 }
 
+/// A connection's health, decided by the server from Plaid, never by a client.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::domain::ConnectionStatus")]
 pub enum PlaidConnectionStatus {
+    /// Working.
     Active,
+    /// The user must log in again through Link update mode.
     LoginRequired,
+    /// Consent expires soon; relink before it does.
     PendingExpiration,
+    /// The institution will disconnect the item soon; relink.
     PendingDisconnect,
+    /// Gone at Plaid or revoked by the user: only a new link replaces it.
     Revoked,
+    /// Plaid reports an item error bankgraph does not know; look at the logs.
     Error,
 }
 
+/// Where a stored balance came from.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::domain::BalanceSource")]
 pub enum BalanceSource {
+    /// Plaid's cached balance (`/accounts/get`).
     PlaidCached,
+    /// A realtime balance from the bank.
     PlaidRealtime,
 }
 
+/// What made bankgraph store a balance.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::domain::BalanceTrigger")]
 pub enum BalanceTrigger {
+    /// A new link.
     Link,
+    /// A relink.
     Relink,
+    /// `refreshPlaidBankConnections`.
     Refresh,
+    /// A Plaid webhook.
     Webhook,
+    /// Scheduled work.
     Scheduled,
 }
 
+/// How a `refreshPlaidBankConnections` went.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::identity::RefreshStatus")]
 pub enum RefreshStatus {
+    /// Every connection was refreshed.
     Refreshed,
+    /// Some connections could not be refreshed (see `verifyMembers`).
     Partial,
+    /// Refreshed too recently: the stored balances are returned.
     Throttled,
+    /// The caller has no connections.
     NoConnections,
 }
 
+/// Whether a transaction has posted.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum TransactionStatus {
+    /// Not posted yet.
     Pending,
+    /// Posted.
     Posted,
 }
 
 /// `DEBIT` is money out of the account, `CREDIT` money in.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum TransactionType {
+    /// Money out of the account.
     Debit,
+    /// Money into the account.
     Credit,
 }
 
+/// Why a connection was removed.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "crate::domain::RemovalReason")]
 pub enum RemovalReason {
+    /// The user asked.
     UserRequested,
+    /// A duplicate connection.
     Duplicate,
+    /// The account was closed.
     AccountClosed,
+    /// Suspected fraud.
     FraudSuspected,
+    /// Another reason.
     Other,
 }
 
+/// A Link token, to open Plaid Link with.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidLinkToken {
+    /// The token to open Plaid Link with. Short-lived; single use.
     pub link_token: String,
+    /// When the link token expires.
     pub expiration: DateTime,
+    /// Plaid's request id, to quote to Plaid support.
     pub request_id: String,
+    /// `CREATE` for a new link, `UPDATE` for a relink of an existing connection.
     pub mode: PlaidLinkMode,
 }
 
+/// One account of a completed link.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankAccountSummary {
+    /// The linked connection (ours; it survives a repair onto a new Plaid item).
     pub bank_institution_auth_id: ID,
+    /// The bank account (ours; stable across relinks).
     pub bank_account_id: ID,
+    /// The institution's name.
     pub bank_name: String,
+    /// The last digits of the account number, as the bank shows them.
     pub last_four: Option<String>,
+    /// Plaid's account type (`depository`, `credit`, `loan`, `investment`, …).
     #[graphql(name = "type")]
     pub account_type: String,
+    /// Plaid's account subtype (`checking`, `savings`, `credit card`, …).
     pub subtype: Option<String>,
 }
 
+/// What `completePlaidLink` stored.
 #[derive(SimpleObject, Debug)]
 pub struct CompletePlaidLinkPayload {
+    /// True when no postal address is known for the connection yet: attach one with `createPlaidLinkAddress`.
     pub requires_address: bool,
+    /// The primary account: the first depository checking account, else the first account.
     pub bank_account_id: Option<ID>,
+    /// The connection that was linked or repaired.
     pub bank_institution_auth_id: Option<ID>,
+    /// Set when a new connection was created; null when an existing one was repaired (a relink, or the same login linked again).
     pub newly_linked_bank_institution_auth_id: Option<ID>,
+    /// The institution's name.
     pub bank_institution_name: Option<String>,
+    /// Plaid's `item_id` of the connection.
     pub platform_item_id: Option<String>,
+    /// The connection's usable accounts.
     pub bank_accounts: Vec<PlaidBankAccountSummary>,
 }
 
@@ -139,18 +195,27 @@ impl From<identity::CompletedLink> for CompletePlaidLinkPayload {
     }
 }
 
+/// A linked bank account, with its connection's facts.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankAccount {
+    /// Plaid's `item_id` of the connection (a safe public identifier).
     pub platform_item_id: String,
+    /// The linked connection (ours; it survives a repair onto a new Plaid item).
     pub bank_institution_auth_id: ID,
+    /// The institution's name, as Plaid reports it.
     pub bank_institution_name: String,
+    /// The bank account (ours; stable across relinks).
     pub bank_account_id: ID,
     /// The account's name at the bank or as the user labelled it.
     pub account_name: Option<String>,
+    /// The last digits of the account number, as the bank shows them.
     pub last_four: Option<String>,
+    /// Plaid's account type (`depository`, `credit`, `loan`, `investment`, …).
     #[graphql(name = "type")]
     pub account_type: String,
+    /// Plaid's account subtype (`checking`, `savings`, `credit card`, …).
     pub subtype: Option<String>,
+    /// The connection's health, decided by the server from Plaid.
     pub status: PlaidConnectionStatus,
 }
 
@@ -170,17 +235,26 @@ impl From<domain::BankAccount> for PlaidBankAccount {
     }
 }
 
+/// The latest stored balance of an account.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankBalance {
+    /// Plaid's `item_id` of the connection (a safe public identifier).
     pub platform_item_id: String,
+    /// The linked connection (ours; it survives a repair onto a new Plaid item).
     pub bank_institution_auth_id: ID,
+    /// The bank account (ours; stable across relinks).
     pub bank_account_id: ID,
     /// The available balance.
-    pub amount: Option<Decimal>,
-    pub current: Option<Decimal>,
+    pub amount: Option<Money>,
+    /// The current (ledger) balance.
+    pub current: Option<Money>,
+    /// ISO 4217 currency code (or Plaid's unofficial code for currencies without one).
     pub currency_code: Option<String>,
+    /// Where the balance came from.
     pub source: BalanceSource,
+    /// What made bankgraph store this balance.
     pub trigger: BalanceTrigger,
+    /// When this balance was stored.
     pub started_at: DateTime,
 }
 
@@ -190,8 +264,8 @@ impl From<domain::Balance> for PlaidBankBalance {
             platform_item_id: b.plaid_item_id,
             bank_institution_auth_id: ID(b.connection_id),
             bank_account_id: ID(b.account_id),
-            amount: b.available,
-            current: b.current,
+            amount: b.available.map(Money),
+            current: b.current.map(Money),
             currency_code: b.currency_code,
             source: b.source.into(),
             trigger: b.trigger.into(),
@@ -200,44 +274,67 @@ impl From<domain::Balance> for PlaidBankBalance {
     }
 }
 
+/// An account's balance after a refresh.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidRefreshBalance {
+    /// The bank account (ours; stable across relinks).
     pub bank_account_id: ID,
-    pub amount: Option<Decimal>,
-    pub current: Option<Decimal>,
+    /// The available balance.
+    pub amount: Option<Money>,
+    /// The current (ledger) balance.
+    pub current: Option<Money>,
 }
 
+/// A connection that needs the user to relink.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidVerifyMember {
+    /// Plaid's `item_id`: pass it to `createPlaidLinkToken` to relink.
     pub platform_item_id: String,
+    /// The linked connection (ours; it survives a repair onto a new Plaid item).
     pub bank_institution_auth_id: ID,
 }
 
+/// What `refreshPlaidBankConnections` did.
 #[derive(SimpleObject, Debug)]
 pub struct RefreshPlaidBankConnectionsPayload {
+    /// How the refresh went.
     pub status: RefreshStatus,
+    /// The latest stored balance of each of the caller's accounts.
     pub balances: Vec<PlaidRefreshBalance>,
+    /// Exactly the connections that need the user to relink.
     pub verify_members: Vec<PlaidVerifyMember>,
 }
 
+/// A stored transaction. One purchase is one transaction, from pending to posted.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankTransaction {
     /// Stable across pending → posted: one purchase, one id.
     pub historical_bank_transaction_id: ID,
+    /// Plaid's `item_id` of the connection (a safe public identifier).
     pub platform_item_id: String,
+    /// The linked connection (ours; it survives a repair onto a new Plaid item).
     pub bank_institution_auth_id: ID,
+    /// The bank account (ours; stable across relinks).
     pub bank_account_id: ID,
     /// Plaid's current transaction id (it changes when a pending transaction posts).
     pub transaction_id: String,
+    /// `PENDING` or `POSTED`.
     pub transaction_status: TransactionStatus,
+    /// `DEBIT` (money out) or `CREDIT` (money in).
     pub transaction_type: TransactionType,
+    /// Midnight UTC of the transaction's calendar day.
     pub transaction_date: DateTime,
     /// The amount, always positive; `transactionType` says which way the money went.
-    pub amount: Decimal,
+    pub amount: Money,
+    /// ISO 4217 currency code (or Plaid's unofficial code for currencies without one).
     pub currency_code: Option<String>,
+    /// The description the bank gives.
     pub description: Option<String>,
+    /// The merchant, when Plaid recognises one.
     pub merchant_name: Option<String>,
+    /// Plaid's primary personal-finance category.
     pub category: Option<String>,
+    /// True while the transaction has not posted.
     pub pending: bool,
 }
 
@@ -256,7 +353,7 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
                 TransactionType::Debit
             },
             transaction_date: DateTime(t.date),
-            amount: t.amount.abs(),
+            amount: Money(t.amount.abs()),
             currency_code: t.currency_code,
             description: t.description,
             merchant_name: t.merchant_name,
@@ -266,19 +363,27 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
     }
 }
 
+/// A page of transactions and the size of the whole filtered set.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankTransactionPage {
+    /// How many transactions the whole filtered set holds (not just this page).
     pub total_count: i32,
+    /// This page, newest first.
     pub transactions: Vec<PlaidBankTransaction>,
 }
 
+/// The stored address.
 #[derive(SimpleObject, Debug)]
 pub struct CreatePlaidLinkAddressPayload {
+    /// The stored address.
     pub address_id: ID,
 }
 
+/// The removed connection.
 #[derive(SimpleObject, Debug)]
 pub struct RemovePlaidBankInstitutionPayload {
+    /// Always true: the connection is removed (calling again is fine).
     pub removed: bool,
+    /// The removed connection.
     pub bank_institution_auth_id: ID,
 }
