@@ -11,6 +11,8 @@ pub const GRAPHQL_OPERATION_SECONDS: &str = "bankgraph_graphql_operation_duratio
 pub const GRAPHQL_REQUESTS: &str = "bankgraph_graphql_requests_total";
 /// Requests refused before execution by `reason` (body_too_large, rate_limited, …): a counter.
 pub const REQUESTS_REFUSED: &str = "bankgraph_requests_refused_total";
+/// Documents outside the trusted list, by `mode` (refused when `enforce`, run when `log`).
+pub const UNTRUSTED_DOCUMENTS: &str = "bankgraph_untrusted_documents_total";
 /// Connections closed at accept because a connection cap was reached: a counter.
 pub const CONNECTIONS_REFUSED: &str = "bankgraph_connections_refused_total";
 /// Connections closed by the server by `reason` (no_request, idle): a counter.

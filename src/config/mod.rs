@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
 pub use dev_secrets::dev_secrets_path;
-pub use settings::{DatabaseUrl, JwtAlgorithm, LogFormat, PlaidEnv, Settings, otlp_endpoint};
+pub use settings::{DatabaseUrl, JwtAlgorithm, LogFormat, PlaidEnv, Settings, TrustedMode, otlp_endpoint};
 
 use settings::given;
 
@@ -186,6 +186,13 @@ pub struct RateLimits {
     pub sensitive_per_minute: u32,
 }
 
+/// The documents a deployment lets run, by the SHA-256 of their text (hex).
+#[derive(Debug, Clone)]
+pub struct TrustedDocuments {
+    pub mode: TrustedMode,
+    pub documents: std::collections::HashMap<String, String>,
+}
+
 /// What a GraphQL document may be.
 #[derive(Debug, Clone)]
 pub struct GraphqlLimits {
@@ -195,6 +202,7 @@ pub struct GraphqlLimits {
     pub max_complexity: usize,
     pub max_aliases: usize,
     pub max_directives: usize,
+    pub trusted_documents: Option<TrustedDocuments>,
 }
 
 /// Offline (the emulator), `PLAID_REDIRECT_URI` defaults to Plaid quickstart's documented
@@ -311,6 +319,7 @@ impl Settings {
                 max_complexity: self.graphql_max_complexity,
                 max_aliases: self.graphql_max_aliases,
                 max_directives: self.graphql_max_directives,
+                trusted_documents: self.trusted_documents()?,
             },
             dev_secrets_path: needs_dev.then_some(dev_path),
         })
@@ -495,6 +504,48 @@ impl Settings {
                 .or_else(|| (!real_plaid).then(|| OFFLINE_ANDROID_PACKAGE_NAME.to_string())),
             webhook_url,
         })
+    }
+
+    /// Reads the persisted-documents manifest: graphql-codegen's `{"<sha256>": "<document>"}`
+    /// or Apollo's `{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body"}]}`.
+    /// Every id must be the SHA-256 of its text, so a client's hash finds exactly that text.
+    fn trusted_documents(&self) -> Result<Option<TrustedDocuments>, ConfigError> {
+        use sha2::Digest;
+        let Some(path) = nonempty(&self.trusted_documents) else { return Ok(None) };
+        let var = "TRUSTED_DOCUMENTS";
+        let text = std::fs::read_to_string(path).map_err(|e| bad(var, format!("cannot be read ({path}): {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(var, format!("is not JSON ({path}): {e}")))?;
+        let pairs: Vec<(String, String)> = match json.get("operations").and_then(|o| o.as_array()) {
+            Some(ops) => ops
+                .iter()
+                .map(|op| match (op["id"].as_str(), op["body"].as_str()) {
+                    (Some(id), Some(body)) => Ok((id.to_string(), body.to_string())),
+                    _ => Err(bad(var, "has an operation without a string id and body")),
+                })
+                .collect::<Result<_, _>>()?,
+            None => json
+                .as_object()
+                .ok_or_else(|| bad(var, "must be an object of documents by hash, or an Apollo manifest"))?
+                .iter()
+                .map(|(id, body)| match body.as_str() {
+                    Some(b) => Ok((id.clone(), b.to_string())),
+                    None => Err(bad(var, format!("has a non-string document under {id:?}"))),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut documents = std::collections::HashMap::new();
+        for (id, body) in pairs {
+            let id = id.strip_prefix("sha256:").unwrap_or(&id).to_ascii_lowercase();
+            if hex::encode(sha2::Sha256::digest(body.as_bytes())) != id {
+                return Err(bad(var, format!("has a document whose id is not the SHA-256 of its text: {id}")));
+            }
+            documents.insert(id, body);
+        }
+        if documents.is_empty() {
+            return Err(bad(var, "lists no documents"));
+        }
+        Ok(Some(TrustedDocuments { mode: self.trusted_documents_mode, documents }))
     }
 
     fn http(&self) -> Result<HttpLimits, ConfigError> {

@@ -120,6 +120,14 @@ pub struct Settings {
     /// Deepest selection accepted (the standard introspection query needs 13).
     #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub graphql_max_depth: usize,
+    /// A persisted-documents manifest (graphql-codegen's `{hash: document}` or Apollo's
+    /// persisted query manifest): only its documents run (see TRUSTED_DOCUMENTS_MODE).
+    #[arg(long, env = "TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<String>,
+    /// `enforce` refuses any other document (PERSISTED_QUERY_NOT_IN_LIST); `log` lets it run
+    /// and counts it in `bankgraph_untrusted_documents_total`.
+    #[arg(long, env = "TRUSTED_DOCUMENTS_MODE", value_enum, default_value = "enforce")]
+    pub trusted_documents_mode: TrustedMode,
     /// Largest query complexity accepted (each Plaid field costs 10, others 1).
     #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "500", value_parser = RangedU64ValueParser::<usize>::new().range(10..=1_000_000))]
     pub graphql_max_complexity: usize,
@@ -287,4 +295,13 @@ pub fn otlp_endpoint(s: &str) -> Result<String, String> {
     } else {
         Err(format!("must be an http(s) URL, got {s:?}"))
     }
+}
+
+/// What a document outside the trusted list meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrustedMode {
+    /// Refused with `PERSISTED_QUERY_NOT_IN_LIST`.
+    Enforce,
+    /// Run, and counted.
+    Log,
 }

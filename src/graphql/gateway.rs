@@ -10,6 +10,7 @@ use async_graphql::{EmptySubscription, Pos, Schema, ServerError, Value};
 use super::BankgraphSchema;
 use super::guardrails::{self, Guardrails};
 use super::mutation::Mutation;
+use super::persisted::PersistedDocuments;
 use super::query::Query;
 use crate::config::GraphqlLimits;
 use crate::error::{INTERNAL_MESSAGE, code};
@@ -20,6 +21,7 @@ use crate::ratelimit::Limiters;
 pub struct Gateway {
     schema: BankgraphSchema,
     guardrails: Guardrails,
+    persisted: PersistedDocuments,
 }
 
 impl Gateway {
@@ -39,7 +41,11 @@ impl Gateway {
         }
         let schema = b.finish();
         let sdl = schema.sdl();
-        Gateway { schema, guardrails: Guardrails::new(limits.max_aliases, limits.max_directives, introspection, &sdl) }
+        Gateway {
+            schema,
+            guardrails: Guardrails::new(limits.max_aliases, limits.max_directives, introspection, &sdl),
+            persisted: PersistedDocuments::new(limits.trusted_documents.as_ref()),
+        }
     }
 
     /// Runs one request: its document is parsed (or found parsed) and checked, then validated
@@ -48,6 +54,10 @@ impl Gateway {
     /// operation's latency and outcome are recorded by its root fields.
     pub async fn execute(&self, mut request: async_graphql::Request, request_id: &str, method: Method) -> Executed {
         let started = std::time::Instant::now();
+        if let Err(e) = self.persisted.resolve(&mut request) {
+            metrics::counter!(crate::metrics::REQUESTS_REFUSED, "reason" => "persisted_document").increment(1);
+            return Executed { response: async_graphql::Response::from_errors(vec![e]), fields: None, name: None };
+        }
         let prepared = match self.guardrails.prepare(&request.query) {
             Ok(p) => p,
             Err(e) => {

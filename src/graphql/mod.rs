@@ -11,6 +11,7 @@ pub mod guardrails;
 mod guards;
 mod inputs;
 mod mutation;
+mod persisted;
 mod query;
 mod scalars;
 mod types;

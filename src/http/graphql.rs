@@ -88,7 +88,8 @@ pub async fn get_graphql(
 ) -> Response {
     let params: Vec<(String, String)> =
         url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
-    if !params.iter().any(|(k, _)| k == "query") {
+    // A query, or a persisted query named by hash alone (APQ over GET).
+    if !params.iter().any(|(k, _)| k == "query" || k == "extensions") {
         return Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
             .into_response();
     }

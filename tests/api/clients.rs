@@ -148,3 +148,95 @@ async fn refused_calls_and_completion_replays_do_not_spend_the_sensitive_budget(
     let r = app.gql(Some(&t), CREATE_LINK_TOKEN, json!({"input": {}})).await;
     assert_eq!(code(&r).as_deref(), Some("RATE_LIMITED"), "the fourth is over it: {r}");
 }
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Apollo Client's automatic persisted queries: the hash alone first, then hash and text once,
+/// then the hash alone works, over POST and over GET.
+#[tokio::test]
+async fn automatic_persisted_queries_work_as_apollo_sends_them() {
+    let app = TestApp::spawn().await;
+    let t = app.token("apq");
+    app.link(&t).await;
+    let q = "query Mine { getPlaidBankAccounts { bankAccountId } }";
+    let ext = json!({"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(q)}});
+    let post = |body: Value| {
+        let app = &app;
+        let t = t.clone();
+        async move { app.post_raw(&[("authorization", &format!("Bearer {t}"))], body).await }
+    };
+    let (status, _, body) = post(json!({"extensions": ext})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound", "{body}");
+    assert_eq!(code(&body).as_deref(), Some("PERSISTED_QUERY_NOT_FOUND"));
+    let (_, _, body) = post(json!({"query": "{ __typename }", "extensions": ext})).await;
+    assert_eq!(code(&body).as_deref(), Some("BAD_REQUEST"), "a text under another text's hash: {body}");
+    let (_, _, body) = post(json!({"query": q, "extensions": ext})).await;
+    assert_eq!(body["data"]["getPlaidBankAccounts"].as_array().unwrap().len(), 9, "{body}");
+    let (_, _, body) = post(json!({"extensions": ext})).await;
+    assert_eq!(body["data"]["getPlaidBankAccounts"].as_array().unwrap().len(), 9, "by hash alone: {body}");
+    let (status, _, body) = get(&app, Some(&t), &[("extensions", &ext.to_string())]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["getPlaidBankAccounts"].as_array().unwrap().len(), 9, "over GET: {body}");
+    let v2 = json!({"persistedQuery": {"version": 2, "sha256Hash": sha256_hex(q)}});
+    let (_, _, body) = post(json!({"extensions": v2})).await;
+    assert_eq!(code(&body).as_deref(), Some("PERSISTED_QUERY_NOT_SUPPORTED"), "{body}");
+}
+
+/// Trusted documents: the manifest's documents run (by hash or by text), nothing else does
+/// under `enforce`; under `log` the rest runs and is counted. Both manifest formats load.
+#[tokio::test]
+async fn trusted_documents_let_through_exactly_the_manifest() {
+    let mine = "query Mine { getPlaidBankAccounts { bankAccountId } }";
+    let link_token = "mutation Link { createPlaidLinkToken(input: {}) { linkToken } }";
+    let dir = std::env::temp_dir().join(format!("bankgraph-trusted-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let codegen = dir.join("persisted-documents.json");
+    std::fs::write(&codegen, json!({ sha256_hex(mine): mine, sha256_hex(link_token): link_token }).to_string())
+        .unwrap();
+    let apollo = dir.join("persisted-query-manifest.json");
+    let ops = json!({"format": "apollo-persisted-query-manifest", "version": 1, "operations": [
+        {"id": sha256_hex(mine), "name": "Mine", "type": "query", "body": mine},
+        {"id": sha256_hex(link_token), "name": "Link", "type": "mutation", "body": link_token},
+    ]});
+    std::fs::write(&apollo, ops.to_string()).unwrap();
+
+    for (manifest, mode) in [(&codegen, "enforce"), (&apollo, "enforce"), (&codegen, "log")] {
+        let app = TestApp::spawn_with(Options {
+            args: vec![
+                format!("--trusted-documents={}", manifest.display()),
+                format!("--trusted-documents-mode={mode}"),
+            ],
+            ..Default::default()
+        })
+        .await;
+        let t = app.token("trusted");
+        let auth = format!("Bearer {t}");
+        let by_hash =
+            |text: &str| json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(text)}}});
+        let (_, _, body) = app.post_raw(&[("authorization", &auth)], by_hash(mine)).await;
+        assert!(body["data"]["getPlaidBankAccounts"].is_array(), "{mode}: {body}");
+        let (_, _, body) = app.post_raw(&[("authorization", &auth)], json!({"query": link_token})).await;
+        assert!(body["data"]["createPlaidLinkToken"]["linkToken"].is_string(), "{mode}: {body}");
+        let adhoc = json!({"query": "{ getPlaidBankAccounts { bankAccountId lastFour } }"});
+        let (_, _, body) = app.post_raw(&[("authorization", &auth)], adhoc).await;
+        if mode == "enforce" {
+            assert_eq!(code(&body).as_deref(), Some("PERSISTED_QUERY_NOT_IN_LIST"), "{body}");
+        } else {
+            assert!(body["data"]["getPlaidBankAccounts"].is_array(), "{body}");
+            let metrics = app.http.get(format!("{}/metrics", app.internal)).send().await.unwrap().text().await.unwrap();
+            assert!(metrics.contains("bankgraph_untrusted_documents_total{mode=\"log\"} 1"), "{metrics}");
+        }
+    }
+
+    // A manifest whose id is not its document's hash is refused at start, naming the variable.
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, json!({ sha256_hex("{ a }"): mine }).to_string()).unwrap();
+    let mut args = vec!["bankgraph".to_string(), format!("--trusted-documents={}", wrong.display())];
+    args.push(format!("--database-url=sqlite://{}/x.db", dir.display()));
+    let e = settings(&args[1..]).resolve().unwrap_err();
+    assert!(e.0.starts_with("TRUSTED_DOCUMENTS"), "{e}");
+}
