@@ -95,7 +95,8 @@ impl PlaidBankBalanceFilterInput {
     }
 }
 
-/// Page window: `limit` 1..100 (default 50), `offset` ≥ 0.
+/// Page window: `limit` 1..100 (default 50), and either `offset` ≥ 0 or `after` (a previous
+/// page's `pageInfo.endCursor`). Pages by `after` stay exact while new transactions arrive.
 #[derive(InputObject, Debug)]
 pub struct PaginateInput {
     /// Page size, 1 to 100.
@@ -104,6 +105,9 @@ pub struct PaginateInput {
     /// How many transactions to skip, 0 or more.
     #[graphql(default = 0)]
     pub offset: i32,
+    /// Start after this cursor (`pageInfo.endCursor` of the previous page): no duplicate and no
+    /// gap while a sync adds transactions between pages.
+    pub after: Option<String>,
 }
 
 /// Which transactions to list (all the caller's when empty).

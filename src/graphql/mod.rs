@@ -5,6 +5,7 @@
 //! By kind: `gateway` (the schema behind the guardrails), `guards`, `scalars`, `types`
 //! (outputs and enums), `inputs`, `query`, `mutation`, `error` (the GraphQL form of `AppError`).
 
+mod cursor;
 mod error;
 mod gateway;
 pub mod guardrails;

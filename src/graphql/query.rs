@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ErrorExtensions, Object};
 
+use super::cursor;
 use super::guards::{RequireScope, caller};
 use super::inputs::{
     PlaidBankAccountFilterInput, PlaidBankBalanceFilterInput, PlaidBankTransactionFilterInput, account_filter, bad,
 };
-use super::types::{PlaidBankAccount, PlaidBankBalance, PlaidBankTransactionPage};
+use super::types::{PageInfo, PlaidBankAccount, PlaidBankBalance, PlaidBankTransactionPage};
 use super::{GqlResult, PLAID_FIELD_COST};
 use crate::auth::MANAGE_PAYMENT;
 use crate::identity::{IdentityService, TransactionFilter};
@@ -57,9 +58,9 @@ impl Query {
     ) -> GqlResult<PlaidBankTransactionPage> {
         let user = caller(ctx)?;
         let i = input.unwrap_or_default();
-        let (limit, offset) = match &i.paginate {
-            Some(p) => (p.limit, p.offset),
-            None => (50, 0),
+        let (limit, offset, after) = match &i.paginate {
+            Some(p) => (p.limit, p.offset, p.after.as_deref()),
+            None => (50, 0, None),
         };
         if !(1..=100).contains(&limit) {
             return Err(bad(format!("paginate.limit must be between 1 and 100, got {limit}")));
@@ -67,6 +68,11 @@ impl Query {
         if offset < 0 {
             return Err(bad(format!("paginate.offset must be 0 or more, got {offset}")));
         }
+        let after = match after {
+            Some(_) if offset > 0 => return Err(bad("paginate: give offset or after, not both")),
+            Some(c) => Some(cursor::decode(c).ok_or_else(|| bad("paginate.after is not a cursor this server gave"))?),
+            None => None,
+        };
         if let (Some(s), Some(e)) = (i.start_date, i.end_date)
             && e < s
         {
@@ -83,15 +89,18 @@ impl Query {
             pending: i.pending,
             limit: limit as i64,
             offset: offset as i64,
+            after,
         };
-        let (total, rows) = ctx
+        let page = ctx
             .data_unchecked::<Arc<dyn IdentityService>>()
             .transactions(user, filter)
             .await
             .map_err(|e| e.extend())?;
+        let end_cursor = page.transactions.last().map(|t| cursor::encode(t.date, &t.id));
         Ok(PlaidBankTransactionPage {
-            total_count: i32::try_from(total).unwrap_or(i32::MAX),
-            transactions: rows.into_iter().map(Into::into).collect(),
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+            transactions: page.transactions.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { end_cursor, has_next_page: page.has_next },
         })
     }
 }

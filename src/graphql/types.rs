@@ -322,8 +322,11 @@ pub struct PlaidBankTransaction {
     pub transaction_status: TransactionStatus,
     /// `DEBIT` (money out) or `CREDIT` (money in).
     pub transaction_type: TransactionType,
-    /// Midnight UTC of the transaction's calendar day.
+    /// Midnight UTC of the transaction's calendar day (west of UTC it reads as the day before:
+    /// use `date` to show the day).
     pub transaction_date: DateTime,
+    /// The transaction's calendar day as the bank reports it, `YYYY-MM-DD` (no time zone).
+    pub date: String,
     /// The amount, always positive; `transactionType` says which way the money went.
     pub amount: Money,
     /// ISO 4217 currency code (or Plaid's unofficial code for currencies without one).
@@ -353,6 +356,7 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
                 TransactionType::Debit
             },
             transaction_date: DateTime(t.date),
+            date: t.date.format("%Y-%m-%d").to_string(),
             amount: Money(t.amount.abs()),
             currency_code: t.currency_code,
             description: t.description,
@@ -363,6 +367,15 @@ impl From<domain::BankTransaction> for PlaidBankTransaction {
     }
 }
 
+/// Where a page ends.
+#[derive(SimpleObject, Debug)]
+pub struct PageInfo {
+    /// The cursor of the page's last transaction: pass it as `paginate.after` for the next.
+    pub end_cursor: Option<String>,
+    /// Whether more transactions follow this page.
+    pub has_next_page: bool,
+}
+
 /// A page of transactions and the size of the whole filtered set.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidBankTransactionPage {
@@ -370,6 +383,8 @@ pub struct PlaidBankTransactionPage {
     pub total_count: i32,
     /// This page, newest first.
     pub transactions: Vec<PlaidBankTransaction>,
+    /// Where this page ends, for keyset paging.
+    pub page_info: PageInfo,
 }
 
 /// The stored address.

@@ -4,8 +4,11 @@ use chrono::Utc;
 use secrecy::SecretString;
 
 use super::service::PlaidIdentity;
-use super::{AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter};
-use crate::domain::{Address, Balance, BankAccount, BankTransaction, RemovalReason};
+use super::{
+    AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
+    TransactionPage,
+};
+use crate::domain::{Address, Balance, BankAccount, RemovalReason};
 use crate::error::{AppError, AppResult};
 
 #[async_trait::async_trait]
@@ -47,7 +50,7 @@ impl IdentityService for PlaidIdentity {
         Ok(self.inner.store.latest_balances(user_id, &filter).await?)
     }
 
-    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<(i64, Vec<BankTransaction>)> {
+    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<TransactionPage> {
         Ok(self.inner.store.transactions(user_id, &filter).await?)
     }
 

@@ -22,10 +22,10 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Address, Balance, BankAccount, BankTransaction, RemovalReason};
+use crate::domain::{Address, Balance, BankAccount, RemovalReason};
 use crate::error::AppResult;
 pub use service::{PlaidIdentity, item_error_status};
-pub use store::{AccountFilter, Received, TransactionFilter};
+pub use store::{AccountFilter, Received, TransactionFilter, TransactionPage};
 pub use sync::SyncReport;
 pub use webhooks::WebhookError;
 
@@ -124,7 +124,7 @@ pub trait IdentityService: Send + Sync + 'static {
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>>;
 
-    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<(i64, Vec<BankTransaction>)>;
+    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<TransactionPage>;
 
     async fn refresh(&self, user_id: &str) -> AppResult<RefreshOutcome>;
 

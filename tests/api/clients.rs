@@ -240,3 +240,71 @@ async fn trusted_documents_let_through_exactly_the_manifest() {
     let e = settings(&args[1..]).resolve().unwrap_err();
     assert!(e.0.starts_with("TRUSTED_DOCUMENTS"), "{e}");
 }
+
+/// Keyset pages stay exact while a sync lands between them; offset pages drift.
+#[tokio::test]
+async fn keyset_pages_have_no_duplicate_and_no_gap_while_new_transactions_arrive() {
+    let app = TestApp::spawn().await;
+    let t = app.token("pager");
+    let item = app.link(&t).await["platformItemId"].as_str().unwrap().to_string();
+    app.wait_for_history(&t, 120).await;
+    let q = "query($p: PaginateInput) { getPlaidBankTransactions(input: {paginate: $p}) { totalCount
+        pageInfo { endCursor hasNextPage } transactions { historicalBankTransactionId date transactionDate } } }";
+    let page = |p: Value| {
+        let app = &app;
+        let t = t.clone();
+        async move {
+            let r = app.gql(Some(&t), q, json!({"p": p})).await;
+            r["data"]["getPlaidBankTransactions"].clone()
+        }
+    };
+    let ids = |p: &Value| -> Vec<String> {
+        p["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["historicalBankTransactionId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let everything: std::collections::BTreeSet<String> = ids(&page(json!({"limit": 100})).await)
+        .into_iter()
+        .chain(ids(&page(json!({"limit": 100, "offset": 100})).await))
+        .collect();
+    assert_eq!(everything.len(), 120);
+
+    let first = page(json!({"limit": 50})).await;
+    assert_eq!(first["pageInfo"]["hasNextPage"], true);
+    let by_offset_first = ids(&first);
+    // A sync lands between pages: five new transactions, dated today (at the top).
+    app.emu_post(&format!("/emulator/items/{item}/transactions/advance"), json!({"new": 5, "post_pending": false}))
+        .await;
+    app.wait_for_history(&t, 125).await;
+
+    let mut seen = ids(&first);
+    let mut cursor = first["pageInfo"]["endCursor"].as_str().unwrap().to_string();
+    loop {
+        let p = page(json!({"limit": 50, "after": cursor})).await;
+        seen.extend(ids(&p));
+        if p["pageInfo"]["hasNextPage"] == false {
+            assert_eq!(p["transactions"].as_array().unwrap().len(), 20);
+            break;
+        }
+        cursor = p["pageInfo"]["endCursor"].as_str().unwrap().to_string();
+    }
+    let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no duplicate");
+    assert_eq!(unique, everything, "no gap: exactly the transactions there were at the first page");
+
+    // The same walk by offset repeats rows of the first page (what the contract's offset does).
+    let second_by_offset = ids(&page(json!({"limit": 50, "offset": 50})).await);
+    assert!(second_by_offset.iter().any(|id| by_offset_first.contains(id)), "offset pages drift");
+
+    // The calendar day, beside the instant.
+    let tx = &first["transactions"][0];
+    assert_eq!(tx["date"].as_str().unwrap(), &tx["transactionDate"].as_str().unwrap()[..10]);
+    // Bad cursors and mixed windows are the client's error.
+    let r = app.gql(Some(&t), q, json!({"p": {"after": "not-a-cursor"}})).await;
+    assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+    let r = app.gql(Some(&t), q, json!({"p": {"after": cursor, "offset": 5}})).await;
+    assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+}

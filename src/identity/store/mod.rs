@@ -42,6 +42,16 @@ pub struct TransactionFilter {
     pub pending: Option<bool>,
     pub limit: i64,
     pub offset: i64,
+    /// Keyset: only rows after this one in the page order (its `transaction_date` and id).
+    pub after: Option<(DateTime<Utc>, String)>,
+}
+
+/// A page of transactions: the rows, whether more follow, and the whole filtered set's size.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionPage {
+    pub total: i64,
+    pub transactions: Vec<crate::domain::BankTransaction>,
+    pub has_next: bool,
 }
 
 /// What a new link writes.
@@ -95,6 +105,15 @@ impl Where {
 
     fn raw(mut self, clause: &str) -> Self {
         self.clauses.push(clause.to_string());
+        self
+    }
+
+    /// `(a, b) < ($n, $n+1)`: row values, which both backends compare in order.
+    fn before(mut self, columns: (&str, &str), values: (String, String)) -> Self {
+        self.args.push(Some(values.0));
+        self.args.push(Some(values.1));
+        let n = self.args.len();
+        self.clauses.push(format!("({}, {}) < (${}, ${})", columns.0, columns.1, n - 1, n));
         self
     }
 

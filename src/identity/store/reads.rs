@@ -1,7 +1,7 @@
 //! The reads the gateway serves: accounts, latest balances, transaction pages.
 
 use super::rows::{AccountRead, BalanceRead, TransactionRead};
-use super::{AccountFilter, Store, TransactionFilter, Where};
+use super::{AccountFilter, Store, TransactionFilter, TransactionPage, Where};
 use crate::db::ts;
 use crate::domain::{Balance, BankAccount, BankTransaction};
 
@@ -46,11 +46,7 @@ impl Store {
     }
 
     /// A page of the caller's transactions, newest first, and the size of the whole filtered set.
-    pub async fn transactions(
-        &self,
-        user_id: &str,
-        f: &TransactionFilter,
-    ) -> anyhow::Result<(i64, Vec<BankTransaction>)> {
+    pub async fn transactions(&self, user_id: &str, f: &TransactionFilter) -> anyhow::Result<TransactionPage> {
         let mut w = Where::new(user_id)
             .opt("a.id", &f.accounts.account_id)
             .opt("c.id", &f.accounts.connection_id)
@@ -68,6 +64,9 @@ impl Store {
         }
         if let Some(p) = f.pending {
             w = w.raw(if p { "t.pending = true" } else { "t.pending = false" });
+        }
+        if let Some((at, id)) = &f.after {
+            w = w.before(("t.transaction_date", "t.id"), (ts(*at), id.clone()));
         }
         let from = "from bank_transactions t join bank_accounts a on a.id = t.account_id \
                     join bank_connections c on c.id = t.connection_id";
@@ -103,12 +102,15 @@ impl Store {
              cast(case when t.pending then 1 else 0 end as bigint) as pending \
              {from} where {} order by t.transaction_date desc, t.id desc limit {} offset {}",
             w.sql(),
-            f.limit,
+            // One more row than the page says whether another page follows.
+            f.limit + 1,
             f.offset
         );
         let rows: Vec<TransactionRead> =
             sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&self.db.read).await?;
-        let out = rows.into_iter().map(BankTransaction::from).collect();
-        Ok((total, out))
+        let mut transactions: Vec<BankTransaction> = rows.into_iter().map(BankTransaction::from).collect();
+        let has_next = transactions.len() as i64 > f.limit;
+        transactions.truncate(f.limit.max(0) as usize);
+        Ok(TransactionPage { total, transactions, has_next })
     }
 }
