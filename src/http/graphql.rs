@@ -15,11 +15,11 @@ use async_graphql::Value;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use tower_http::request_id::RequestId;
 
 use super::refusal::{Answer, Refusal};
-use super::{AppState, GRAPHQL_PATH, REQUEST_ID};
+use super::{AppState, REQUEST_ID};
 use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
 use crate::graphql::{Executed, Method};
@@ -90,8 +90,7 @@ pub async fn get_graphql(
         url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
     // A query, or a persisted query named by hash alone (APQ over GET).
     if !params.iter().any(|(k, _)| k == "query" || k == "extensions") {
-        return Html(async_graphql::http::GraphiQLSource::build().endpoint(GRAPHQL_PATH).title("bankgraph").finish())
-            .into_response();
+        return super::graphiql::page();
     }
     let started = Instant::now();
     let answer = match preflight(&state, peer.map(|p| p.0.0), &headers) {

@@ -3,6 +3,7 @@
 //! Plaid webhooks.
 
 pub mod client_ip;
+mod graphiql;
 mod graphql;
 mod health;
 pub mod refusal;
@@ -111,6 +112,7 @@ pub fn public_router(state: AppState) -> Router {
         .route(GRAPHQL_PATH, get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql::serve_asset))
         .with_state(state);
     if let Some(c) = cors {
         router = router.layer(c);

@@ -308,3 +308,26 @@ async fn keyset_pages_have_no_duplicate_and_no_gap_while_new_transactions_arrive
     let r = app.gql(Some(&t), q, json!({"p": {"after": cursor, "offset": 5}})).await;
     assert_eq!(code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
 }
+
+/// GraphiQL's page and assets come from the binary: the page under a self-only policy, the
+/// assets gzipped for clients that accept it and inflated for the rest.
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary_under_a_self_only_policy() {
+    let app = TestApp::spawn().await;
+    let page = app.http.get(&app.graphql).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("http"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("://"), "no absolute URL in the page: {html}");
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let asset = format!("{}/graphiql/3.8.3/graphiql.min.js", app.base);
+    let gz = raw.get(&asset).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let gz_len = gz.bytes().await.unwrap().len();
+    let plain = raw.get(&asset).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let text = plain.text().await.unwrap();
+    assert!(text.len() > 3 * gz_len, "inflated: {} vs {gz_len}", text.len());
+    let missing = raw.get(format!("{}/graphiql/3.8.3/nope.js", app.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
