@@ -1,0 +1,184 @@
+// The seed's whole flow through the clients app developers use, configured as their docs
+// configure them: Apollo Client 4 (default HTTP link, and with automatic persisted queries),
+// Apollo Client 3, urql 6 with its defaults (queries over GET), and graphql-codegen generating
+// types from live introspection with strictScalars. Every request goes to 127.0.0.1.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { print } from "graphql";
+import * as apollo4 from "@apollo/client";
+import { PersistedQueryLink } from "@apollo/client/link/persisted-queries";
+import * as apollo3 from "apollo3/core/index.js";
+import { Client, cacheExchange, fetchExchange } from "@urql/core";
+import { generate } from "@graphql-codegen/cli";
+import { startServer } from "./server.mjs";
+import * as ops from "./operations.mjs";
+
+let server;
+before(async () => {
+  server = await startServer();
+});
+after(() => server?.stop());
+
+/** The seed's flow, through `run(document, variables, kind)` → data (throws on any error). */
+async function seedFlow(run) {
+  const created = await run(ops.CREATE_LINK_TOKEN, { input: {} }, "mutation");
+  assert.equal(created.createPlaidLinkToken.mode, "CREATE");
+  const publicToken = await server.finishLink(created.createPlaidLinkToken.linkToken);
+  const done = (await run(ops.COMPLETE_LINK, { input: { publicToken } }, "mutation")).completePlaidLink;
+  assert.ok(done.bankAccounts.length > 0);
+  const connection = done.bankInstitutionAuthId;
+
+  const accounts = (await run(ops.ACCOUNTS, { input: {} }, "query")).getPlaidBankAccounts;
+  assert.equal(accounts.length, done.bankAccounts.length);
+  assert.ok(accounts.every((a) => a.status === "ACTIVE"));
+  const balances = (await run(ops.BALANCES, { input: { bankInstitutionAuthId: connection } }, "query")).getPlaidBankBalances;
+  assert.equal(balances.length, accounts.length);
+  assert.equal(typeof balances[0].current, "string", "money is a decimal string");
+
+  let page;
+  for (let i = 0; i < 100; i++) {
+    page = (await run(ops.TRANSACTIONS, { input: { paginate: { limit: 5 } } }, "query")).getPlaidBankTransactions;
+    if (page.totalCount > 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(page.totalCount > 0, "the history arrived");
+  assert.equal(page.transactions.length, 5);
+  const next = (await run(ops.TRANSACTIONS, { input: { paginate: { limit: 5, after: page.pageInfo.endCursor } } }, "query"))
+    .getPlaidBankTransactions;
+  assert.ok(!next.transactions.some((t) => page.transactions.some((p) => p.historicalBankTransactionId === t.historicalBankTransactionId)));
+
+  const refreshed = (await run(ops.REFRESH, {}, "mutation")).refreshPlaidBankConnections;
+  assert.equal(refreshed.status, "REFRESHED");
+  const address = {
+    streetAddressLine1: "123 Main St",
+    city: "New York",
+    state: "NY",
+    postalCode: "10001",
+    country: "US",
+  };
+  const added = await run(ops.ADDRESS, { input: { bankInstitutionAuthId: connection, address } }, "mutation");
+  assert.ok(added.createPlaidLinkAddress.addressId);
+  const removed = await run(ops.REMOVE, { input: { bankInstitutionAuthId: connection } }, "mutation");
+  assert.equal(removed.removePlaidBankInstitution.removed, true);
+  const after = (await run(ops.ACCOUNTS, { input: {} }, "query")).getPlaidBankAccounts;
+  assert.deepEqual(after, []);
+}
+
+function apolloRunner(client) {
+  return async (document, variables, kind) => {
+    const r =
+      kind === "query"
+        ? await client.query({ query: document, variables, fetchPolicy: "network-only" })
+        : await client.mutate({ mutation: document, variables });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    return r.data;
+  };
+}
+
+/** fetch that records how each request went out. */
+function recordingFetch(seen) {
+  return async (url, init) => {
+    seen.push({ method: init?.method ?? "GET", url: String(url), body: init?.body ? String(init.body) : "" });
+    return fetch(url, init);
+  };
+}
+
+test("Apollo Client 4 with its default HTTP link", async () => {
+  const seen = [];
+  const client = new apollo4.ApolloClient({
+    link: new apollo4.HttpLink({
+      uri: server.graphql,
+      headers: { authorization: `Bearer ${server.token("apollo4")}` },
+      fetch: recordingFetch(seen),
+    }),
+    cache: new apollo4.InMemoryCache(),
+  });
+  await seedFlow(apolloRunner(client));
+  assert.ok(seen.length > 8 && seen.every((s) => s.method === "POST"));
+});
+
+test("Apollo Client 4 with automatic persisted queries", async () => {
+  const seen = [];
+  const sha256 = (q) => createHash("sha256").update(q).digest("hex");
+  const http = new apollo4.HttpLink({
+    uri: server.graphql,
+    headers: { authorization: `Bearer ${server.token("apollo4-apq")}` },
+    fetch: recordingFetch(seen),
+  });
+  const client = new apollo4.ApolloClient({
+    link: new PersistedQueryLink({ sha256 }).concat(http),
+    cache: new apollo4.InMemoryCache(),
+  });
+  await seedFlow(apolloRunner(client));
+  // Each operation went out first by hash alone, was not known, then with its text.
+  const bodies = seen.map((s) => JSON.parse(s.body));
+  assert.ok(bodies.some((b) => !b.query) && bodies.some((b) => b.query && b.extensions?.persistedQuery));
+  // Now the server knows the text: the hash alone is answered.
+  const before = seen.length;
+  const again = await client.query({ query: ops.ACCOUNTS, variables: { input: {} }, fetchPolicy: "network-only" });
+  assert.deepEqual(again.data.getPlaidBankAccounts, []);
+  assert.equal(seen.length, before + 1, "one request");
+  assert.equal(JSON.parse(seen.at(-1).body).query, undefined, "by hash alone");
+});
+
+test("Apollo Client 3 with its default HTTP link", async () => {
+  const client = new apollo3.ApolloClient({
+    link: new apollo3.HttpLink({ uri: server.graphql, headers: { authorization: `Bearer ${server.token("apollo3")}` } }),
+    cache: new apollo3.InMemoryCache(),
+  });
+  await seedFlow(apolloRunner(client));
+});
+
+test("urql 6 with its defaults (queries over GET)", async () => {
+  const seen = [];
+  const client = new Client({
+    url: server.graphql,
+    exchanges: [cacheExchange, fetchExchange],
+    fetchOptions: { headers: { authorization: `Bearer ${server.token("urql")}` } },
+    fetch: recordingFetch(seen),
+  });
+  await seedFlow(async (document, variables, kind) => {
+    const r =
+      kind === "query"
+        ? await client.query(document, variables, { requestPolicy: "network-only" }).toPromise()
+        : await client.mutation(document, variables).toPromise();
+    assert.equal(r.error, undefined, String(r.error));
+    return r.data;
+  });
+  assert.ok(seen.some((s) => s.method === "GET"), "urql sent queries over GET");
+  assert.ok(seen.filter((s) => s.body.includes("mutation")).every((s) => s.method === "POST"));
+});
+
+test("graphql-codegen generates types from live introspection with strictScalars", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "bankgraph-codegen-"));
+  try {
+    const documents = join(dir, "operations.graphql");
+    writeFileSync(documents, Object.values(ops).map((d) => print(d)).join("\n"));
+    const out = join(dir, "types.ts");
+    await generate(
+      {
+        schema: server.graphql,
+        documents,
+        silent: true,
+        generates: {
+          [out]: {
+            plugins: ["typescript", "typescript-operations"],
+            config: { strictScalars: true, scalars: { DateTime: "string", Decimal: "string" } },
+          },
+        },
+      },
+      true,
+    );
+    const types = readFileSync(out, "utf8");
+    assert.match(types, /DateTime: \{ input: string; output: string; \}/);
+    assert.match(types, /Decimal: \{ input: string; output: string; \}/);
+    assert.match(types, /export type AccountsQuery = /);
+    assert.match(types, /\/\*\* The bank account \(ours; stable across relinks\)\. \*\//, "descriptions become docs");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
