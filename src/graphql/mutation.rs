@@ -86,6 +86,7 @@ impl Mutation {
         let r = ctx.data_unchecked::<Arc<dyn IdentityService>>().refresh(user).await.map_err(|e| e.extend())?;
         Ok(RefreshPlaidBankConnectionsPayload {
             status: r.status.into(),
+            bank_balances: r.balances.iter().cloned().map(Into::into).collect(),
             balances: r
                 .balances
                 .into_iter()
@@ -143,10 +144,15 @@ impl Mutation {
         let user = caller(ctx)?;
         let conn = id_arg("bankInstitutionAuthId", Some(input.bank_institution_auth_id.as_str()))?.unwrap_or_default();
         let reason = input.reason.unwrap_or(RemovalReason::UserRequested).into();
-        ctx.data_unchecked::<Arc<dyn IdentityService>>()
+        let account_ids = ctx
+            .data_unchecked::<Arc<dyn IdentityService>>()
             .remove_connection(user, &conn, reason)
             .await
             .map_err(|e| e.extend())?;
-        Ok(RemovePlaidBankInstitutionPayload { removed: true, bank_institution_auth_id: ID(conn) })
+        Ok(RemovePlaidBankInstitutionPayload {
+            removed: true,
+            bank_institution_auth_id: ID(conn),
+            removed_bank_account_ids: account_ids.into_iter().map(ID).collect(),
+        })
     }
 }

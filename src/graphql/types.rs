@@ -303,6 +303,9 @@ pub struct RefreshPlaidBankConnectionsPayload {
     pub balances: Vec<PlaidRefreshBalance>,
     /// Exactly the connections that need the user to relink.
     pub verify_members: Vec<PlaidVerifyMember>,
+    /// The same balances as full `PlaidBankBalance` objects, so a normalised cache (keyed by
+    /// `bankAccountId`) updates the balances it holds.
+    pub bank_balances: Vec<PlaidBankBalance>,
 }
 
 /// A stored transaction. One purchase is one transaction, from pending to posted.
@@ -401,4 +404,7 @@ pub struct RemovePlaidBankInstitutionPayload {
     pub removed: bool,
     /// The removed connection.
     pub bank_institution_auth_id: ID,
+    /// The connection's accounts, all hidden now: evict them (`PlaidBankAccount:{bankAccountId}`,
+    /// and their balances) from a normalised cache.
+    pub removed_bank_account_ids: Vec<ID>,
 }

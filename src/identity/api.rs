@@ -66,7 +66,12 @@ impl IdentityService for PlaidIdentity {
         Ok(store.add_address(&conn.id, user_id, &address, Utc::now()).await?)
     }
 
-    async fn remove_connection(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()> {
+    async fn remove_connection(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        reason: RemovalReason,
+    ) -> AppResult<Vec<String>> {
         self.remove(user_id, connection_id, reason).await
     }
 

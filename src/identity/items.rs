@@ -17,13 +17,18 @@ pub(super) const CLEANUP_AFTER: chrono::Duration = chrono::Duration::minutes(10)
 impl PlaidIdentity {
     /// Removes the caller's connection: the item at Plaid first, then the connection is marked
     /// removed (its history kept, hidden). Removing a removed connection does nothing.
-    pub(super) async fn remove(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()> {
+    pub(super) async fn remove(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        reason: RemovalReason,
+    ) -> AppResult<Vec<String>> {
         let store = &self.inner.store;
         let conn = store.connection(user_id, connection_id, true).await?.ok_or_else(|| {
             AppError::NotFound("No bank institution found for the provided bankInstitutionAuthId.".into())
         })?;
         if conn.removed_at.is_some() {
-            return Ok(());
+            return Ok(store.account_ids(&conn.id).await?);
         }
         let token = self.open_token(&conn)?;
         match self.inner.plaid.item_remove(&token).await {
@@ -34,7 +39,7 @@ impl PlaidIdentity {
         }
         store.mark_removed(&conn.id, reason, Utc::now()).await?;
         tracing::info!(connection_id = %conn.id, item_id = %conn.plaid_item_id, reason = reason.as_str(), "connection removed");
-        Ok(())
+        Ok(store.account_ids(&conn.id).await?)
     }
 
     /// Makes the removal job of an exchanged item due now, recording the item first if it

@@ -130,7 +130,14 @@ pub trait IdentityService: Send + Sync + 'static {
 
     async fn add_address(&self, user_id: &str, connection_id: &str, address: Address) -> AppResult<String>;
 
-    async fn remove_connection(&self, user_id: &str, connection_id: &str, reason: RemovalReason) -> AppResult<()>;
+    /// Removes the caller's connection; returns the ids of its accounts (all of them now hidden),
+    /// so clients can evict them from their caches.
+    async fn remove_connection(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        reason: RemovalReason,
+    ) -> AppResult<Vec<String>>;
 
     /// Whether the service can serve (its database answers).
     async fn ready(&self) -> AppResult<()>;

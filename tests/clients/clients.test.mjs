@@ -14,6 +14,8 @@ import { PersistedQueryLink } from "@apollo/client/link/persisted-queries";
 import * as apollo3 from "apollo3/core/index.js";
 import { Client, cacheExchange, fetchExchange } from "@urql/core";
 import { generate } from "@graphql-codegen/cli";
+import { cacheExchange as graphcache } from "@urql/exchange-graphcache";
+import { apolloTypePolicies, evictRemoved, graphcacheKeys, graphcacheUpdates } from "./cache-config.mjs";
 import { startServer } from "./server.mjs";
 import * as ops from "./operations.mjs";
 
@@ -181,4 +183,57 @@ test("graphql-codegen generates types from live introspection with strictScalars
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** Links a bank for `client` through `run`; returns the connection id. */
+async function linkWith(run) {
+  const created = await run(ops.CREATE_LINK_TOKEN, { input: {} }, "mutation");
+  const publicToken = await server.finishLink(created.createPlaidLinkToken.linkToken);
+  return (await run(ops.COMPLETE_LINK, { input: { publicToken } }, "mutation")).completePlaidLink.bankInstitutionAuthId;
+}
+
+test("Apollo's normalised cache follows a refresh and forgets what a removal removed", async () => {
+  const client = new apollo4.ApolloClient({
+    link: new apollo4.HttpLink({ uri: server.graphql, headers: { authorization: `Bearer ${server.token("apollo-cache")}` } }),
+    cache: new apollo4.InMemoryCache({ typePolicies: apolloTypePolicies }),
+  });
+  const run = apolloRunner(client);
+  const connection = await linkWith(run);
+  const vars = { input: {} };
+  await client.query({ query: ops.ACCOUNTS, variables: vars });
+  const first = await client.query({ query: ops.BALANCES, variables: vars });
+  assert.ok(first.data.getPlaidBankBalances.every((b) => b.trigger === "LINK"));
+  await client.mutate({ mutation: ops.REFRESH_CACHED });
+  const cached = client.readQuery({ query: ops.BALANCES, variables: vars });
+  assert.ok(cached.getPlaidBankBalances.length > 0);
+  assert.ok(cached.getPlaidBankBalances.every((b) => b.trigger === "REFRESH"), "the cached balances were updated in place");
+  await client.mutate({
+    mutation: ops.REMOVE_CACHED,
+    variables: { input: { bankInstitutionAuthId: connection } },
+    update: (cache, { data }) => evictRemoved(cache, data.removePlaidBankInstitution),
+  });
+  const accounts = client.readQuery({ query: ops.ACCOUNTS, variables: vars });
+  assert.deepEqual(accounts?.getPlaidBankAccounts ?? [], [], "the removed accounts are gone from the cache");
+});
+
+test("urql Graphcache follows a refresh and forgets what a removal removed", async () => {
+  const client = new Client({
+    url: server.graphql,
+    exchanges: [graphcache({ keys: graphcacheKeys, updates: graphcacheUpdates }), fetchExchange],
+    fetchOptions: { headers: { authorization: `Bearer ${server.token("urql-cache")}` } },
+  });
+  const run = async (document, variables, kind) => {
+    const r = kind === "query" ? await client.query(document, variables).toPromise() : await client.mutation(document, variables).toPromise();
+    assert.equal(r.error, undefined, String(r.error));
+    return r.data;
+  };
+  const connection = await linkWith(run);
+  const vars = { input: {} };
+  assert.ok((await run(ops.BALANCES, vars, "query")).getPlaidBankBalances.every((b) => b.trigger === "LINK"));
+  await run(ops.REFRESH_CACHED, {}, "mutation");
+  const cached = await client.query(ops.BALANCES, vars, { requestPolicy: "cache-only" }).toPromise();
+  assert.ok(cached.data.getPlaidBankBalances.every((b) => b.trigger === "REFRESH"), "updated in the cache");
+  assert.ok((await run(ops.ACCOUNTS, vars, "query")).getPlaidBankAccounts.length > 0);
+  await run(ops.REMOVE_CACHED, { input: { bankInstitutionAuthId: connection } }, "mutation");
+  assert.deepEqual((await run(ops.ACCOUNTS, vars, "query")).getPlaidBankAccounts, [], "gone after the removal");
 });

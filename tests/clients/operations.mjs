@@ -65,3 +65,21 @@ export const REMOVE = gql`
     removePlaidBankInstitution(input: $input) { removed bankInstitutionAuthId }
   }
 `;
+
+/** The refresh and removal a normalised cache needs (see cache-config.mjs). */
+export const REFRESH_CACHED = gql`
+  mutation RefreshCached {
+    refreshPlaidBankConnections {
+      status
+      bankBalances {
+        platformItemId bankInstitutionAuthId bankAccountId amount current currencyCode source trigger startedAt
+      }
+    }
+  }
+`;
+
+export const REMOVE_CACHED = gql`
+  mutation RemoveCached($input: RemovePlaidBankInstitutionInput!) {
+    removePlaidBankInstitution(input: $input) { removed bankInstitutionAuthId removedBankAccountIds }
+  }
+`;

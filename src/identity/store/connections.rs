@@ -66,6 +66,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of all a connection's accounts, removed ones included, in their order.
+    pub async fn account_ids(&self, connection_id: &str) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar("select id from bank_accounts where connection_id = $1 order by position, id")
+            .bind(connection_id)
+            .fetch_all(&self.db.read)
+            .await?)
+    }
+
     /// A connection's live accounts.
     pub async fn account_rows(&self, connection_id: &str) -> anyhow::Result<Vec<AccountRow>> {
         Ok(sqlx::query_as(
