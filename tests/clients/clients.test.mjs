@@ -25,11 +25,12 @@ before(async () => {
 });
 after(() => server?.stop());
 
-/** The seed's flow, through `run(document, variables, kind)` → data (throws on any error). */
-async function seedFlow(run) {
+/** The seed's flow, through `run(document, variables, kind)` → data (throws on any error),
+ * against `srv` (the shared server unless given). */
+async function seedFlow(run, srv = server) {
   const created = await run(ops.CREATE_LINK_TOKEN, { input: {} }, "mutation");
   assert.equal(created.createPlaidLinkToken.mode, "CREATE");
-  const publicToken = await server.finishLink(created.createPlaidLinkToken.linkToken);
+  const publicToken = await srv.finishLink(created.createPlaidLinkToken.linkToken);
   const done = (await run(ops.COMPLETE_LINK, { input: { publicToken } }, "mutation")).completePlaidLink;
   assert.ok(done.bankAccounts.length > 0);
   const connection = done.bankInstitutionAuthId;
@@ -236,4 +237,57 @@ test("urql Graphcache follows a refresh and forgets what a removal removed", asy
   assert.ok((await run(ops.ACCOUNTS, vars, "query")).getPlaidBankAccounts.length > 0);
   await run(ops.REMOVE_CACHED, { input: { bankInstitutionAuthId: connection } }, "mutation");
   assert.deepEqual((await run(ops.ACCOUNTS, vars, "query")).getPlaidBankAccounts, [], "gone after the removal");
+});
+
+/** A persisted-documents manifest of the seed's operations, as graphql-codegen's client preset
+ * writes one: `{ "<sha256 of the printed document>": "<document>" }`. */
+function seedManifest() {
+  const docs = Object.values(ops).map((d) => print(d));
+  return Object.fromEntries(docs.map((d) => [createHash("sha256").update(d).digest("hex"), d]));
+}
+
+/** A client that sends documents by hash alone, as persisted-document clients do. */
+function byHash(url, token) {
+  return async (document, variables) => {
+    const text = print(document);
+    const hash = createHash("sha256").update(text).digest("hex");
+    const r = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ variables, extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }),
+    });
+    const body = await r.json();
+    assert.equal(body.errors, undefined, `${text}: ${JSON.stringify(body.errors)}`);
+    return body.data;
+  };
+}
+
+test("trusted documents: a manifest of the seed's operations runs all of them and nothing else", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "bankgraph-trusted-"));
+  const manifest = join(dir, "persisted-documents.json");
+  writeFileSync(manifest, JSON.stringify(seedManifest()));
+  const adhoc = { query: "{ getPlaidBankAccounts { bankAccountId lastFour } }" };
+  for (const mode of ["enforce", "log"]) {
+    const trusted = await startServer([`--trusted-documents=${manifest}`, `--trusted-documents-mode=${mode}`]);
+    try {
+      const token = trusted.token(`trusted-${mode}`);
+      await seedFlow(byHash(trusted.graphql, token), trusted);
+      const r = await fetch(trusted.graphql, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify(adhoc),
+      });
+      const body = await r.json();
+      if (mode === "enforce") {
+        assert.equal(body.errors?.[0]?.extensions?.code, "PERSISTED_QUERY_NOT_IN_LIST", JSON.stringify(body));
+      } else {
+        assert.equal(body.errors, undefined, JSON.stringify(body));
+        const metrics = await (await fetch(`${trusted.internal}/metrics`)).text();
+        assert.match(metrics, /bankgraph_untrusted_documents_total\{mode="log"\} 1/);
+      }
+    } finally {
+      trusted.stop();
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
 });

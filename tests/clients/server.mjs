@@ -19,15 +19,22 @@ globalThis.fetch = (input, init) => {
 
 const bin = process.env.BANKGRAPH_BIN ?? new URL("../../target/debug/bankgraph", import.meta.url).pathname;
 
-export async function startServer() {
+export async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), "bankgraph-clients-"));
   const db = `sqlite://${dir}/bankgraph.db`;
   const child = spawn(
     bin,
-    ["serve", "--bind-addr=127.0.0.1:0", "--internal-bind-addr=127.0.0.1:0", `--database-url=${db}`, "--plaid-emulator-addr=127.0.0.1:0"],
+    [
+      "serve",
+      "--bind-addr=127.0.0.1:0",
+      "--internal-bind-addr=127.0.0.1:0",
+      `--database-url=${db}`,
+      "--plaid-emulator-addr=127.0.0.1:0",
+      ...extra,
+    ],
     { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
   );
-  const found = { graphql: null, emulator: null };
+  const found = { graphql: null, emulator: null, internal: null };
   await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
@@ -35,7 +42,9 @@ export async function startServer() {
       if (g) found.graphql = g[1];
       const e = line.match(/Plaid emulator at (http:\/\/\S+)/);
       if (e) found.emulator = e[1];
-      if (found.graphql && found.emulator) resolve();
+      const i = line.match(/internal listener: +(http:\/\/\S+)/);
+      if (i) found.internal = i[1];
+      if (found.graphql && found.emulator && found.internal) resolve();
     });
     child.on("exit", (code) => reject(new Error(`bankgraph exited with ${code}`)));
   });
