@@ -104,6 +104,22 @@ test("Apollo Client 4 with its default HTTP link", async () => {
   assert.ok(seen.length > 8 && seen.every((s) => s.method === "POST"));
 });
 
+test("Apollo Client 4 with useGETForQueries", async () => {
+  const seen = [];
+  const client = new apollo4.ApolloClient({
+    link: new apollo4.HttpLink({
+      uri: server.graphql,
+      useGETForQueries: true,
+      headers: { authorization: `Bearer ${server.token("apollo4-get")}` },
+      fetch: recordingFetch(seen),
+    }),
+    cache: new apollo4.InMemoryCache(),
+  });
+  await seedFlow(apolloRunner(client));
+  assert.ok(seen.some((s) => s.method === "GET"), "queries went over GET");
+  assert.ok(seen.filter((s) => s.method === "POST").every((s) => s.body.includes("mutation")), "mutations over POST");
+});
+
 test("Apollo Client 4 with automatic persisted queries", async () => {
   const seen = [];
   const sha256 = (q) => createHash("sha256").update(q).digest("hex");
