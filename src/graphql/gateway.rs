@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_graphql::{EmptySubscription, Pos, Schema, ServerError, Value};
 
 use super::BankgraphSchema;
+use super::document;
 use super::guardrails::{self, Guardrails};
 use super::mutation::Mutation;
 use super::persisted::PersistedDocuments;
@@ -77,7 +78,7 @@ impl Gateway {
         }
         // GraphQL over HTTP: GET carries queries only, so a link can never change anything.
         if method == Method::Get
-            && guardrails::selects_query(&prepared.document, request.operation_name.as_deref()) == Some(false)
+            && document::selects_query(&prepared.document, request.operation_name.as_deref()) == Some(false)
         {
             let mut e = ServerError::new("Mutations are accepted only over POST.", None);
             e.extensions.get_or_insert_with(Default::default).set("code", code::METHOD_NOT_ALLOWED);
@@ -95,7 +96,7 @@ impl Gateway {
                 Some(internal) => internal,
                 None => {
                     let from_variables =
-                        from_variables.get_or_insert_with(|| guardrails::arguments_with_variables(&prepared.document));
+                        from_variables.get_or_insert_with(|| document::arguments_with_variables(&prepared.document));
                     let code = unlabelled_code(err, from_variables);
                     err.extensions.get_or_insert_with(async_graphql::ErrorExtensionValues::default).set("code", code);
                     false

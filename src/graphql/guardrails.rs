@@ -15,9 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use async_graphql::parser::Positioned;
-use async_graphql::parser::types::{Directive, DocumentOperations, ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, Name, Pos, ServerError, Value, Variables};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{ErrorExtensionValues, Pos, ServerError, Value, Variables};
 
 use crate::error::code;
 
@@ -367,67 +366,6 @@ fn walk(set: &SelectionSet, c: &mut Counts) {
             }
         }
     }
-}
-
-/// Whether the operation a request selects (by `operationName`, or the document's only one)
-/// is a query. `None` when the name selects nothing (validation reports that).
-pub fn selects_query(doc: &ExecutableDocument, operation_name: Option<&str>) -> Option<bool> {
-    use async_graphql::parser::types::OperationType;
-    let op = match (&doc.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => op,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
-        (DocumentOperations::Multiple(_), None) => return None,
-    };
-    Some(op.node.ty == OperationType::Query)
-}
-
-/// Where the document's arguments whose values use a variable are (their names' positions):
-/// an error async-graphql reports there is about a value the caller sent.
-pub fn arguments_with_variables(doc: &ExecutableDocument) -> HashSet<Pos> {
-    use async_graphql_value::Value as Literal;
-    fn uses_variable(v: &Literal) -> bool {
-        match v {
-            Literal::Variable(_) => true,
-            Literal::List(items) => items.iter().any(uses_variable),
-            Literal::Object(fields) => fields.values().any(uses_variable),
-            _ => false,
-        }
-    }
-    fn directives(ds: &[Positioned<Directive>], out: &mut HashSet<Pos>) {
-        for d in ds {
-            arguments(&d.node.arguments, out);
-        }
-    }
-    fn arguments(args: &[(Positioned<Name>, Positioned<Literal>)], out: &mut HashSet<Pos>) {
-        out.extend(args.iter().filter(|(_, v)| uses_variable(&v.node)).map(|(n, _)| n.pos));
-    }
-    fn set(s: &SelectionSet, out: &mut HashSet<Pos>) {
-        for item in &s.items {
-            match &item.node {
-                Selection::Field(f) => {
-                    arguments(&f.node.arguments, out);
-                    directives(&f.node.directives, out);
-                    set(&f.node.selection_set.node, out);
-                }
-                Selection::FragmentSpread(f) => directives(&f.node.directives, out),
-                Selection::InlineFragment(i) => {
-                    directives(&i.node.directives, out);
-                    set(&i.node.selection_set.node, out);
-                }
-            }
-        }
-    }
-    let mut out = HashSet::new();
-    for (_, op) in doc.operations.iter() {
-        directives(&op.node.directives, &mut out);
-        set(&op.node.selection_set.node, &mut out);
-    }
-    for f in doc.fragments.values() {
-        directives(&f.node.directives, &mut out);
-        set(&f.node.selection_set.node, &mut out);
-    }
-    out
 }
 
 /// A parse error as one line (the parser's own message draws the query with ASCII art over

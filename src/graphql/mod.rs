@@ -6,6 +6,7 @@
 //! (outputs and enums), `inputs`, `query`, `mutation`, `error` (the GraphQL form of `AppError`).
 
 mod cursor;
+mod document;
 mod error;
 mod gateway;
 pub mod guardrails;
