@@ -244,29 +244,7 @@ async fn main() {
     let mut pages: Vec<(String, Run, Run)> = Vec::new();
     let mut filtered: Vec<(String, Run, Run)> = Vec::new();
     for (name, db) in &backends {
-        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-        let (server, graphql) = start(
-            Command::new(&bin)
-                .args([
-                    "serve",
-                    "--bind-addr=127.0.0.1:0",
-                    "--internal-bind-addr=127.0.0.1:0",
-                    &format!("--database-url={db}"),
-                    &format!("--jwt-secret={SECRET}"),
-                    &format!("--token-encryption-key={key}"),
-                    "--plaid-client-id=emulator_client_id",
-                    "--plaid-secret=emulator_sandbox_secret",
-                    &format!("--plaid-base-url={emulator_url}"),
-                    "--rate-limit-per-ip=0",
-                    "--rate-limit-per-user=0",
-                    "--rate-limit-sensitive-per-minute=0",
-                    "--job-workers=1",
-                ])
-                .env("RUST_LOG", "info")
-                .env("LOG_FORMAT", "json"),
-            "GraphQL and GraphiQL: ",
-            Some(&tmp.join(format!("{name}.log"))),
-        );
+        let (server, graphql) = serve(&bin, db, &emulator_url, &tmp.join(format!("{name}.log")));
         let (small, large, reader) =
             (token(&bin, "bench-1k", db), token(&bin, "bench-100k", db), token(&bin, "bench-reader", db));
         seed(&http, &graphql, &emulator_url, &reader, 50).await;

@@ -23,6 +23,16 @@ fn url(s: &str) -> DatabaseUrl {
     DatabaseUrl::parse(s).unwrap()
 }
 
+/// A configuration with Plaid keys and the keys they require.
+fn with_plaid_keys(db: &str) -> Config {
+    let key = STANDARD.encode([9u8; 32]);
+    let jwt = "0123456789abcdef0123456789abcdef";
+    let args = ["--database-url", db, "--plaid-client-id", "id", "--plaid-secret", "s", "--token-encryption-key", &key];
+    let mut all = args.to_vec();
+    all.extend(["--jwt-secret", jwt]);
+    settings(&all).resolve().unwrap()
+}
+
 fn tmp_db() -> String {
     let dir = std::env::temp_dir().join(format!("bankgraph-config-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -46,21 +56,7 @@ fn real_plaid_refuses_development_secrets_and_says_what_is_missing() {
     let db = tmp_db();
     let e = settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"]).resolve().unwrap_err();
     assert!(e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"), "{e}");
-    let key = STANDARD.encode([9u8; 32]);
-    let ok = settings(&[
-        "--database-url",
-        &db,
-        "--plaid-client-id",
-        "id",
-        "--plaid-secret",
-        "s",
-        "--token-encryption-key",
-        &key,
-        "--jwt-secret",
-        "0123456789abcdef0123456789abcdef",
-    ])
-    .resolve()
-    .unwrap();
+    let ok = with_plaid_keys(&db);
     assert!(matches!(ok.plaid, PlaidTarget::Remote { .. }));
 }
 
@@ -177,20 +173,6 @@ fn offline_the_mobile_flows_have_development_defaults_and_with_plaid_keys_none()
     let offline = settings(&["--database-url", &db]).resolve().unwrap();
     assert_eq!(offline.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
     assert_eq!(offline.link.android_package_name.as_deref(), Some(OFFLINE_ANDROID_PACKAGE_NAME));
-    let key = STANDARD.encode([9u8; 32]);
-    let real = settings(&[
-        "--database-url",
-        &db,
-        "--plaid-client-id",
-        "id",
-        "--plaid-secret",
-        "s",
-        "--token-encryption-key",
-        &key,
-        "--jwt-secret",
-        "0123456789abcdef0123456789abcdef",
-    ])
-    .resolve()
-    .unwrap();
+    let real = with_plaid_keys(&db);
     assert!(real.link.redirect_uri.is_none() && real.link.android_package_name.is_none());
 }

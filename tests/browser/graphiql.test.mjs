@@ -4,51 +4,24 @@
 // with no Content-Security-Policy violation.
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { startServer } from "../clients/server.mjs";
 
-const bin = process.env.BANKGRAPH_BIN ?? new URL("../../target/debug/bankgraph", import.meta.url).pathname;
-const dir = mkdtempSync(join(tmpdir(), "bankgraph-browser-"));
-const db = `sqlite://${dir}/bankgraph.db`;
 let server;
-let graphql;
 let browser;
 
 before(async () => {
-  server = spawn(
-    bin,
-    [
-      "serve",
-      "--bind-addr=127.0.0.1:0",
-      "--internal-bind-addr=127.0.0.1:0",
-      `--database-url=${db}`,
-      "--plaid-emulator-addr=127.0.0.1:0",
-    ],
-    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
-  );
-  graphql = await new Promise((resolve, reject) => {
-    const lines = createInterface({ input: server.stdout });
-    lines.on("line", (line) => {
-      const m = line.match(/GraphQL and GraphiQL: (\S+)/);
-      if (m) resolve(m[1]);
-    });
-    server.on("exit", (code) => reject(new Error(`bankgraph exited with ${code}`)));
-  });
+  server = await startServer();
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
 });
 
 after(async () => {
   await browser?.close();
-  server?.kill("SIGTERM");
-  rmSync(dir, { recursive: true, force: true });
+  server?.stop();
 });
 
 test("GraphiQL renders offline, runs a query with a token and documents the operations", async () => {
-  const token = execFileSync(bin, ["token", "--sub", "browser-user", `--database-url=${db}`]).toString().trim();
+  const token = server.token("browser-user");
   const page = await browser.newPage();
   const blocked = [];
   await page.route("**/*", (route) => {
@@ -63,7 +36,7 @@ test("GraphiQL renders offline, runs a query with a token and documents the oper
   });
   page.on("pageerror", (e) => problems.push(String(e)));
 
-  const response = await page.goto(graphql);
+  const response = await page.goto(server.graphql);
   const csp = response.headers()["content-security-policy"];
   assert.match(csp, /script-src 'self'/);
   assert.ok(!/https?:/.test(csp), `the policy names no other origin: ${csp}`);

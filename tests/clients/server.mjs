@@ -1,4 +1,4 @@
-// bankgraph on its embedded defaults (SQLite, the built-in Plaid emulator) on ports it picks,
+// Shared by the client and browser tests. bankgraph on its embedded defaults (SQLite, the built-in Plaid emulator) on ports it picks,
 // a caller token from `bankgraph token`, and Plaid Link finished at the emulator as a user
 // would finish it. Every request a client test makes goes to 127.0.0.1.
 import { spawn, execFileSync } from "node:child_process";
