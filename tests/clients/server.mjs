@@ -1,6 +1,7 @@
-// Shared by the client and browser tests. bankgraph on its embedded defaults (SQLite, the built-in Plaid emulator) on ports it picks,
-// a caller token from `bankgraph token`, and Plaid Link finished at the emulator as a user
-// would finish it. Every request a client test makes goes to 127.0.0.1.
+// Shared by the client and browser tests: bankgraph on its embedded defaults (SQLite, the
+// built-in Plaid emulator) on ports it picks, a caller token from `bankgraph token`, and Plaid
+// Link finished at the emulator as a user would finish it. Every request a test makes with
+// fetch goes to 127.0.0.1; anything else is refused.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
