@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Any, Row};
+use sqlx::Any;
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
@@ -229,20 +229,24 @@ impl Jobs {
              order by j.run_after, j.created_at limit 1{lock}) \
              returning id, kind, dedupe_key, cast(attempts as bigint) as attempts"
         );
-        let row = sqlx::query(&sql).bind(&self.worker_id).bind(&until).bind(&at).fetch_optional(&self.db.write).await;
+        let row = sqlx::query_as::<_, (String, String, String, i64)>(&sql)
+            .bind(&self.worker_id)
+            .bind(&until)
+            .bind(&at)
+            .fetch_optional(&self.db.write)
+            .await;
         let row = match row {
             Ok(r) => r,
             // Another process started the same key between our read and write.
             Err(e) if is_unique_violation(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let Some(row) = row else { return Ok(None) };
-        let kind: String = row.try_get("kind")?;
+        let Some((id, kind, key, attempts)) = row else { return Ok(None) };
         Ok(Some(Job {
-            id: row.try_get("id")?,
+            id,
             kind: JobKind::parse(&kind).ok_or_else(|| anyhow::anyhow!("unknown job kind {kind}"))?,
-            key: row.try_get("dedupe_key")?,
-            attempts: row.try_get("attempts")?,
+            key,
+            attempts,
         }))
     }
 
@@ -313,28 +317,26 @@ impl Jobs {
     /// by kind and state, and how long the oldest job that is due has waited, by kind.
     pub async fn backlog(&self, now: DateTime<Utc>) -> anyhow::Result<Backlog> {
         let mut b = Backlog::default();
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "select kind, state, cast(count(*) as bigint) as n from jobs \
              where state in ('queued', 'running', 'failed') group by kind, state",
         )
         .fetch_all(&self.db.read)
         .await?;
-        for r in &rows {
-            let (kind, state): (String, String) = (r.try_get("kind")?, r.try_get("state")?);
+        for (kind, state, n) in rows {
             if let Some(kind) = JobKind::parse(&kind) {
-                b.counts.push((kind, state, r.try_get("n")?));
+                b.counts.push((kind, state, n));
             }
         }
-        let rows = sqlx::query(
+        let rows: Vec<(String, String)> = sqlx::query_as(
             "select kind, min(run_after) as oldest from jobs where state = 'queued' and run_after <= $1 group by kind",
         )
         .bind(ts(now))
         .fetch_all(&self.db.read)
         .await?;
-        for r in &rows {
-            let kind: String = r.try_get("kind")?;
+        for (kind, oldest) in rows {
             if let Some(kind) = JobKind::parse(&kind) {
-                let waited = now - parse_ts(&r.try_get::<String, _>("oldest")?)?;
+                let waited = now - parse_ts(&oldest)?;
                 b.oldest_due.push((kind, waited.to_std().unwrap_or_default()));
             }
         }
@@ -352,22 +354,23 @@ impl Jobs {
 
     /// Counts jobs by state (for tests and metrics).
     pub async fn counts(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query("select kind, state, count(*) as n from jobs group by kind, state order by kind, state")
-            .fetch_all(&self.db.read)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?))).collect()
+        Ok(sqlx::query_as(
+            "select kind, state, cast(count(*) as bigint) as n from jobs group by kind, state order by kind, state",
+        )
+        .fetch_all(&self.db.read)
+        .await?)
     }
 
     /// When a job last finished, for a kind and key (for tests and health checks).
     pub async fn last_finished(&self, kind: JobKind, key: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
-            "select max(finished_at) as f from jobs where kind = $1 and dedupe_key = $2 and state = 'done'",
+        let last: Option<String> = sqlx::query_scalar(
+            "select max(finished_at) from jobs where kind = $1 and dedupe_key = $2 and state = 'done'",
         )
         .bind(kind.as_str())
         .bind(key)
         .fetch_one(&self.db.read)
         .await?;
-        row.try_get::<Option<String>, _>("f")?.map(|s| parse_ts(&s)).transpose()
+        last.map(|s| parse_ts(&s)).transpose()
     }
 
     /// Runs `workers` workers until `stop` turns true; each finishes its current job first.
