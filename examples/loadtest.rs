@@ -220,11 +220,7 @@ async fn main() {
     let tmp = std::env::temp_dir().join(format!("bankgraph-load-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
-    let (_emu, emulator_url) = start(
-        Command::new(&bin).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
-        "listening on ",
-        None,
-    );
+    let (_emu, emulator_url) = emulator(&bin);
     let pg_db = format!("bankgraph_load_{}", std::process::id());
     let pg_ok = Command::new("psql")
         .args([&postgres, "-qc", &format!("create database {pg_db}")])
@@ -332,6 +328,15 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// The Plaid emulator of `bin`, with 50 transactions per new item.
+fn emulator(bin: &str) -> (Proc, String) {
+    start(
+        Command::new(bin).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
+        "listening on ",
+        None,
+    )
+}
+
 /// Starts `bankgraph serve` from `bin` on `db` against the emulator, as the main run does.
 fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Proc, String) {
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -371,11 +376,7 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
     let http = reqwest::Client::new();
     let tmp = std::env::temp_dir().join(format!("bankgraph-compare-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let (_emu, emulator_url) = start(
-        Command::new(&this).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
-        "listening on ",
-        None,
-    );
+    let (_emu, emulator_url) = emulator(&this);
     let postgres = "postgres://postgres@127.0.0.1:5432/postgres";
     let mut targets: Vec<(String, Proc, String, String)> = Vec::new();
     let mut pg_dbs = Vec::new();

@@ -80,8 +80,10 @@ impl Gateway {
         if method == Method::Get
             && document::selects_query(&prepared.document, request.operation_name.as_deref()) == Some(false)
         {
-            let mut e = ServerError::new("Mutations are accepted only over POST.", None);
-            e.extensions.get_or_insert_with(Default::default).set("code", code::METHOD_NOT_ALLOWED);
+            let e = guardrails::with_code(
+                ServerError::new("Mutations are accepted only over POST.", None),
+                code::METHOD_NOT_ALLOWED,
+            );
             return Executed { response: async_graphql::Response::from_errors(vec![e]), fields, name };
         }
         request.set_parsed_query((*prepared.document).clone());

@@ -387,7 +387,8 @@ fn parse_error(e: async_graphql::parser::Error) -> ServerError {
     with_code(err, code::GRAPHQL_PARSE_FAILED)
 }
 
-fn with_code(mut e: ServerError, code: &str) -> ServerError {
+/// The error with its `extensions.code`: how the gateway labels every error it raises itself.
+pub(super) fn with_code(mut e: ServerError, code: &str) -> ServerError {
     let mut ext = ErrorExtensionValues::default();
     ext.set("code", code);
     e.extensions = Some(ext);

@@ -10,9 +10,10 @@
 
 use std::sync::Arc;
 
-use async_graphql::{ErrorExtensionValues, ServerError, Value};
+use async_graphql::{ServerError, Value};
 use sha2::{Digest, Sha256};
 
+use super::guardrails::with_code;
 use crate::config::{TrustedDocuments, TrustedMode};
 use crate::error::code;
 
@@ -34,9 +35,7 @@ pub struct PersistedDocuments {
 }
 
 fn error(message: &str, code: &str) -> ServerError {
-    let mut e = ServerError::new(message, None);
-    e.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", code);
-    e
+    with_code(ServerError::new(message, None), code)
 }
 
 fn sha256_hex(text: &str) -> String {

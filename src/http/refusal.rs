@@ -73,10 +73,6 @@ impl Refusal {
         self.allow = Some(methods);
         self
     }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl IntoResponse for Refusal {
