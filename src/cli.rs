@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `schema`, `token`, `migrate`, `plaid-emulator`.
+//! The command line: `serve` (the default), `gateway` and `identity` (the same two rooms as
+//! separate services), `schema`, `token`, `migrate`, `plaid-emulator`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use secrecy::ExposeSecret;
 
-use crate::app::App;
-use crate::config::{JwtKey, LogFormat, Settings, otlp_endpoint};
+use crate::app::{App, GatewayApp, IdentityApp};
+use crate::config::{GatewaySettings, IdentitySettings, JwtKey, LogFormat, Settings, otlp_endpoint};
 use crate::emulator::{self, EmulatorConfig, RunningEmulator};
 
 #[derive(Debug, Parser)]
@@ -33,8 +34,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway and the identity service (the default).
+    /// Run the gateway and the identity service in one process (the default).
     Serve(Settings),
+    /// Run the public gateway alone, calling the identity service at IDENTITY_URL. Holds no
+    /// Plaid secret, access token, encryption key or database credential.
+    Gateway(GatewaySettings),
+    /// Run the identity service alone: database, Plaid, token custody, webhooks, and the RPC
+    /// listener (IDENTITY_BIND_ADDR) that gateways call.
+    Identity(IdentitySettings),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Mint a caller token with the configured HS256 secret, for local use.
@@ -117,29 +124,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(settings)) => serve(settings).await,
+        Some(Command::Gateway(settings)) => {
+            let app = GatewayApp::build(settings.resolve(std::env::vars())?).await?;
+            println!("{}", app.banner());
+            app.run(shutdown_signal()).await?;
+            tracing::info!("bankgraph gateway stopped");
+            Ok(())
+        }
+        Some(Command::Identity(settings)) => {
+            let app = IdentityApp::build(settings.resolve()?).await?;
+            println!("{}", app.banner());
+            app.run(shutdown_signal()).await?;
+            tracing::info!("bankgraph identity stopped");
+            Ok(())
+        }
         Some(Command::Schema) => {
             print!("{}", crate::graphql::sdl());
             Ok(())
         }
         Some(Command::Migrate(settings)) => {
             let config = settings.resolve()?;
-            let db = crate::db::Db::connect(config.db.url.expose()).await?;
+            let db = crate::db::Db::connect(config.identity.db.url.expose()).await?;
             db.migrate().await?;
-            println!("migrations applied to {}", config.db.url);
+            println!("migrations applied to {}", config.identity.db.url);
             Ok(())
         }
         Some(Command::Token(args)) => {
             anyhow::ensure!(!args.sub.trim().is_empty(), "--sub must not be empty");
             anyhow::ensure!(args.ttl > 0 && args.ttl <= 31 * 24 * 3600, "--ttl must be 1 second to 31 days");
             let config = args.settings.resolve()?;
-            if let Some(max) = config.auth.max_lifetime {
+            if let Some(max) = config.gateway.auth.max_lifetime {
                 anyhow::ensure!(
                     args.ttl <= max.as_secs(),
                     "--ttl must be at most {} s (JWT_MAX_LIFETIME_SECONDS), or the server refuses the token",
                     max.as_secs()
                 );
             }
-            let JwtKey::Secret(secret) = &config.auth.key else {
+            let JwtKey::Secret(secret) = &config.gateway.auth.key else {
                 anyhow::bail!("bankgraph token needs an HS256 secret (JWT_SECRET or the development secret)");
             };
             let token = crate::auth::mint_hs256(
@@ -147,8 +168,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &args.sub,
                 &args.scope,
                 Duration::from_secs(args.ttl),
-                config.auth.issuer.as_deref(),
-                config.auth.audience.as_deref(),
+                config.gateway.auth.issuer.as_deref(),
+                config.gateway.auth.audience.as_deref(),
             )?;
             println!("{token}");
             Ok(())

@@ -95,6 +95,48 @@ impl AppError {
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(e.into())
     }
+
+    /// The error a client saw, rebuilt from what it was told (its code, message, Plaid detail
+    /// and retry delay): for an answer stored with a completion, or one that crossed the wire
+    /// from the identity service. An unknown code (or an internal error, whose detail was never
+    /// told) becomes an internal error.
+    pub fn from_code(
+        code: &str,
+        message: String,
+        plaid: Option<PlaidDetail>,
+        retry_after_seconds: Option<u64>,
+    ) -> Self {
+        if let Some(detail) = plaid {
+            return AppError::Plaid { message, detail };
+        }
+        match code {
+            code::UNAUTHENTICATED => AppError::Unauthenticated(message),
+            code::FORBIDDEN => AppError::Forbidden(message),
+            code::BAD_USER_INPUT => AppError::BadInput(message),
+            code::NOT_FOUND => AppError::NotFound(message),
+            code::CONFLICT => AppError::Conflict(message),
+            code::RATE_LIMITED => {
+                AppError::RateLimited { message, retry_after_seconds: retry_after_seconds.unwrap_or(1) }
+            }
+            code::UPSTREAM_UNAVAILABLE => AppError::Upstream(message),
+            code::NOT_CONFIGURED => AppError::NotConfigured(message),
+            code::LINK_RESTART_REQUIRED => AppError::LinkRestart(message),
+            other => AppError::Internal(anyhow::anyhow!("error {other}: {message}")),
+        }
+    }
+
+    /// What a client may be told of this error: the message (generic for an internal error),
+    /// Plaid's detail and the retry delay.
+    pub fn public_parts(&self) -> (String, Option<&PlaidDetail>, Option<u64>) {
+        match self {
+            AppError::Internal(_) => (INTERNAL_MESSAGE.to_string(), None, None),
+            AppError::Plaid { message, detail } => (message.clone(), Some(detail), None),
+            AppError::RateLimited { message, retry_after_seconds } => {
+                (message.clone(), None, Some(*retry_after_seconds))
+            }
+            other => (other.to_string(), None, None),
+        }
+    }
 }
 
 impl From<sqlx::Error> for AppError {

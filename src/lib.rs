@@ -6,13 +6,14 @@
 //! - [`auth`]: Bearer JWT verification and the caller.
 //! - [`graphql`]: the schema, its types and resolvers.
 //! - [`identity`]: the identity service (the system of record) and its store.
+//! - [`rpc`]: the identity service over gRPC, for the split deployment (server and client).
 //! - [`plaid`]: the typed Plaid client, wire shapes, errors, webhook verification.
 //! - [`domain`]: statuses, models, address validation.
 //! - [`db`]: SQLite / PostgreSQL pools and migrations.
 //! - [`jobs`]: durable background work in the database.
 //! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-IP and per-caller limits.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
-//! - [`config`], [`app`], [`cli`], [`telemetry`], [`error`]: wiring.
+//! - [`config`], [`app`], [`cli`], [`telemetry`], [`trace`], [`error`]: wiring.
 
 pub mod app;
 pub mod auth;
@@ -29,4 +30,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod plaid;
 pub mod ratelimit;
+pub mod rpc;
 pub mod telemetry;
+pub mod trace;

@@ -39,6 +39,11 @@ pub const JOB_SECONDS: &str = "bankgraph_job_duration_seconds";
 pub const SYNC_TRANSACTIONS: &str = "bankgraph_sync_transactions_total";
 /// Sync pagination restarts after a mutation during pagination.
 pub const SYNC_RESTARTS: &str = "bankgraph_sync_restarts_total";
+/// Calls from the gateway to the identity service by `method` and `outcome` (ok, the error
+/// code, or unavailable / refused / timeout when it did not get an answer): a histogram, seconds.
+pub const IDENTITY_RPC_SECONDS: &str = "bankgraph_identity_rpc_duration_seconds";
+/// Calls to the identity service's RPC listener refused by `reason` (no_token, bad_token).
+pub const IDENTITY_RPC_REFUSED: &str = "bankgraph_identity_rpc_refused_total";
 
 /// Installs the process-wide recorder (once) and returns its handle.
 pub fn handle() -> PrometheusHandle {

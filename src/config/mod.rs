@@ -18,7 +18,11 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
 pub use dev_secrets::dev_secrets_path;
-pub use settings::{DatabaseUrl, JwtAlgorithm, LogFormat, PlaidEnv, Settings, TrustedMode, otlp_endpoint};
+pub use settings::{
+    DEFAULT_DATABASE_URL, DatabaseUrl, GatewaySettings, IdentitySettings, JwtAlgorithm, ListenerSettings, LogFormat,
+    PlaidEnv, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings, StoreSettings,
+    TrustedMode, otlp_endpoint,
+};
 
 use settings::given;
 
@@ -31,29 +35,93 @@ fn bad(var: &str, what: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("{var} {what}"))
 }
 
-/// The resolved configuration, one section per part of the service.
+/// The resolved configuration of `serve`: both rooms in one process.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Listen,
-    pub db: DbConfig,
+    pub gateway: GatewayConfig,
+    pub identity: IdentityConfig,
+}
+
+/// The public gateway: its listener, how callers are verified, what a request may be.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// GraphQL, GraphiQL, health.
+    pub public: SocketAddr,
     pub auth: JwtConfig,
+    pub http: HttpLimits,
+    pub rate: RateLimits,
+    pub graphql: GraphqlLimits,
+}
+
+/// The identity service: the system of record and its internal listener.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Plaid webhooks, metrics.
+    pub internal: SocketAddr,
+    pub db: DbConfig,
     pub custody: TokenKeys,
     pub plaid: PlaidTarget,
     pub link: LinkConfig,
     pub jobs: JobsConfig,
-    pub http: HttpLimits,
-    pub rate: RateLimits,
-    pub graphql: GraphqlLimits,
+    pub listener: ListenerLimits,
     /// Where generated development secrets live, when they are used.
     pub dev_secrets_path: Option<PathBuf>,
 }
 
+/// `bankgraph identity`: the identity service and the RPC listener gateways call.
 #[derive(Debug, Clone)]
-pub struct Listen {
-    /// GraphQL, GraphiQL, health.
-    pub public: SocketAddr,
-    /// Plaid webhooks, metrics.
+pub struct SplitIdentityConfig {
+    pub identity: IdentityConfig,
+    pub rpc: RpcServerConfig,
+}
+
+/// `bankgraph gateway`: the public gateway, calling the identity service.
+#[derive(Debug, Clone)]
+pub struct SplitGatewayConfig {
+    pub gateway: GatewayConfig,
+    /// Metrics and health.
     pub internal: SocketAddr,
+    pub rpc: RpcClientConfig,
+}
+
+/// What every listener of a process shares.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Mutual TLS between gateway and identity service: this side's certificate and key, and the
+/// CA that signs the other side's.
+#[derive(Clone)]
+pub struct RpcTls {
+    pub cert_pem: String,
+    pub key_pem: SecretString,
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for RpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RpcTls { cert, key: [redacted], ca }")
+    }
+}
+
+/// The identity service's RPC listener.
+#[derive(Debug, Clone)]
+pub struct RpcServerConfig {
+    pub bind: SocketAddr,
+    /// Every call must present it (none: only on a loopback address).
+    pub token: Option<SecretString>,
+    pub tls: Option<RpcTls>,
+}
+
+/// How the gateway reaches the identity service.
+#[derive(Debug, Clone)]
+pub struct RpcClientConfig {
+    pub endpoints: Vec<Url>,
+    pub token: Option<SecretString>,
+    pub tls: Option<RpcTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,49 +332,179 @@ type DevKeys = Option<(SecretString, SecretString)>;
 impl Settings {
     /// Resolves and validates everything; generates development secrets when allowed.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let real_plaid = self.real_plaid()?;
-        let explicit = self.explicit_jwt_keys()?;
-        let token_key = given(&self.token_encryption_key);
+        let real_plaid = self.store.real_plaid()?;
+        let explicit = self.public.explicit_jwt_keys()?;
+        let token_key = given(&self.store.token_encryption_key);
         if real_plaid {
             let mut missing = Vec::new();
             if token_key.is_none() {
-                missing.push("TOKEN_ENCRYPTION_KEY (32 random bytes, base64: `openssl rand -base64 32`)");
+                missing.push(MISSING_TOKEN_KEY);
             }
             if explicit.is_empty() {
                 missing
                     .push("one of JWT_SECRET, JWT_PUBLIC_KEY_PEM or JWKS_URL (the development JWT secret is refused)");
             }
             if !missing.is_empty() {
-                return Err(ConfigError(format!(
-                    "PLAID_CLIENT_ID and PLAID_SECRET are set, so bankgraph talks to real Plaid and needs: {}",
-                    missing.join("; ")
-                )));
+                return Err(ConfigError(format!("{REAL_PLAID_NEEDS}: {}", missing.join("; "))));
             }
         }
         let needs_dev = explicit.is_empty() || token_key.is_none();
-        let dev_path = dev_secrets_path(&self.database_url);
+        let dev_path = dev_secrets_path(&self.store.database_url);
         let dev = if needs_dev { Some(dev_secrets::load_or_create_dev_secrets(&dev_path)?) } else { None };
-
         Ok(Config {
-            listen: Listen { public: self.bind_addr, internal: self.internal_bind_addr },
-            db: DbConfig {
-                url: self.database_url.clone(),
-                statement_timeout: Duration::from_secs(self.database_statement_timeout_seconds),
-            },
-            auth: self.auth(&dev, explicit.is_empty())?,
-            custody: self.custody(&dev)?,
-            plaid: self.plaid(real_plaid)?,
-            link: self.link(real_plaid)?,
-            jobs: JobsConfig {
-                workers: self.job_workers,
-                lease: Duration::from_secs(self.job_lease_seconds),
-                refresh_interval: Duration::from_secs(self.refresh_min_interval_seconds),
-                resync_after: Duration::from_secs(self.resync_after_seconds),
-                item_check_interval: Duration::from_secs(self.item_check_interval_seconds),
-                reconcile_interval: Duration::from_secs(self.reconcile_interval_seconds),
-                read_cache: Duration::from_secs(self.read_cache_seconds),
-            },
-            http: self.http()?,
+            gateway: self.public.gateway(&self.listener, &dev, explicit.is_empty())?,
+            identity: self.store.identity(&self.listener, real_plaid, &dev, needs_dev.then_some(dev_path))?,
+        })
+    }
+}
+
+const REAL_PLAID_NEEDS: &str = "PLAID_CLIENT_ID and PLAID_SECRET are set, so bankgraph talks to real Plaid and needs";
+const MISSING_TOKEN_KEY: &str = "TOKEN_ENCRYPTION_KEY (32 random bytes, base64: `openssl rand -base64 32`)";
+
+impl ListenerSettings {
+    fn limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        }
+    }
+}
+
+/// The variables a gateway refuses to start with: what it would not use, and whose presence on
+/// the internet-facing host is the risk the split deployment removes.
+pub fn identity_only_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "DATABASE_URL" | "TOKEN_ENCRYPTION_KEY" | "TOKEN_ENCRYPTION_PREVIOUS_KEYS" | "TOKEN_ENCRYPTION_KEY_ID"
+    ) || name.starts_with("PLAID_")
+}
+
+impl GatewaySettings {
+    /// Resolves `bankgraph gateway`'s settings. `env` is the process environment: a gateway
+    /// with any identity-only variable set (see [`identity_only_variable`]) refuses to start.
+    pub fn resolve(&self, env: impl IntoIterator<Item = (String, String)>) -> Result<SplitGatewayConfig, ConfigError> {
+        let mut found: Vec<String> = env
+            .into_iter()
+            .filter(|(k, v)| identity_only_variable(k) && !v.trim().is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        if !found.is_empty() {
+            found.sort();
+            return Err(ConfigError(format!(
+                "{} must not be set for bankgraph gateway: only the identity service uses them, and the \
+                 internet-facing host must not hold them",
+                found.join(", ")
+            )));
+        }
+        if self.public.explicit_jwt_keys()?.is_empty() {
+            return Err(ConfigError(
+                "bankgraph gateway needs one of JWT_SECRET, JWT_PUBLIC_KEY_PEM or JWKS_URL".into(),
+            ));
+        }
+        let urls = nonempty(&self.client.identity_url).ok_or_else(|| {
+            bad("IDENTITY_URL", "must be set: the identity service's address, e.g. http://127.0.0.1:8003")
+        })?;
+        let tls = self.auth.tls()?;
+        let mut endpoints = Vec::new();
+        for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let url =
+                Url::parse(u).map_err(|_| bad("IDENTITY_URL", format!("has an entry that is not a URL: {u:?}")))?;
+            let want = if tls.is_some() { "https" } else { "http" };
+            if url.scheme() != want || url.host_str().is_none() || url.path() != "/" {
+                return Err(bad(
+                    "IDENTITY_URL",
+                    format!(
+                        "must list {want}://host:port endpoints{}, got {u:?}",
+                        if tls.is_some() { " (IDENTITY_TLS_* is set)" } else { "" }
+                    ),
+                ));
+            }
+            endpoints.push(url);
+        }
+        Ok(SplitGatewayConfig {
+            internal: self.listener.internal_bind_addr,
+            gateway: self.public.gateway(&self.listener, &None, false)?,
+            rpc: RpcClientConfig { endpoints, token: self.auth.token()?, tls },
+        })
+    }
+}
+
+impl IdentitySettings {
+    /// Resolves `bankgraph identity`'s settings.
+    pub fn resolve(&self) -> Result<SplitIdentityConfig, ConfigError> {
+        let real_plaid = self.store.real_plaid()?;
+        let token_key = given(&self.store.token_encryption_key);
+        if real_plaid && token_key.is_none() {
+            return Err(ConfigError(format!("{REAL_PLAID_NEEDS}: {MISSING_TOKEN_KEY}")));
+        }
+        let dev_path = dev_secrets_path(&self.store.database_url);
+        let dev = if token_key.is_none() { Some(dev_secrets::load_or_create_dev_secrets(&dev_path)?) } else { None };
+        let token = self.auth.token()?;
+        let bind = self.server.identity_bind_addr;
+        if token.is_none() && !bind.ip().is_loopback() {
+            return Err(bad(
+                "IDENTITY_SERVICE_TOKEN",
+                format!("must be set when IDENTITY_BIND_ADDR ({bind}) is not a loopback address"),
+            ));
+        }
+        Ok(SplitIdentityConfig {
+            identity: self.store.identity(&self.listener, real_plaid, &dev, dev.is_some().then_some(dev_path))?,
+            rpc: RpcServerConfig { bind, token, tls: self.auth.tls()? },
+        })
+    }
+}
+
+impl RpcAuthSettings {
+    fn token(&self) -> Result<Option<SecretString>, ConfigError> {
+        match given(&self.identity_service_token) {
+            None => Ok(None),
+            Some(t) if t.chars().count() < 32 => Err(bad("IDENTITY_SERVICE_TOKEN", "must be at least 32 characters")),
+            Some(t) => Ok(Some(SecretString::from(t.to_string()))),
+        }
+    }
+
+    fn tls(&self) -> Result<Option<RpcTls>, ConfigError> {
+        let read = |var: &str, path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| bad(var, format!("cannot be read ({}): {e}", path.display())))
+        };
+        match (&self.identity_tls_cert, &self.identity_tls_key, &self.identity_tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => {
+                let tls = RpcTls {
+                    cert_pem: read("IDENTITY_TLS_CERT", cert)?,
+                    key_pem: SecretString::from(read("IDENTITY_TLS_KEY", key)?),
+                    ca_pem: read("IDENTITY_TLS_CA", ca)?,
+                };
+                for (var, pem) in [
+                    ("IDENTITY_TLS_CERT", &tls.cert_pem),
+                    ("IDENTITY_TLS_KEY", &tls.key_pem.expose_secret().to_string()),
+                    ("IDENTITY_TLS_CA", &tls.ca_pem),
+                ] {
+                    if !pem.contains("-----BEGIN") {
+                        return Err(bad(var, "is not a PEM file"));
+                    }
+                }
+                Ok(Some(tls))
+            }
+            _ => {
+                Err(ConfigError("IDENTITY_TLS_CERT, IDENTITY_TLS_KEY and IDENTITY_TLS_CA must be set together".into()))
+            }
+        }
+    }
+}
+
+impl PublicSettings {
+    fn gateway(
+        &self,
+        listener: &ListenerSettings,
+        dev: &DevKeys,
+        development: bool,
+    ) -> Result<GatewayConfig, ConfigError> {
+        Ok(GatewayConfig {
+            public: self.bind_addr,
+            auth: self.auth(dev, development)?,
+            http: self.http(listener)?,
             rate: RateLimits {
                 per_ip_per_second: self.rate_limit_per_ip,
                 per_user_per_second: self.rate_limit_per_user,
@@ -321,18 +519,7 @@ impl Settings {
                 max_directives: self.graphql_max_directives,
                 trusted_documents: self.trusted_documents()?,
             },
-            dev_secrets_path: needs_dev.then_some(dev_path),
         })
-    }
-
-    /// Whether Plaid credentials are set (both, or neither).
-    fn real_plaid(&self) -> Result<bool, ConfigError> {
-        match (nonempty(&self.plaid_client_id), given(&self.plaid_secret)) {
-            (Some(_), Some(_)) => Ok(true),
-            (None, None) => Ok(false),
-            (Some(_), None) => Err(bad("PLAID_SECRET", "must be set when PLAID_CLIENT_ID is set")),
-            (None, Some(_)) => Err(bad("PLAID_CLIENT_ID", "must be set when PLAID_SECRET is set")),
-        }
     }
 
     /// The JWT key settings given (at most one may be).
@@ -400,6 +587,117 @@ impl Settings {
             jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_seconds),
             development,
         })
+    }
+
+    /// Reads the persisted-documents manifest: graphql-codegen's `{"<sha256>": "<document>"}`
+    /// or Apollo's `{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body"}]}`.
+    /// Every id must be the SHA-256 of its text, so a client's hash finds exactly that text.
+    fn trusted_documents(&self) -> Result<Option<TrustedDocuments>, ConfigError> {
+        use sha2::Digest;
+        let Some(path) = nonempty(&self.trusted_documents) else { return Ok(None) };
+        let var = "TRUSTED_DOCUMENTS";
+        let text = std::fs::read_to_string(path).map_err(|e| bad(var, format!("cannot be read ({path}): {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(var, format!("is not JSON ({path}): {e}")))?;
+        let pairs: Vec<(String, String)> = match json.get("operations").and_then(|o| o.as_array()) {
+            Some(ops) => ops
+                .iter()
+                .map(|op| match (op["id"].as_str(), op["body"].as_str()) {
+                    (Some(id), Some(body)) => Ok((id.to_string(), body.to_string())),
+                    _ => Err(bad(var, "has an operation without a string id and body")),
+                })
+                .collect::<Result<_, _>>()?,
+            None => json
+                .as_object()
+                .ok_or_else(|| bad(var, "must be an object of documents by hash, or an Apollo manifest"))?
+                .iter()
+                .map(|(id, body)| match body.as_str() {
+                    Some(b) => Ok((id.clone(), b.to_string())),
+                    None => Err(bad(var, format!("has a non-string document under {id:?}"))),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut documents = std::collections::HashMap::new();
+        for (id, body) in pairs {
+            let id = id.strip_prefix("sha256:").unwrap_or(&id).to_ascii_lowercase();
+            if hex::encode(sha2::Sha256::digest(body.as_bytes())) != id {
+                return Err(bad(var, format!("has a document whose id is not the SHA-256 of its text: {id}")));
+            }
+            documents.insert(id, body);
+        }
+        if documents.is_empty() {
+            return Err(bad(var, "lists no documents"));
+        }
+        Ok(Some(TrustedDocuments { mode: self.trusted_documents_mode, documents }))
+    }
+
+    fn http(&self, listener: &ListenerSettings) -> Result<HttpLimits, ConfigError> {
+        let cors_origins: Vec<String> =
+            self.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        for o in &cors_origins {
+            let u = Url::parse(o)
+                .map_err(|_| bad("CORS_ALLOWED_ORIGINS", format!("has an origin that is not a URL: {o:?}")))?;
+            if u.path() != "/" || u.query().is_some() || o.ends_with('/') {
+                return Err(bad(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("must list origins like https://app.example.com, got {o:?}"),
+                ));
+            }
+        }
+        Ok(HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            header_read_timeout: Duration::from_secs(listener.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(listener.idle_timeout_seconds),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
+            cors_origins,
+            shutdown_grace: Duration::from_secs(listener.shutdown_grace_seconds),
+        })
+    }
+}
+
+impl StoreSettings {
+    fn identity(
+        &self,
+        listener: &ListenerSettings,
+        real_plaid: bool,
+        dev: &DevKeys,
+        dev_secrets_path: Option<PathBuf>,
+    ) -> Result<IdentityConfig, ConfigError> {
+        Ok(IdentityConfig {
+            internal: listener.internal_bind_addr,
+            db: DbConfig {
+                url: self.database_url.clone(),
+                statement_timeout: Duration::from_secs(self.database_statement_timeout_seconds),
+            },
+            custody: self.custody(dev)?,
+            plaid: self.plaid(real_plaid)?,
+            link: self.link(real_plaid)?,
+            jobs: JobsConfig {
+                workers: self.job_workers,
+                lease: Duration::from_secs(self.job_lease_seconds),
+                refresh_interval: Duration::from_secs(self.refresh_min_interval_seconds),
+                resync_after: Duration::from_secs(self.resync_after_seconds),
+                item_check_interval: Duration::from_secs(self.item_check_interval_seconds),
+                reconcile_interval: Duration::from_secs(self.reconcile_interval_seconds),
+                read_cache: Duration::from_secs(self.read_cache_seconds),
+            },
+            listener: listener.limits(),
+            dev_secrets_path,
+        })
+    }
+
+    /// Whether Plaid credentials are set (both, or neither).
+    fn real_plaid(&self) -> Result<bool, ConfigError> {
+        match (nonempty(&self.plaid_client_id), given(&self.plaid_secret)) {
+            (Some(_), Some(_)) => Ok(true),
+            (None, None) => Ok(false),
+            (Some(_), None) => Err(bad("PLAID_SECRET", "must be set when PLAID_CLIENT_ID is set")),
+            (None, Some(_)) => Err(bad("PLAID_CLIENT_ID", "must be set when PLAID_SECRET is set")),
+        }
     }
 
     fn custody(&self, dev: &DevKeys) -> Result<TokenKeys, ConfigError> {
@@ -503,75 +801,6 @@ impl Settings {
                 .map(str::to_string)
                 .or_else(|| (!real_plaid).then(|| OFFLINE_ANDROID_PACKAGE_NAME.to_string())),
             webhook_url,
-        })
-    }
-
-    /// Reads the persisted-documents manifest: graphql-codegen's `{"<sha256>": "<document>"}`
-    /// or Apollo's `{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body"}]}`.
-    /// Every id must be the SHA-256 of its text, so a client's hash finds exactly that text.
-    fn trusted_documents(&self) -> Result<Option<TrustedDocuments>, ConfigError> {
-        use sha2::Digest;
-        let Some(path) = nonempty(&self.trusted_documents) else { return Ok(None) };
-        let var = "TRUSTED_DOCUMENTS";
-        let text = std::fs::read_to_string(path).map_err(|e| bad(var, format!("cannot be read ({path}): {e}")))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(var, format!("is not JSON ({path}): {e}")))?;
-        let pairs: Vec<(String, String)> = match json.get("operations").and_then(|o| o.as_array()) {
-            Some(ops) => ops
-                .iter()
-                .map(|op| match (op["id"].as_str(), op["body"].as_str()) {
-                    (Some(id), Some(body)) => Ok((id.to_string(), body.to_string())),
-                    _ => Err(bad(var, "has an operation without a string id and body")),
-                })
-                .collect::<Result<_, _>>()?,
-            None => json
-                .as_object()
-                .ok_or_else(|| bad(var, "must be an object of documents by hash, or an Apollo manifest"))?
-                .iter()
-                .map(|(id, body)| match body.as_str() {
-                    Some(b) => Ok((id.clone(), b.to_string())),
-                    None => Err(bad(var, format!("has a non-string document under {id:?}"))),
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let mut documents = std::collections::HashMap::new();
-        for (id, body) in pairs {
-            let id = id.strip_prefix("sha256:").unwrap_or(&id).to_ascii_lowercase();
-            if hex::encode(sha2::Sha256::digest(body.as_bytes())) != id {
-                return Err(bad(var, format!("has a document whose id is not the SHA-256 of its text: {id}")));
-            }
-            documents.insert(id, body);
-        }
-        if documents.is_empty() {
-            return Err(bad(var, "lists no documents"));
-        }
-        Ok(Some(TrustedDocuments { mode: self.trusted_documents_mode, documents }))
-    }
-
-    fn http(&self) -> Result<HttpLimits, ConfigError> {
-        let cors_origins: Vec<String> =
-            self.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
-        for o in &cors_origins {
-            let u = Url::parse(o)
-                .map_err(|_| bad("CORS_ALLOWED_ORIGINS", format!("has an origin that is not a URL: {o:?}")))?;
-            if u.path() != "/" || u.query().is_some() || o.ends_with('/') {
-                return Err(bad(
-                    "CORS_ALLOWED_ORIGINS",
-                    format!("must list origins like https://app.example.com, got {o:?}"),
-                ));
-            }
-        }
-        Ok(HttpLimits {
-            max_body_bytes: self.max_body_bytes,
-            request_timeout: Duration::from_secs(self.request_timeout_seconds),
-            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
-            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
-            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
-            cors_origins,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
         })
     }
 }

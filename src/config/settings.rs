@@ -3,26 +3,59 @@
 //! so no `Debug` of the settings shows one; the database URL redacts its password itself.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::builder::{BoolishValueParser, RangedU64ValueParser};
 use clap::value_parser;
 use secrecy::{ExposeSecret, SecretString};
 
-/// Settings of `bankgraph serve` (and of `token` and `migrate`), from flags or the environment.
+/// The embedded default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://bankgraph.db";
+
+/// Settings of `bankgraph serve` (and of `token` and `migrate`): both rooms in one process.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
+    #[command(flatten)]
+    pub public: PublicSettings,
+    #[command(flatten)]
+    pub listener: ListenerSettings,
+    #[command(flatten)]
+    pub store: StoreSettings,
+}
+
+/// Settings of `bankgraph gateway`: the public listener and where the identity service is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewaySettings {
+    #[command(flatten)]
+    pub public: PublicSettings,
+    #[command(flatten)]
+    pub listener: ListenerSettings,
+    #[command(flatten)]
+    pub client: RpcClientSettings,
+    #[command(flatten)]
+    pub auth: RpcAuthSettings,
+}
+
+/// Settings of `bankgraph identity`: the system of record and its RPC listener.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentitySettings {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub listener: ListenerSettings,
+    #[command(flatten)]
+    pub server: RpcServerSettings,
+    #[command(flatten)]
+    pub auth: RpcAuthSettings,
+}
+
+/// The public gateway: its listener, caller tokens, GraphQL limits, rates.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Public gateway")]
+pub struct PublicSettings {
     /// Public listener: GraphQL, GraphiQL, health.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
     pub bind_addr: SocketAddr,
-    /// Internal listener: Plaid webhooks, metrics. Never expose it publicly.
-    #[arg(long, env = "INTERNAL_BIND_ADDR", default_value = "127.0.0.1:8001")]
-    pub internal_bind_addr: SocketAddr,
-    /// sqlite://path (embedded default) or postgres://user@host/db.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bankgraph.db", value_parser = DatabaseUrl::parse)]
-    pub database_url: DatabaseUrl,
-    /// PostgreSQL cancels a statement that runs longer than this, in seconds.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=3600))]
-    pub database_statement_timeout_seconds: u64,
     /// HS256 shared secret for caller tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = secret)]
     pub jwt_secret: Option<SecretString>,
@@ -48,6 +81,93 @@ pub struct Settings {
     /// `iat`); 0 for no limit.
     #[arg(long, env = "JWT_MAX_LIFETIME_SECONDS", default_value = "86400", value_parser = value_parser!(u64).range(0..=315_360_000))]
     pub jwt_max_lifetime_seconds: u64,
+    /// Serve introspection (on for client codegen; turn off in production if you prefer).
+    #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub graphql_introspection: bool,
+    /// Largest request body accepted, in bytes (checked before parsing).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value = "262144", value_parser = RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
+    pub max_body_bytes: usize,
+    /// Longest GraphQL query text accepted, in characters.
+    #[arg(long, env = "MAX_QUERY_LENGTH", default_value = "20000", value_parser = RangedU64ValueParser::<usize>::new().range(100..=10_000_000))]
+    pub max_query_length: usize,
+    /// Deepest selection accepted (the standard introspection query needs 13).
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(2..=1000))]
+    pub graphql_max_depth: usize,
+    /// A persisted-documents manifest (graphql-codegen's `{hash: document}` or Apollo's
+    /// persisted query manifest): only its documents run (see TRUSTED_DOCUMENTS_MODE).
+    #[arg(long, env = "TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<String>,
+    /// `enforce` refuses any other document (PERSISTED_QUERY_NOT_IN_LIST); `log` lets it run
+    /// and counts it in `bankgraph_untrusted_documents_total`.
+    #[arg(long, env = "TRUSTED_DOCUMENTS_MODE", value_enum, default_value = "enforce")]
+    pub trusted_documents_mode: TrustedMode,
+    /// Largest query complexity accepted (each Plaid field costs 10, others 1).
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "500", value_parser = RangedU64ValueParser::<usize>::new().range(10..=1_000_000))]
+    pub graphql_max_complexity: usize,
+    /// Most aliases in one request.
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub graphql_max_aliases: usize,
+    /// Most directives in one request.
+    #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub graphql_max_directives: usize,
+    /// Seconds a request may take before it is answered with a timeout.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+    /// Seconds a client has to send its request body (within REQUEST_TIMEOUT_SECONDS).
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
+    pub body_read_timeout_seconds: u64,
+    /// Open connections the public listener accepts (also bounded by the open-file limit).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections: usize,
+    /// Open connections one client IP may hold (trusted proxies are exempt).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Comma-separated CIDRs of load balancers whose Forwarded / X-Forwarded-For is believed
+    /// (empty: the socket peer is the client).
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Requests per second allowed per client IP (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_ip: u32,
+    /// Requests per second allowed per caller (token `sub`) (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value = "20", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_per_user: u32,
+    /// Per minute and caller, for createPlaidLinkToken, completePlaidLink and refreshPlaidBankConnections (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_SENSITIVE_PER_MINUTE", default_value = "10", value_parser = value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_sensitive_per_minute: u32,
+    /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+}
+
+/// What every listener of the process shares.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Listeners")]
+pub struct ListenerSettings {
+    /// Internal listener: Plaid webhooks (identity service), metrics, health. Never expose it publicly.
+    #[arg(long, env = "INTERNAL_BIND_ADDR", default_value = "127.0.0.1:8001")]
+    pub internal_bind_addr: SocketAddr,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
+    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_seconds: u64,
+    /// Seconds to finish in-flight requests and jobs after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The identity service: its database, token custody, Plaid, background work.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Identity service")]
+pub struct StoreSettings {
+    /// sqlite://path (embedded default) or postgres://user@host/db.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
+    /// PostgreSQL cancels a statement that runs longer than this, in seconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=3600))]
+    pub database_statement_timeout_seconds: u64,
     /// 32 random bytes, base64: the AES-256-GCM key for Plaid access tokens.
     #[arg(long, env = "TOKEN_ENCRYPTION_KEY", hide_env_values = true, value_parser = secret)]
     pub token_encryption_key: Option<SecretString>,
@@ -101,9 +221,6 @@ pub struct Settings {
     /// Minimum seconds between two refreshPlaidBankConnections of one user.
     #[arg(long, env = "REFRESH_MIN_INTERVAL_SECONDS", default_value = "60", value_parser = value_parser!(u64))]
     pub refresh_min_interval_seconds: u64,
-    /// Serve introspection (on for client codegen; turn off in production if you prefer).
-    #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
-    pub graphql_introspection: bool,
     /// Background job workers in this process (syncs, webhooks, the reconciler); 0 runs none.
     #[arg(long, env = "JOB_WORKERS", default_value = "2", value_parser = RangedU64ValueParser::<usize>::new().range(0..=64))]
     pub job_workers: usize,
@@ -111,73 +228,10 @@ pub struct Settings {
     /// after this.
     #[arg(long, env = "JOB_LEASE_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..))]
     pub job_lease_seconds: u64,
-    /// Largest request body accepted, in bytes (checked before parsing).
-    #[arg(long, env = "MAX_BODY_BYTES", default_value = "262144", value_parser = RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
-    pub max_body_bytes: usize,
-    /// Longest GraphQL query text accepted, in characters.
-    #[arg(long, env = "MAX_QUERY_LENGTH", default_value = "20000", value_parser = RangedU64ValueParser::<usize>::new().range(100..=10_000_000))]
-    pub max_query_length: usize,
-    /// Deepest selection accepted (the standard introspection query needs 13).
-    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(2..=1000))]
-    pub graphql_max_depth: usize,
-    /// A persisted-documents manifest (graphql-codegen's `{hash: document}` or Apollo's
-    /// persisted query manifest): only its documents run (see TRUSTED_DOCUMENTS_MODE).
-    #[arg(long, env = "TRUSTED_DOCUMENTS")]
-    pub trusted_documents: Option<String>,
-    /// `enforce` refuses any other document (PERSISTED_QUERY_NOT_IN_LIST); `log` lets it run
-    /// and counts it in `bankgraph_untrusted_documents_total`.
-    #[arg(long, env = "TRUSTED_DOCUMENTS_MODE", value_enum, default_value = "enforce")]
-    pub trusted_documents_mode: TrustedMode,
-    /// Largest query complexity accepted (each Plaid field costs 10, others 1).
-    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "500", value_parser = RangedU64ValueParser::<usize>::new().range(10..=1_000_000))]
-    pub graphql_max_complexity: usize,
-    /// Most aliases in one request.
-    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
-    pub graphql_max_aliases: usize,
-    /// Most directives in one request.
-    #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
-    pub graphql_max_directives: usize,
-    /// Seconds a request may take before it is answered with a timeout.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(1..=3600))]
-    pub request_timeout_seconds: u64,
-    /// Seconds a client has to send its request headers.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
-    pub header_read_timeout_seconds: u64,
-    /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
-    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..=3600))]
-    pub idle_timeout_seconds: u64,
-    /// Seconds a client has to send its request body (within REQUEST_TIMEOUT_SECONDS).
-    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
-    pub body_read_timeout_seconds: u64,
-    /// Open connections the public listener accepts (also bounded by the open-file limit).
-    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
-    pub max_connections: usize,
-    /// Open connections one client IP may hold (trusted proxies are exempt).
-    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
-    pub max_connections_per_ip: usize,
-    /// Comma-separated CIDRs of load balancers whose Forwarded / X-Forwarded-For is believed
-    /// (empty: the socket peer is the client).
-    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: String,
-    /// Requests per second allowed per client IP (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50", value_parser = value_parser!(u32).range(0..=1_000_000))]
-    pub rate_limit_per_ip: u32,
-    /// Requests per second allowed per caller (token `sub`) (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value = "20", value_parser = value_parser!(u32).range(0..=1_000_000))]
-    pub rate_limit_per_user: u32,
-    /// Per minute and caller, for createPlaidLinkToken, completePlaidLink and refreshPlaidBankConnections (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_SENSITIVE_PER_MINUTE", default_value = "10", value_parser = value_parser!(u32).range(0..=1_000_000))]
-    pub rate_limit_sensitive_per_minute: u32,
-    /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
-    pub cors_allowed_origins: String,
     /// Seconds a caller's account list may be served from memory; writes in this process
     /// invalidate it at once, so this bounds staleness from other processes (0: no cache).
     #[arg(long, env = "READ_CACHE_SECONDS", default_value = "1", value_parser = value_parser!(u64))]
     pub read_cache_seconds: u64,
-    /// Seconds to finish in-flight requests and jobs after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = value_parser!(u64).range(0..=3600))]
-    pub shutdown_grace_seconds: u64,
     /// Seconds between two runs of the reconciler.
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600", value_parser = value_parser!(u64).range(1..))]
     pub reconcile_interval_seconds: u64,
@@ -187,6 +241,44 @@ pub struct Settings {
     /// The reconciler checks each item with Plaid (/item/get) this often, in seconds.
     #[arg(long, env = "ITEM_CHECK_INTERVAL_SECONDS", default_value = "86400", value_parser = value_parser!(u64).range(1..))]
     pub item_check_interval_seconds: u64,
+}
+
+/// Where the identity service listens for gateways (`bankgraph identity`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Identity RPC")]
+pub struct RpcServerSettings {
+    /// The RPC listener (gRPC) that gateways call.
+    #[arg(long, env = "IDENTITY_BIND_ADDR", default_value = "127.0.0.1:8003")]
+    pub identity_bind_addr: SocketAddr,
+}
+
+/// Where the gateway finds the identity service (`bankgraph gateway`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Identity RPC")]
+pub struct RpcClientSettings {
+    /// Comma-separated identity service endpoints, e.g. http://10.0.0.5:8003 (https:// with
+    /// IDENTITY_TLS_*); calls are spread over them and a dead one is avoided.
+    #[arg(long, env = "IDENTITY_URL")]
+    pub identity_url: Option<String>,
+}
+
+/// How gateway and identity service trust each other (both sides set the same).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Identity RPC")]
+pub struct RpcAuthSettings {
+    /// Shared token on every RPC (at least 32 characters); required when the identity service
+    /// listens on a non-loopback address.
+    #[arg(long, env = "IDENTITY_SERVICE_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub identity_service_token: Option<SecretString>,
+    /// This side's certificate (PEM file) for mutual TLS; with IDENTITY_TLS_KEY and IDENTITY_TLS_CA.
+    #[arg(long, env = "IDENTITY_TLS_CERT")]
+    pub identity_tls_cert: Option<PathBuf>,
+    /// This side's private key (PEM file).
+    #[arg(long, env = "IDENTITY_TLS_KEY")]
+    pub identity_tls_key: Option<PathBuf>,
+    /// The CA (PEM file) the other side's certificate must be signed by.
+    #[arg(long, env = "IDENTITY_TLS_CA")]
+    pub identity_tls_ca: Option<PathBuf>,
 }
 
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {

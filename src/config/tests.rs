@@ -43,12 +43,16 @@ fn tmp_db() -> String {
 fn with_nothing_set_it_runs_offline_with_generated_development_secrets() {
     let db = tmp_db();
     let c = settings(&["--database-url", &db]).resolve().unwrap();
-    assert!(matches!(c.plaid, PlaidTarget::Emulator(_)));
-    assert!(c.auth.development);
-    let path = c.dev_secrets_path.clone().unwrap();
+    assert!(matches!(c.identity.plaid, PlaidTarget::Emulator(_)));
+    assert!(c.gateway.auth.development);
+    let path = c.identity.dev_secrets_path.clone().unwrap();
     assert!(path.exists());
     let again = settings(&["--database-url", &db]).resolve().unwrap();
-    assert_eq!(again.custody.current.expose_secret(), c.custody.current.expose_secret(), "kept across starts");
+    assert_eq!(
+        again.identity.custody.current.expose_secret(),
+        c.identity.custody.current.expose_secret(),
+        "kept across starts"
+    );
 }
 
 #[test]
@@ -57,7 +61,7 @@ fn real_plaid_refuses_development_secrets_and_says_what_is_missing() {
     let e = settings(&["--database-url", &db, "--plaid-client-id", "id", "--plaid-secret", "s"]).resolve().unwrap_err();
     assert!(e.0.contains("TOKEN_ENCRYPTION_KEY") && e.0.contains("JWT_SECRET"), "{e}");
     let ok = with_plaid_keys(&db);
-    assert!(matches!(ok.plaid, PlaidTarget::Remote { .. }));
+    assert!(matches!(ok.identity.plaid, PlaidTarget::Remote { .. }));
 }
 
 #[test]
@@ -105,14 +109,20 @@ fn no_debug_output_shows_a_secret_or_a_database_password() {
         "--plaid-proxy-api-key",
         "proxy-api-key-value",
     ]);
-    let c = Settings { database_url: DatabaseUrl::parse(&db).unwrap(), ..s.clone() }.resolve().unwrap();
-    for text in [format!("{s:?}"), format!("{c:?}"), s.database_url.to_string()] {
+    let c = {
+        let mut t = s.clone();
+        t.store.database_url = DatabaseUrl::parse(&db).unwrap();
+        t
+    }
+    .resolve()
+    .unwrap();
+    for text in [format!("{s:?}"), format!("{c:?}"), s.store.database_url.to_string()] {
         for secret in ["hunter2-password", "jwt-secret-0123", &key, "plaid-secret-value", "proxy-api-key-value"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
-    assert_eq!(s.database_url.to_string(), "postgres://app:***@127.0.0.1/bank");
-    assert_eq!(s.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank");
+    assert_eq!(s.store.database_url.to_string(), "postgres://app:***@127.0.0.1/bank");
+    assert_eq!(s.store.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank");
 }
 
 #[test]
@@ -130,7 +140,7 @@ fn dev_secrets_sit_next_to_the_sqlite_file_or_in_the_users_directory() {
 fn a_secrets_file_others_can_read_or_that_git_tracks_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let db = tmp_db();
-    let path = settings(&["--database-url", &db]).resolve().unwrap().dev_secrets_path.unwrap();
+    let path = settings(&["--database-url", &db]).resolve().unwrap().identity.dev_secrets_path.unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = settings(&["--database-url", &db]).resolve().unwrap_err();
@@ -150,11 +160,11 @@ fn a_secrets_file_others_can_read_or_that_git_tracks_is_refused() {
 fn booleans_numbers_and_enums_are_typed_as_they_parse() {
     let db = tmp_db();
     let s = settings(&["--database-url", &db, "--graphql-introspection", "off", "--job-workers", "0"]);
-    assert!(!s.graphql_introspection);
+    assert!(!s.public.graphql_introspection);
     let c = s.resolve().unwrap();
-    assert!(!c.graphql.introspection);
-    assert_eq!(c.jobs.workers, 0);
-    assert!(settings(&["--database-url", &db]).graphql_introspection, "on by default");
+    assert!(!c.gateway.graphql.introspection);
+    assert_eq!(c.identity.jobs.workers, 0);
+    assert!(settings(&["--database-url", &db]).public.graphql_introspection, "on by default");
     for (args, var) in [
         (vec!["--job-workers", "65"], "JOB_WORKERS"),
         (vec!["--graphql-introspection", "maybe"], "GRAPHQL_INTROSPECTION"),
@@ -171,8 +181,8 @@ fn booleans_numbers_and_enums_are_typed_as_they_parse() {
 fn offline_the_mobile_flows_have_development_defaults_and_with_plaid_keys_none() {
     let db = tmp_db();
     let offline = settings(&["--database-url", &db]).resolve().unwrap();
-    assert_eq!(offline.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
-    assert_eq!(offline.link.android_package_name.as_deref(), Some(OFFLINE_ANDROID_PACKAGE_NAME));
+    assert_eq!(offline.identity.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
+    assert_eq!(offline.identity.link.android_package_name.as_deref(), Some(OFFLINE_ANDROID_PACKAGE_NAME));
     let real = with_plaid_keys(&db);
-    assert!(real.link.redirect_uri.is_none() && real.link.android_package_name.is_none());
+    assert!(real.identity.link.redirect_uri.is_none() && real.identity.link.android_package_name.is_none());
 }

@@ -24,6 +24,7 @@ use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
 use crate::graphql::{Executed, Method};
 use crate::metrics::GRAPHQL_REQUESTS;
+use crate::trace::{RequestContext, TraceParent};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -84,6 +85,7 @@ pub async fn get_graphql(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     rid: Option<axum::Extension<RequestId>>,
+    trace: Option<axum::Extension<TraceParent>>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let params: Vec<(String, String)> =
@@ -102,10 +104,15 @@ pub async fn get_graphql(
         Err(r) => return r.answered_as(answer).into_response(),
     };
     let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
-    match execute(&state, &headers, request, &request_id, Method::Get).await {
+    match execute(&state, &headers, request, &request_id, trace_of(trace), Method::Get).await {
         Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
         Err(r) => r.answered_as(answer).into_response(),
     }
+}
+
+/// The request's trace (set by the router for every request; a fresh one otherwise).
+fn trace_of(ext: Option<axum::Extension<TraceParent>>) -> TraceParent {
+    ext.map(|e| e.0).unwrap_or_else(TraceParent::fresh)
 }
 
 /// A GET request's parameters as one GraphQL request.
@@ -154,6 +161,7 @@ pub async fn post_graphql(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     rid: Option<axum::Extension<RequestId>>,
+    trace: Option<axum::Extension<TraceParent>>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
@@ -166,7 +174,7 @@ pub async fn post_graphql(
         Err(r) => return r.answered_as(answer).into_response(),
     };
     let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
-    match execute(&state, &headers, request, &request_id, Method::Post).await {
+    match execute(&state, &headers, request, &request_id, trace_of(trace), Method::Post).await {
         Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
         Err(r) => r.answered_as(answer).into_response(),
     }
@@ -250,6 +258,7 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
     request_id: &str,
+    trace: TraceParent,
     method: Method,
 ) -> Result<(Executed, Option<String>), Refusal> {
     let auth = state.auth.authenticate(headers).await;
@@ -264,7 +273,14 @@ async fn execute(
     }
     let operation = log_name(request.operation_name.as_deref()).to_string();
     let request = request.data(auth);
-    match tokio::time::timeout(state.limits.request_timeout, state.gateway.execute(request, request_id, method)).await {
+    // The identity service gets what is left of the request's time, its id and its trace.
+    let context = RequestContext {
+        request_id: request_id.to_string(),
+        trace: trace.for_call_from(&tracing::Span::current()),
+        deadline: Instant::now() + state.limits.request_timeout,
+    };
+    let run = crate::trace::scope(context, state.gateway.execute(request, request_id, method));
+    match tokio::time::timeout(state.limits.request_timeout, run).await {
         Ok(executed) => Ok((executed, sub)),
         Err(_) => {
             tracing::warn!(%operation, "request timed out");

@@ -27,6 +27,7 @@ use crate::identity::{IdentityService, PlaidIdentity};
 use client_ip::TrustedProxies;
 
 use crate::ratelimit::Limiters;
+use crate::trace::TraceParent;
 pub use server::{ConnectionLimits, serve};
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
@@ -54,6 +55,19 @@ pub fn acceptable_request_id(v: &[u8]) -> bool {
 
 async fn drop_unacceptable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
     let h = req.headers_mut();
+    // A request joins its caller's trace when it names one correctly; otherwise it starts one.
+    let trace = match h.get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse) {
+        Some(t) => t,
+        None => {
+            let fresh = TraceParent::fresh();
+            if let Ok(v) = HeaderValue::from_str(&fresh.to_string()) {
+                h.insert(crate::trace::TRACEPARENT, v);
+            }
+            fresh
+        }
+    };
+    req.extensions_mut().insert(trace);
+    let h = req.headers_mut();
     let ok = {
         let mut all = h.get_all(REQUEST_ID).iter();
         match (all.next(), all.next()) {
@@ -68,14 +82,20 @@ async fn drop_unacceptable_request_id(mut req: axum::extract::Request) -> axum::
     req
 }
 
-/// Adds a request id to every request and response, and a span per request that carries it,
-/// so every log line of a request names it.
+/// Adds a request id to every request and response, a trace context to every request, and a
+/// span per request that carries both, so every log line of a request names them.
 fn observed(router: Router) -> Router {
     let header = header::HeaderName::from_static(REQUEST_ID);
     router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            let trace = req.extensions().get::<TraceParent>();
+            let trace_id = trace.map(TraceParent::trace_id_hex).unwrap_or_default();
+            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id, trace_id = %trace_id);
+            if let Some(t) = trace {
+                t.adopt(&span);
+            }
+            span
         }))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
@@ -120,12 +140,22 @@ pub fn public_router(state: AppState) -> Router {
     observed(router)
 }
 
-/// The internal listener: Plaid webhooks, metrics and health. It is the identity service's.
-pub fn internal_router(state: AppState, identity: PlaidIdentity) -> Router {
+/// The identity service's internal listener: Plaid webhooks, metrics and health.
+pub fn internal_router(identity: PlaidIdentity) -> Router {
+    let ready = health::Readiness(Arc::new(identity.clone()));
     let own = Router::new()
         .route("/webhooks/plaid", post(webhooks::plaid_webhook))
         .route("/metrics", get(health::metrics))
         .with_state(identity);
-    let health = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
-    observed(health.with_state(state).merge(own))
+    observed(health_router(ready).merge(own))
+}
+
+/// A split gateway's internal listener: metrics and health (it serves no webhooks).
+pub fn gateway_internal_router(identity: Arc<dyn IdentityService>) -> Router {
+    let own = Router::new().route("/metrics", get(health::gateway_metrics));
+    observed(health_router(health::Readiness(identity)).merge(own))
+}
+
+fn health_router(ready: health::Readiness) -> Router {
+    Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz)).with_state(ready)
 }

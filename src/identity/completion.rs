@@ -36,15 +36,22 @@ impl StoredError {
     }
 
     fn into_error(self) -> AppError {
-        match (self.code.as_str(), self.plaid) {
-            (_, Some(detail)) => AppError::Plaid { message: self.message, detail },
-            ("BAD_USER_INPUT", _) => AppError::BadInput(self.message),
-            ("NOT_FOUND", _) => AppError::NotFound(self.message),
-            ("CONFLICT", _) => AppError::Conflict(self.message),
-            ("NOT_CONFIGURED", _) => AppError::NotConfigured(self.message),
-            ("LINK_RESTART_REQUIRED", _) => AppError::LinkRestart(self.message),
-            ("FORBIDDEN", _) => AppError::Forbidden(self.message),
-            _ => AppError::Upstream(self.message),
+        use crate::error::code;
+        // What a failed completion stores is final (internal failures are retried, not
+        // stored); any other code reads as the upstream failure it was.
+        let final_code = [
+            code::BAD_USER_INPUT,
+            code::NOT_FOUND,
+            code::CONFLICT,
+            code::NOT_CONFIGURED,
+            code::LINK_RESTART_REQUIRED,
+            code::FORBIDDEN,
+        ]
+        .contains(&self.code.as_str());
+        if self.plaid.is_some() || final_code {
+            AppError::from_code(&self.code, self.message, self.plaid, None)
+        } else {
+            AppError::Upstream(self.message)
         }
     }
 }

@@ -259,7 +259,7 @@ async fn with_no_configuration_it_runs_offline_on_sqlite_with_development_secret
     .map(|s| s.to_string())
     .collect();
     let config = settings(&args).resolve().unwrap();
-    assert!(config.auth.development);
+    assert!(config.gateway.auth.development);
     let secrets: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("bankgraph.db.dev-secrets.json")).unwrap()).unwrap();
     let app = bankgraph::app::App::build(config).await.unwrap();

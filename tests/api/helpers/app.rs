@@ -1,12 +1,17 @@
 //! `TestApp`: bankgraph on port 0 against its own emulator and its own database (a fresh
 //! SQLite file, or a fresh PostgreSQL database when `TEST_DATABASE_URL` points at a server).
+//!
+//! Two topologies: one process (`bankgraph serve`, the default), or, with
+//! `TEST_TOPOLOGY=split` (or `Options::topology`), the identity service and the gateway as
+//! two servers talking gRPC over loopback with the service token, as `bankgraph identity` and
+//! `bankgraph gateway` run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bankgraph::app::App;
-use bankgraph::config::Settings;
+use bankgraph::app::{App, GatewayApp, IdentityApp};
+use bankgraph::config::{RpcClientConfig, RpcServerConfig, Settings, SplitGatewayConfig, SplitIdentityConfig};
 use bankgraph::emulator::{EmulatorConfig, RunningEmulator};
 use base64::Engine;
 use clap::Parser;
@@ -77,7 +82,32 @@ pub struct Options {
     pub shared_emulator: Option<Arc<RunningEmulator>>,
     /// The TOKEN_ENCRYPTION_KEY (base64) instead of the tests' fixed one.
     pub token_key: Option<String>,
+    /// One process or two (default: `TEST_TOPOLOGY`, else one).
+    pub topology: Option<Topology>,
 }
+
+/// How the app under test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `bankgraph serve`.
+    OneProcess,
+    /// `bankgraph identity` + `bankgraph gateway`, gRPC between them.
+    Split,
+}
+
+impl Topology {
+    /// `TEST_TOPOLOGY=split` runs every test against the split deployment.
+    pub fn from_env() -> Topology {
+        match std::env::var("TEST_TOPOLOGY").as_deref() {
+            Ok("split") => Topology::Split,
+            Ok("" | "one-process") | Err(_) => Topology::OneProcess,
+            Ok(other) => panic!("TEST_TOPOLOGY must be split or one-process, not {other:?}"),
+        }
+    }
+}
+
+/// The service token of split test apps.
+pub const SERVICE_TOKEN: &str = "test-service-token-0123456789abcdef";
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
@@ -144,9 +174,66 @@ impl TestApp {
             args.push(format!("--plaid-webhook-url=http://{}/webhooks/plaid", internal.local_addr().unwrap()));
         }
         let config = settings(&args).resolve().expect("test config resolves");
+        if options.topology.unwrap_or_else(Topology::from_env) == Topology::Split {
+            return Self::start_split(config, public, internal, emulator, database_url).await;
+        }
         let app =
             App::build_with_listeners(config, EmulatorConfig::default(), public, internal).await.expect("app builds");
         Self::start(app, emulator, database_url).await
+    }
+
+    /// The same configuration as two servers: the identity service (internal listener, RPC
+    /// listener) and the gateway (public listener, its own internal listener).
+    async fn start_split(
+        config: bankgraph::config::Config,
+        public: tokio::net::TcpListener,
+        internal: tokio::net::TcpListener,
+        emulator: Arc<RunningEmulator>,
+        database_url: String,
+    ) -> TestApp {
+        let token = Some(secrecy::SecretString::from(SERVICE_TOKEN.to_string()));
+        let rpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rpc_url = format!("http://{}", rpc.local_addr().unwrap());
+        let identity = IdentityApp::build_with_listeners(
+            SplitIdentityConfig {
+                identity: config.identity,
+                rpc: RpcServerConfig { bind: rpc.local_addr().unwrap(), token: token.clone(), tls: None },
+            },
+            EmulatorConfig::default(),
+            internal,
+            rpc,
+        )
+        .await
+        .expect("identity service builds");
+        let gateway_internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = GatewayApp::build_with_listeners(
+            SplitGatewayConfig {
+                gateway: config.gateway,
+                internal: gateway_internal.local_addr().unwrap(),
+                rpc: RpcClientConfig { endpoints: vec![rpc_url.parse().unwrap()], token, tls: None },
+            },
+            public,
+            gateway_internal,
+        )
+        .expect("gateway builds");
+        let base = format!("http://{}", gateway.public_addr());
+        let internal = format!("http://{}", identity.internal_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let gateway = tokio::spawn(gateway.run(async {
+                let _ = gateway_stopped.await;
+            }));
+            let identity = tokio::spawn(identity.run(async {
+                let _ = rx.await;
+            }));
+            // The gateway stops first, as in a rolling deployment.
+            let identity_result = identity.await?;
+            let _ = stop_gateway.send(());
+            gateway.await??;
+            identity_result
+        });
+        Self::started(base, internal, emulator, database_url, tx, task)
     }
 
     /// What `App::build` says for these options, when it refuses to start.
@@ -180,6 +267,17 @@ impl TestApp {
         let task = tokio::spawn(app.run(async {
             let _ = rx.await;
         }));
+        Self::started(base, internal, emulator, database_url, tx, task)
+    }
+
+    fn started(
+        base: String,
+        internal: String,
+        emulator: Arc<RunningEmulator>,
+        database_url: String,
+        tx: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> TestApp {
         TestApp {
             graphql: format!("{base}/api/v1/graphql"),
             base,

@@ -1,0 +1,344 @@
+//! The identity service as the gateway reaches it over gRPC: [`RemoteIdentity`] implements
+//! [`IdentityService`], so the GraphQL layer does not know it is remote.
+//!
+//! Calls are spread round-robin over the configured endpoints. One that cannot be reached is
+//! marked down and skipped until a probe (`Ready`, every half second) finds it answering again;
+//! when every endpoint is down, calls still try one, so recovery needs no probe. Each call
+//! carries the service token, the request id, a child of the request's trace, and what is left
+//! of the request's deadline. Reads and `CompleteLink` (idempotent by its public token) are
+//! tried once more, on another endpoint when there is one, after a connection failure; other
+//! mutations are not, since the first attempt may have been carried out.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use url::Url;
+
+use super::convert as c;
+use super::pb;
+use super::pb::identity_service_client::IdentityServiceClient;
+use super::status::{Failure, from_status};
+use crate::config::RpcClientConfig;
+use crate::domain::{Address, Balance, BankAccount, RemovalReason};
+use crate::error::{AppError, AppResult};
+use crate::identity::{
+    AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
+    TransactionPage,
+};
+use crate::metrics::IDENTITY_RPC_SECONDS;
+use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
+
+/// What a client reads when the identity service cannot be reached.
+pub const UNAVAILABLE: &str = "The service is temporarily unavailable; try again.";
+/// What a client reads when the identity service did not answer within the request's time.
+pub const TOO_SLOW: &str = "The service did not answer in time; try again.";
+
+/// How long to wait for a TCP (and TLS) connection to an endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a down endpoint is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+struct Node {
+    /// For logs: scheme, host and port only.
+    url: Url,
+    client: IdentityServiceClient<Channel>,
+    down: AtomicBool,
+}
+
+struct Inner {
+    nodes: Vec<Node>,
+    next: AtomicUsize,
+    /// `Bearer <IDENTITY_SERVICE_TOKEN>`, marked sensitive.
+    authorization: Option<AsciiMetadataValue>,
+    /// The deadline of a call made outside a request (readiness checks).
+    fallback_deadline: Duration,
+}
+
+/// Whether a call may be tried again after a connection failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Once,
+    Never,
+}
+
+/// The identity service behind `IDENTITY_URL`.
+#[derive(Clone)]
+pub struct RemoteIdentity {
+    inner: Arc<Inner>,
+}
+
+impl RemoteIdentity {
+    /// Channels to every endpoint; they connect on first use.
+    pub fn new(config: &RpcClientConfig, fallback_deadline: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(!config.endpoints.is_empty(), "IDENTITY_URL lists no endpoint");
+        let mut nodes = Vec::new();
+        for url in &config.endpoints {
+            let mut endpoint = Endpoint::from_shared(url.as_str().trim_end_matches('/').to_string())?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            if let Some(tls) = &config.tls {
+                endpoint = endpoint.tls_config(super::tls::client(tls))?;
+            }
+            let client = IdentityServiceClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
+            nodes.push(Node { url: url.clone(), client, down: AtomicBool::new(false) });
+        }
+        let authorization = match &config.token {
+            Some(t) => {
+                let mut v = AsciiMetadataValue::try_from(format!("Bearer {}", t.expose_secret()))
+                    .map_err(|_| anyhow::anyhow!("IDENTITY_SERVICE_TOKEN must be printable ASCII"))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(RemoteIdentity {
+            inner: Arc::new(Inner { nodes, next: AtomicUsize::new(0), authorization, fallback_deadline }),
+        })
+    }
+
+    /// The next endpoint not known to be down (any, when all are).
+    fn pick(&self) -> usize {
+        let n = self.inner.nodes.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| !self.inner.nodes[i].down.load(Ordering::Relaxed))
+            .unwrap_or(start % n)
+    }
+
+    /// Marks an endpoint down and probes it until it answers again.
+    fn mark_down(&self, idx: usize) {
+        let node = &self.inner.nodes[idx];
+        if node.down.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(endpoint = %node.url, "identity service endpoint unreachable; avoiding it until it answers");
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let node = &inner.nodes[idx];
+                let mut req = Request::new(pb::ReadyRequest {});
+                req.set_timeout(CONNECT_TIMEOUT);
+                add_auth(req.metadata_mut(), &inner.authorization);
+                let mut client = node.client.clone();
+                let alive = match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.ready(req)).await {
+                    Ok(Ok(_)) => true,
+                    // An answer, even "not ready", means the endpoint is there.
+                    Ok(Err(s)) => matches!(from_status(s), Failure::Answer(_)),
+                    Err(_) => false,
+                };
+                if alive {
+                    node.down.store(false, Ordering::Relaxed);
+                    tracing::info!(endpoint = %node.url, "identity service endpoint answers again");
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, method: &'static str, retry: Retry, msg: Req, send: F) -> AppResult<Resp>
+    where
+        Req: Clone,
+        F: Fn(IdentityServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let ctx = crate::trace::current();
+        let deadline =
+            ctx.as_ref().map(|c| c.deadline).unwrap_or_else(|| Instant::now() + self.inner.fallback_deadline);
+        let attempts = if retry == Retry::Once { 2 } else { 1 };
+        let started = Instant::now();
+        let record = |outcome: &str| {
+            metrics::histogram!(IDENTITY_RPC_SECONDS, "method" => method, "outcome" => outcome.to_string())
+                .record(started.elapsed().as_secs_f64());
+        };
+        for attempt in 1..=attempts {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let idx = self.pick();
+            let node = &self.inner.nodes[idx];
+            let mut req = Request::new(msg.clone());
+            req.set_timeout(remaining);
+            let meta = req.metadata_mut();
+            add_auth(meta, &self.inner.authorization);
+            let trace = match &ctx {
+                Some(c) => {
+                    insert(meta, REQUEST_ID, &c.request_id);
+                    c.trace.child()
+                }
+                None => TraceParent::fresh(),
+            };
+            insert(meta, TRACEPARENT, &trace.to_string());
+            let status = match tokio::time::timeout(remaining, send(node.client.clone(), req)).await {
+                Ok(Ok(resp)) => {
+                    record("ok");
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => break,
+            };
+            match from_status(status) {
+                Failure::Answer(e) => {
+                    record(e.code());
+                    return Err(e);
+                }
+                Failure::Connection(s) => {
+                    tracing::warn!(endpoint = %node.url, method, attempt, error = %s.message(), "identity service call failed to connect");
+                    self.mark_down(idx);
+                }
+                Failure::Refused(s) => {
+                    record("refused");
+                    tracing::error!(
+                        endpoint = %node.url, method, error = %s.message(),
+                        "the identity service refused this gateway: check IDENTITY_SERVICE_TOKEN and IDENTITY_TLS_*"
+                    );
+                    return Err(AppError::Upstream(UNAVAILABLE.into()));
+                }
+                Failure::Other(s) if matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => break,
+                Failure::Other(s) => {
+                    record("error");
+                    return Err(AppError::internal(anyhow::anyhow!("identity RPC {method} failed: {s}")));
+                }
+            }
+            if attempt == attempts {
+                record("unavailable");
+                return Err(AppError::Upstream(UNAVAILABLE.into()));
+            }
+        }
+        record("timeout");
+        tracing::warn!(method, "identity service call ran out of time");
+        Err(AppError::Upstream(TOO_SLOW.into()))
+    }
+}
+
+fn add_auth(meta: &mut MetadataMap, authorization: &Option<AsciiMetadataValue>) {
+    if let Some(v) = authorization {
+        meta.insert("authorization", v.clone());
+    }
+}
+
+fn insert(meta: &mut MetadataMap, key: &'static str, value: &str) {
+    if let Ok(v) = AsciiMetadataValue::try_from(value) {
+        meta.insert(key, v);
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityService for RemoteIdentity {
+    async fn create_link_token(
+        &self,
+        user_id: &str,
+        device_os: Option<DeviceOs>,
+        platform_item_id: Option<&str>,
+    ) -> AppResult<LinkToken> {
+        let msg = pb::CreateLinkTokenRequest {
+            user_id: user_id.to_string(),
+            device_os: c::device_os(device_os) as i32,
+            platform_item_id: platform_item_id.map(str::to_string),
+        };
+        let t = self
+            .call("CreateLinkToken", Retry::Never, msg, |mut cl, r| async move { cl.create_link_token(r).await })
+            .await?;
+        c::from_link_token(t)
+    }
+
+    async fn complete_link(
+        &self,
+        user_id: &str,
+        public_token: SecretString,
+        platform_item_id: Option<String>,
+    ) -> AppResult<CompletedLink> {
+        let msg = pb::CompleteLinkRequest {
+            user_id: user_id.to_string(),
+            public_token: public_token.expose_secret().to_string(),
+            platform_item_id,
+        };
+        let done =
+            self.call("CompleteLink", Retry::Once, msg, |mut cl, r| async move { cl.complete_link(r).await }).await?;
+        Ok(c::from_completed(done))
+    }
+
+    async fn replayed_link(&self, user_id: &str, public_token: &SecretString) -> AppResult<Option<CompletedLink>> {
+        let msg = pb::ReplayedLinkRequest {
+            user_id: user_id.to_string(),
+            public_token: public_token.expose_secret().to_string(),
+        };
+        let r =
+            self.call("ReplayedLink", Retry::Once, msg, |mut cl, r| async move { cl.replayed_link(r).await }).await?;
+        Ok(r.completed.map(c::from_completed))
+    }
+
+    async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
+        let msg = pb::ListAccountsRequest { user_id: user_id.to_string(), filter: Some(c::filter(filter)) };
+        let r =
+            self.call("ListAccounts", Retry::Once, msg, |mut cl, r| async move { cl.list_accounts(r).await }).await?;
+        r.accounts.into_iter().map(c::from_account).collect()
+    }
+
+    async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {
+        let msg = pb::ListBalancesRequest { user_id: user_id.to_string(), filter: Some(c::filter(filter)) };
+        let r =
+            self.call("ListBalances", Retry::Once, msg, |mut cl, r| async move { cl.list_balances(r).await }).await?;
+        r.balances.into_iter().map(c::from_balance).collect()
+    }
+
+    async fn transactions(&self, user_id: &str, filter: TransactionFilter) -> AppResult<TransactionPage> {
+        let msg = c::transactions_request(user_id, filter);
+        let r = self
+            .call("ListTransactions", Retry::Once, msg, |mut cl, r| async move { cl.list_transactions(r).await })
+            .await?;
+        c::from_page(r)
+    }
+
+    async fn refresh(&self, user_id: &str) -> AppResult<RefreshOutcome> {
+        let msg = pb::RefreshRequest { user_id: user_id.to_string() };
+        let r = self.call("Refresh", Retry::Never, msg, |mut cl, r| async move { cl.refresh(r).await }).await?;
+        c::from_refresh(r)
+    }
+
+    async fn add_address(&self, user_id: &str, connection_id: &str, address: Address) -> AppResult<String> {
+        let msg = pb::AddAddressRequest {
+            user_id: user_id.to_string(),
+            connection_id: connection_id.to_string(),
+            address: Some(c::address(address)),
+        };
+        let r = self.call("AddAddress", Retry::Never, msg, |mut cl, r| async move { cl.add_address(r).await }).await?;
+        Ok(r.address_id)
+    }
+
+    async fn remove_connection(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        reason: RemovalReason,
+    ) -> AppResult<Vec<String>> {
+        let msg = pb::RemoveConnectionRequest {
+            user_id: user_id.to_string(),
+            connection_id: connection_id.to_string(),
+            reason: reason.as_str().to_string(),
+        };
+        let r = self
+            .call("RemoveConnection", Retry::Never, msg, |mut cl, r| async move { cl.remove_connection(r).await })
+            .await?;
+        Ok(r.removed_account_ids)
+    }
+
+    async fn ready(&self) -> AppResult<()> {
+        self.call("Ready", Retry::Once, pb::ReadyRequest {}, |mut cl, r| async move { cl.ready(r).await }).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The identity service's RPC listener: the contract's operations, each delegated to the
+//! [`IdentityService`] of this process. Every call is authenticated first (the service token,
+//! compared in constant time, and the client certificate when mutual TLS is on), runs in a span
+//! that carries the gateway's request id and trace, and is bounded by the gateway's deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::convert as c;
+use super::pb;
+use super::pb::identity_service_server::{IdentityService as Rpc, IdentityServiceServer};
+use super::status::to_status;
+use crate::config::RpcServerConfig;
+use crate::error::{AppError, AppResult};
+use crate::identity::IdentityService;
+use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
+
+/// The longest a call may run when the gateway sent no deadline (gateways always send one).
+const MAX_CALL: Duration = Duration::from_secs(60);
+
+/// The shared service token, kept as its SHA-256 so every comparison takes the same time
+/// whatever the length or content of what was presented.
+#[derive(Clone)]
+pub struct ServiceToken([u8; 32]);
+
+impl ServiceToken {
+    pub fn new(token: &SecretString) -> Self {
+        ServiceToken(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.0).into()
+    }
+
+    /// Checks a call's `authorization: Bearer <token>`.
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let presented = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match presented.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) if self.matches(t.as_bytes()) => Ok(()),
+            Some(_) => {
+                metrics::counter!(crate::metrics::IDENTITY_RPC_REFUSED, "reason" => "bad_token").increment(1);
+                Err(Status::unauthenticated("The service token is not valid."))
+            }
+            None => {
+                metrics::counter!(crate::metrics::IDENTITY_RPC_REFUSED, "reason" => "no_token").increment(1);
+                Err(Status::unauthenticated("A service token is required."))
+            }
+        }
+    }
+}
+
+/// The span of one call: the gateway's request id (when it is an acceptable one) and trace.
+fn span_for(method: &'static str, meta: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let request_id = meta
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::http::acceptable_request_id(v.as_bytes()))
+        .unwrap_or("-");
+    let trace = meta.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+    let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id = %trace_id);
+    if let Some(t) = trace {
+        t.adopt(&span);
+    }
+    span
+}
+
+/// The caller a request names: the `sub` the gateway verified.
+fn caller(user_id: &str) -> AppResult<&str> {
+    if user_id.is_empty() || user_id.len() > 1024 {
+        return Err(AppError::Unauthenticated("The request names no caller.".into()));
+    }
+    Ok(user_id)
+}
+
+/// The contract's operations over this process's identity service.
+#[derive(Clone)]
+pub struct IdentityRpc {
+    service: Arc<dyn IdentityService>,
+}
+
+impl IdentityRpc {
+    async fn run<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<Req>,
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Arc<dyn IdentityService>, Req) -> Fut,
+        Fut: Future<Output = AppResult<Resp>>,
+    {
+        let span = span_for(method, req.metadata());
+        let service = self.service.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let result = f(service, req.into_inner()).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            };
+            tracing::debug!(outcome, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "rpc served");
+            result.map(Response::new).map_err(to_status)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Rpc for IdentityRpc {
+    async fn create_link_token(
+        &self,
+        req: Request<pb::CreateLinkTokenRequest>,
+    ) -> Result<Response<pb::LinkToken>, Status> {
+        self.run("CreateLinkToken", req, |s, r| async move {
+            let os = c::from_device_os(r.device_os)?;
+            let t = s.create_link_token(caller(&r.user_id)?, os, r.platform_item_id.as_deref()).await?;
+            Ok(c::link_token(t))
+        })
+        .await
+    }
+
+    async fn complete_link(
+        &self,
+        req: Request<pb::CompleteLinkRequest>,
+    ) -> Result<Response<pb::CompletedLink>, Status> {
+        // The completion runs in a task of the identity service's own: a gateway that goes
+        // away (or a deadline that passes) cancels only the wait for it.
+        self.run("CompleteLink", req, |s, r| async move {
+            let token = SecretString::from(r.public_token);
+            Ok(c::completed(s.complete_link(caller(&r.user_id)?, token, r.platform_item_id).await?))
+        })
+        .await
+    }
+
+    async fn replayed_link(
+        &self,
+        req: Request<pb::ReplayedLinkRequest>,
+    ) -> Result<Response<pb::ReplayedLinkResponse>, Status> {
+        self.run("ReplayedLink", req, |s, r| async move {
+            let token = SecretString::from(r.public_token);
+            let done = s.replayed_link(caller(&r.user_id)?, &token).await?;
+            Ok(pb::ReplayedLinkResponse { completed: done.map(c::completed) })
+        })
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        req: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        self.run("ListAccounts", req, |s, r| async move {
+            let accounts = s.accounts(caller(&r.user_id)?, c::from_filter(r.filter)).await?;
+            Ok(pb::ListAccountsResponse { accounts: accounts.into_iter().map(c::account).collect() })
+        })
+        .await
+    }
+
+    async fn list_balances(
+        &self,
+        req: Request<pb::ListBalancesRequest>,
+    ) -> Result<Response<pb::ListBalancesResponse>, Status> {
+        self.run("ListBalances", req, |s, r| async move {
+            let balances = s.balances(caller(&r.user_id)?, c::from_filter(r.filter)).await?;
+            Ok(pb::ListBalancesResponse { balances: balances.into_iter().map(c::balance).collect() })
+        })
+        .await
+    }
+
+    async fn list_transactions(
+        &self,
+        req: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::TransactionPage>, Status> {
+        self.run("ListTransactions", req, |s, r| async move {
+            let user = r.user_id.clone();
+            let filter =
+                c::from_transactions_request(r).map_err(|_| AppError::BadInput("Bad transaction filter.".into()))?;
+            Ok(c::page(s.transactions(caller(&user)?, filter).await?))
+        })
+        .await
+    }
+
+    async fn refresh(&self, req: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshOutcome>, Status> {
+        self.run("Refresh", req, |s, r| async move { Ok(c::refresh(s.refresh(caller(&r.user_id)?).await?)) }).await
+    }
+
+    async fn add_address(
+        &self,
+        req: Request<pb::AddAddressRequest>,
+    ) -> Result<Response<pb::AddAddressResponse>, Status> {
+        self.run("AddAddress", req, |s, r| async move {
+            let address = c::from_address(r.address)?;
+            let id = s.add_address(caller(&r.user_id)?, &r.connection_id, address).await?;
+            Ok(pb::AddAddressResponse { address_id: id })
+        })
+        .await
+    }
+
+    async fn remove_connection(
+        &self,
+        req: Request<pb::RemoveConnectionRequest>,
+    ) -> Result<Response<pb::RemoveConnectionResponse>, Status> {
+        self.run("RemoveConnection", req, |s, r| async move {
+            let reason = c::from_reason(&r.reason)?;
+            let ids = s.remove_connection(caller(&r.user_id)?, &r.connection_id, reason).await?;
+            Ok(pb::RemoveConnectionResponse { removed_account_ids: ids })
+        })
+        .await
+    }
+
+    async fn ready(&self, req: Request<pb::ReadyRequest>) -> Result<Response<pb::ReadyResponse>, Status> {
+        self.run("Ready", req, |s, _| async move {
+            s.ready().await?;
+            Ok(pb::ReadyResponse {})
+        })
+        .await
+    }
+}
+
+/// The RPC listener, bound and ready to serve.
+pub struct RpcServer {
+    listener: TcpListener,
+    service: Arc<dyn IdentityService>,
+    config: RpcServerConfig,
+}
+
+impl RpcServer {
+    pub fn new(listener: TcpListener, service: Arc<dyn IdentityService>, config: RpcServerConfig) -> Self {
+        RpcServer { listener, service, config }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then lets calls in flight finish within `grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> anyhow::Result<()> {
+        let token = self.config.token.as_ref().map(ServiceToken::new);
+        let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+            if let Some(t) = &token {
+                t.check(&req)?;
+            }
+            Ok(req)
+        };
+        let service = IdentityServiceServer::new(IdentityRpc { service: self.service })
+            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
+        let service = tonic::service::interceptor::InterceptedService::new(service, check);
+        let mut builder = Server::builder()
+            .timeout(MAX_CALL)
+            .concurrency_limit_per_connection(1024)
+            .max_concurrent_streams(Some(1024))
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.config.tls {
+            builder = builder.tls_config(super::tls::server(tls))?;
+        }
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut serving =
+            tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.await;
+            }));
+        shutdown.await;
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(grace + Duration::from_secs(1), &mut serving).await {
+            Ok(joined) => joined??,
+            Err(_) => {
+                tracing::warn!("identity RPC calls still running after the shutdown grace; abandoned");
+                serving.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_matches_only_itself() {
+        let t = ServiceToken::new(&SecretString::from("0123456789abcdef0123456789abcdef".to_string()));
+        assert!(t.matches(b"0123456789abcdef0123456789abcdef"));
+        assert!(!t.matches(b"0123456789abcdef0123456789abcdeF"));
+        assert!(!t.matches(b"0123456789abcdef0123456789abcdef "));
+        assert!(!t.matches(b""));
+    }
+}
