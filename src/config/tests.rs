@@ -186,3 +186,72 @@ fn offline_the_mobile_flows_have_development_defaults_and_with_plaid_keys_none()
     let real = with_plaid_keys(&db);
     assert!(real.identity.link.redirect_uri.is_none() && real.identity.link.android_package_name.is_none());
 }
+
+#[derive(Parser)]
+struct G {
+    #[command(flatten)]
+    s: GatewaySettings,
+}
+
+#[derive(Parser)]
+struct I {
+    #[command(flatten)]
+    s: IdentitySettings,
+}
+
+fn gateway(args: &[&str], env: &[(&str, &str)]) -> Result<SplitGatewayConfig, String> {
+    let mut all = vec!["t", "--jwt-secret", "0123456789abcdef0123456789abcdef"];
+    all.extend_from_slice(args);
+    let s = G::try_parse_from(all).map_err(|e| e.to_string())?.s;
+    s.resolve(env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_gateway_refuses_what_only_the_identity_service_uses() {
+    let ok = gateway(&["--identity-url", "http://10.0.0.5:8003, http://10.0.0.6:8003"], &[("HOME", "/root")]).unwrap();
+    assert_eq!(ok.rpc.endpoints.len(), 2);
+    for var in ["DATABASE_URL", "TOKEN_ENCRYPTION_KEY", "TOKEN_ENCRYPTION_PREVIOUS_KEYS", "PLAID_SECRET", "PLAID_ENV"] {
+        let e = gateway(&["--identity-url", "http://10.0.0.5:8003"], &[(var, "x")]).unwrap_err();
+        assert!(e.contains(var) && e.contains("must not be set"), "{e}");
+    }
+    // An empty variable is not a value (a deployment template's blank line).
+    gateway(&["--identity-url", "http://10.0.0.5:8003"], &[("DATABASE_URL", "")]).unwrap();
+    for (args, what) in [
+        (vec![], "IDENTITY_URL"),
+        (vec!["--identity-url", "10.0.0.5:8003"], "IDENTITY_URL"),
+        (vec!["--identity-url", "https://10.0.0.5:8003"], "http://"),
+        (vec!["--identity-url", "http://10.0.0.5:8003/path"], "IDENTITY_URL"),
+        (vec!["--identity-url", "http://a:1", "--identity-service-token", "short"], "at least 32"),
+        (vec!["--identity-url", "http://a:1", "--identity-tls-cert", "/nonexistent"], "set together"),
+    ] {
+        let e = gateway(&args, &[]).unwrap_err();
+        assert!(e.contains(what), "{args:?}: {e}");
+    }
+    // Without an explicit JWT key: no development secret is generated on the gateway's host.
+    let s = G::try_parse_from(["t", "--identity-url", "http://a:1"]).unwrap().s;
+    let e = s.resolve(std::iter::empty()).unwrap_err();
+    assert!(e.0.contains("JWT_SECRET"), "{e}");
+}
+
+#[test]
+fn the_identity_service_needs_a_token_off_loopback() {
+    let db = tmp_db();
+    let parse = |args: &[&str]| {
+        let mut all = vec!["t", "--database-url", db.as_str()];
+        all.extend_from_slice(args);
+        I::try_parse_from(all).unwrap().s.resolve()
+    };
+    let local = parse(&[]).unwrap();
+    assert!(local.rpc.token.is_none() && local.rpc.bind.ip().is_loopback());
+    let e = parse(&["--identity-bind-addr", "0.0.0.0:8003"]).unwrap_err();
+    assert!(e.0.contains("IDENTITY_SERVICE_TOKEN"), "{e}");
+    let open = parse(&[
+        "--identity-bind-addr",
+        "0.0.0.0:8003",
+        "--identity-service-token",
+        "0123456789abcdef0123456789abcdef",
+    ])
+    .unwrap();
+    assert!(open.rpc.token.is_some());
+    assert!(!format!("{open:?}").contains("0123456789abcdef0123456789abcdef"), "no Debug shows the token");
+}

@@ -197,7 +197,7 @@ impl RemoteIdentity {
                     return Err(e);
                 }
                 Failure::Connection(s) => {
-                    tracing::warn!(endpoint = %node.url, method, attempt, error = %s.message(), "identity service call failed to connect");
+                    tracing::warn!(endpoint = %node.url, method, attempt, error = %chain(&s), "identity service call failed to connect");
                     self.mark_down(idx);
                 }
                 Failure::Refused(s) => {
@@ -223,6 +223,18 @@ impl RemoteIdentity {
         tracing::warn!(method, "identity service call ran out of time");
         Err(AppError::Upstream(TOO_SLOW.into()))
     }
+}
+
+/// A status with the errors under it ("transport error: ...: received fatal alert: UnknownCA").
+fn chain(s: &Status) -> String {
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 fn add_auth(meta: &mut MetadataMap, authorization: &Option<AsciiMetadataValue>) {

@@ -111,7 +111,7 @@ impl IdentityRpc {
                 Ok(_) => "ok",
                 Err(e) => e.code(),
             };
-            tracing::debug!(outcome, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "rpc served");
+            tracing::info!(outcome, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "rpc served");
             result.map(Response::new).map_err(to_status)
         }
         .instrument(span)

@@ -54,7 +54,7 @@ pub enum Failure {
     /// The service's answer: the error to give the client.
     Answer(AppError),
     /// The call did not reach a working service (refused, reset, TLS failure, no route): it may
-    /// be tried on another endpoint.
+    /// be tried on another endpoint (a read may be sent twice; the service tolerates that).
     Connection(Status),
     /// The service refused this gateway's credentials (service token or certificate).
     Refused(Status),
@@ -80,7 +80,8 @@ pub fn from_status(s: Status) -> Failure {
         });
     }
     match s.code() {
-        Code::Unavailable => Failure::Connection(s),
+        // Unknown without a detail is what a broken connection or a failed TLS handshake gives.
+        Code::Unavailable | Code::Unknown => Failure::Connection(s),
         Code::Unauthenticated | Code::PermissionDenied => Failure::Refused(s),
         _ => Failure::Other(s),
     }

@@ -53,6 +53,8 @@ async fn no_token_secret_or_account_number_reaches_a_response_or_a_log_line() {
         ("public token", pt.clone()),
         ("relink public token", relink_pt.clone()),
         ("Plaid secret", bankgraph::emulator::DEFAULT_SECRET.to_string()),
+        // Split topology (TEST_TOPOLOGY=split): the service token between the two services.
+        ("service token", SERVICE_TOKEN.to_string()),
     ];
     for n in numbers {
         secrets.push(("account or routing number", n));

@@ -17,6 +17,8 @@ mod isolation;
 mod jobs;
 mod leaks;
 mod operations;
+mod split;
+mod split_processes;
 mod status_rule;
 mod store;
 mod sync_replay;

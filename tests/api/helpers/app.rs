@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bankgraph::app::{App, GatewayApp, IdentityApp};
-use bankgraph::config::{RpcClientConfig, RpcServerConfig, Settings, SplitGatewayConfig, SplitIdentityConfig};
+use bankgraph::config::{RpcClientConfig, RpcServerConfig, RpcTls, Settings, SplitGatewayConfig, SplitIdentityConfig};
 use bankgraph::emulator::{EmulatorConfig, RunningEmulator};
 use base64::Engine;
 use clap::Parser;
@@ -61,6 +61,8 @@ pub struct TestApp {
     pub emulator_url: String,
     pub http: reqwest::Client,
     pub database_url: String,
+    /// Split topology: the identity service's RPC address.
+    pub rpc: Option<String>,
     pub(super) shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub(super) task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -84,6 +86,8 @@ pub struct Options {
     pub token_key: Option<String>,
     /// One process or two (default: `TEST_TOPOLOGY`, else one).
     pub topology: Option<Topology>,
+    /// Split topology: mutual TLS between the two (the identity service's side, the gateway's).
+    pub rpc_tls: Option<(RpcTls, RpcTls)>,
 }
 
 /// How the app under test runs.
@@ -115,6 +119,29 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
+        let p = Prepared::new(&options).await;
+        if options.topology.unwrap_or_else(Topology::from_env) == Topology::Split {
+            return Self::start_split(p, options.rpc_tls.clone()).await;
+        }
+        let app = App::build_with_listeners(p.config, EmulatorConfig::default(), p.public, p.internal)
+            .await
+            .expect("app builds");
+        Self::start(app, p.emulator, p.database_url).await
+    }
+}
+
+/// A test app's configuration and listeners, before it is built (for tests that assemble
+/// the split deployment themselves).
+pub struct Prepared {
+    pub config: bankgraph::config::Config,
+    pub public: tokio::net::TcpListener,
+    pub internal: tokio::net::TcpListener,
+    pub emulator: Arc<RunningEmulator>,
+    pub database_url: String,
+}
+
+impl Prepared {
+    pub async fn new(options: &Options) -> Prepared {
         init_logs();
         let mut emu = EmulatorConfig {
             transactions_per_item: options.transactions_per_item.unwrap_or(120),
@@ -174,30 +201,27 @@ impl TestApp {
             args.push(format!("--plaid-webhook-url=http://{}/webhooks/plaid", internal.local_addr().unwrap()));
         }
         let config = settings(&args).resolve().expect("test config resolves");
-        if options.topology.unwrap_or_else(Topology::from_env) == Topology::Split {
-            return Self::start_split(config, public, internal, emulator, database_url).await;
-        }
-        let app =
-            App::build_with_listeners(config, EmulatorConfig::default(), public, internal).await.expect("app builds");
-        Self::start(app, emulator, database_url).await
+        Prepared { config, public, internal, emulator, database_url }
     }
+}
 
+impl TestApp {
     /// The same configuration as two servers: the identity service (internal listener, RPC
     /// listener) and the gateway (public listener, its own internal listener).
-    async fn start_split(
-        config: bankgraph::config::Config,
-        public: tokio::net::TcpListener,
-        internal: tokio::net::TcpListener,
-        emulator: Arc<RunningEmulator>,
-        database_url: String,
-    ) -> TestApp {
+    async fn start_split(p: Prepared, tls: Option<(RpcTls, RpcTls)>) -> TestApp {
+        let Prepared { config, public, internal, emulator, database_url } = p;
         let token = Some(secrecy::SecretString::from(SERVICE_TOKEN.to_string()));
         let rpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let rpc_url = format!("http://{}", rpc.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let rpc_url = format!("{scheme}://{}", rpc.local_addr().unwrap());
+        let (server_tls, client_tls) = match tls {
+            Some((s, c)) => (Some(s), Some(c)),
+            None => (None, None),
+        };
         let identity = IdentityApp::build_with_listeners(
             SplitIdentityConfig {
                 identity: config.identity,
-                rpc: RpcServerConfig { bind: rpc.local_addr().unwrap(), token: token.clone(), tls: None },
+                rpc: RpcServerConfig { bind: rpc.local_addr().unwrap(), token: token.clone(), tls: server_tls },
             },
             EmulatorConfig::default(),
             internal,
@@ -210,7 +234,7 @@ impl TestApp {
             SplitGatewayConfig {
                 gateway: config.gateway,
                 internal: gateway_internal.local_addr().unwrap(),
-                rpc: RpcClientConfig { endpoints: vec![rpc_url.parse().unwrap()], token, tls: None },
+                rpc: RpcClientConfig { endpoints: vec![rpc_url.parse().unwrap()], token, tls: client_tls },
             },
             public,
             gateway_internal,
@@ -233,7 +257,9 @@ impl TestApp {
             gateway.await??;
             identity_result
         });
-        Self::started(base, internal, emulator, database_url, tx, task)
+        let mut app = Self::started(base, internal, emulator, database_url, tx, task);
+        app.rpc = Some(rpc_url);
+        app
     }
 
     /// What `App::build` says for these options, when it refuses to start.
@@ -286,6 +312,7 @@ impl TestApp {
             emulator,
             http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             database_url,
+            rpc: None,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -313,12 +340,17 @@ impl TestApp {
 
     /// One number from the app's database.
     pub async fn db_i64(&self, sql: &str) -> i64 {
+        Self::count_in(&self.database_url, sql).await
+    }
+
+    /// One number from any test database.
+    pub async fn count_in(database_url: &str, sql: &str) -> i64 {
         use sqlx::Row;
-        if self.is_postgres() {
-            let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+        if database_url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
             sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get::<i64, _>(0).unwrap()
         } else {
-            let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+            let mut c = sqlx::SqliteConnection::connect(database_url).await.unwrap();
             sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get::<i64, _>(0).unwrap()
         }
     }

@@ -97,3 +97,95 @@ impl Drop for Server {
         }
     }
 }
+
+/// A `bankgraph` process started with exactly the given arguments and environment (nothing
+/// inherited but `PATH`), logging at `info` into `log`; `banner` names the banner lines whose
+/// values the test needs (the text after each label), read from stdout before it returns.
+pub struct Process {
+    child: Option<std::process::Child>,
+    pub values: Vec<String>,
+}
+
+impl Process {
+    pub fn start(args: &[&str], env: &[(&str, &str)], log: &std::path::Path, banner: &[&str]) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("bankgraph starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut values = Vec::new();
+        for label in banner {
+            let value = loop {
+                let line = lines.next().unwrap_or_else(|| panic!("no {label} in the banner")).unwrap();
+                if let Some(v) = line.split(label).nth(1) {
+                    break v.split_whitespace().next().unwrap_or_default().to_string();
+                }
+            };
+            values.push(value);
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Process { child: Some(child), values }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown hook, nothing finished.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What `bankgraph <args>` says on stderr when it refuses to start, and its exit code.
+pub fn refusal(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bankgraph"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("bankgraph runs");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("bankgraph {args:?} started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
