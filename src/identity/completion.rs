@@ -8,6 +8,7 @@ use chrono::Utc;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::CompletedLink;
 use super::link::transient;
@@ -111,38 +112,43 @@ impl PlaidIdentity {
         // The work runs in its own task: a client that disconnects cannot cancel it halfway.
         let this = self.clone();
         let user = user_id.to_string();
-        let work = self.inner.tasks.spawn(async move {
-            // Keep the claim fresh while working, so it is never taken over as stale.
-            let heartbeat = {
-                let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(CLAIM_HEARTBEAT).await;
-                        if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
-                            tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
+        let work = self.inner.tasks.spawn(
+            async move {
+                // Keep the claim fresh while working, so it is never taken over as stale.
+                let heartbeat = {
+                    let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(CLAIM_HEARTBEAT).await;
+                            if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
+                                tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
+                            }
                         }
-                    }
-                })
-            };
-            let outcome = this.complete(&user, public_token, platform_item_id).await;
-            heartbeat.abort();
-            let now = Utc::now();
-            let recorded = match &outcome {
-                Ok(done) => match serde_json::to_string(done) {
-                    Ok(json) => this.inner.store.finish_completion(&user, &hash, true, &json, now).await,
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
-                Err(e) => match serde_json::to_string(&StoredError::of(e)) {
-                    Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
-                    Err(e) => Err(e.into()),
-                },
-            };
-            if let Err(e) = recorded {
-                tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
+                    })
+                };
+                let outcome = this.complete(&user, public_token, platform_item_id).await;
+                heartbeat.abort();
+                let now = Utc::now();
+                let recorded = match &outcome {
+                    Ok(done) => match serde_json::to_string(done) {
+                        Ok(json) => this.inner.store.finish_completion(&user, &hash, true, &json, now).await,
+                        Err(e) => Err(e.into()),
+                    },
+                    Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
+                    Err(e) => match serde_json::to_string(&StoredError::of(e)) {
+                        Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                if let Err(e) = recorded {
+                    tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
+                }
+                outcome
             }
-            outcome
-        });
+            // Its log lines name the request that started it (request id, trace), even after the
+            // request is gone.
+            .instrument(tracing::Span::current()),
+        );
         work.await.map_err(AppError::internal)?
     }
 }

@@ -111,7 +111,14 @@ impl IdentityRpc {
                 Ok(_) => "ok",
                 Err(e) => e.code(),
             };
-            tracing::info!(outcome, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "rpc served");
+            // The gateway logs every request (with the same request id); here only failures are
+            // worth a line at info, and every call one at debug.
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            if result.is_ok() {
+                tracing::debug!(outcome, elapsed_ms, "rpc served");
+            } else {
+                tracing::info!(outcome, elapsed_ms, "rpc served");
+            }
             result.map(Response::new).map_err(to_status)
         }
         .instrument(span)

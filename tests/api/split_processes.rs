@@ -64,7 +64,7 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     let mut gw = gateway(&rpc, &dir.join("gateway-1.log"));
 
     // Nothing of the identity service's in the gateway's environment.
-    let environ = std::fs::read(format!("/proc/{}/environ", gw.pid())).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", gw.child.pid())).unwrap();
     let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
     for name in ["DATABASE_URL", "TOKEN_ENCRYPTION_KEY", "PLAID_"] {
         assert!(!environ.lines().any(|l| l.starts_with(name)), "{name} in the gateway's environment");
@@ -113,7 +113,7 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    gw.kill();
+    gw.child.kill();
     assert!(cut.await.unwrap().is_err(), "the client lost its gateway mid-call");
 
     let gw2 = gateway(&rpc, &dir.join("gateway-2.log"));
@@ -144,16 +144,17 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
             .unwrap();
         view["access_token"].as_str().unwrap().to_string()
     };
-    assert!(gw2.terminate().await.success());
-    assert!(identity.terminate().await.success());
+    assert!(gw2.child.terminate().await.success());
+    assert!(identity.child.terminate().await.success());
     let identity_log = std::fs::read_to_string(dir.join("identity.log")).unwrap();
     let gateway_logs =
         [dir.join("gateway-1.log"), dir.join("gateway-2.log")].map(|p| std::fs::read_to_string(p).unwrap()).join("\n");
     let line = |log: &str, what: &str| {
         log.lines().find(|l| l.contains("split-process-request-1") && l.contains(what)).map(str::to_string)
     };
-    let served = line(&identity_log, "\"CompleteLink\"").expect("the identity service logged the request by its id");
-    assert!(served.contains(TRACE_ID) && served.contains("rpc served"), "{served}");
+    let served =
+        line(&identity_log, "public token exchanged").expect("the identity service logged the request by its id");
+    assert!(served.contains(TRACE_ID) && served.contains("CompleteLink"), "{served}");
     let answered = line(&gateway_logs, "graphql request").expect("the gateway logged the request by its id");
     assert!(answered.contains(TRACE_ID), "{answered}");
     for (what, secret) in [
