@@ -4,6 +4,9 @@
 # [--bankgraph path/to/another/build/bankgraph]
 #        bash bench/load.sh compare path/to/another/build/bankgraph [--rounds 5] [--seconds 3]
 #        (that build and this one side by side on the account read; bench/results/compare.md)
+#        bash bench/load.sh split [--rounds 5] [--seconds 3]
+#        (one process and the split deployment side by side on PostgreSQL; bench/results/split.md;
+#        BENCH_GATEWAY_WORKERS / BENCH_IDENTITY_WORKERS set each one's TOKIO_WORKER_THREADS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin bankgraph --example loadtest

@@ -8,8 +8,10 @@
 //! the same JSON bytes from memory, at the same concurrency; and a `getPlaidBankTransactions`
 //! page on an account with 100,000 transactions against one with 1,000, unfiltered and with a
 //! date range over the whole history. bankgraph runs as it would in production, logging every
-//! request at `info` as JSON lines into a file. It prints a Markdown report and writes it to
-//! `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph;
+//! request at `info` as JSON lines into a file. On PostgreSQL it also measures the split
+//! deployment (`bankgraph identity` + `bankgraph gateway`, gRPC between them, on the same
+//! database) beside the one-process numbers, with the server CPU each request costs in both. It
+//! prints a Markdown report and writes it to `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph;
 //! `compare PATH` measures that build and this one side by side (see `compare`).
 
 use std::io::{BufRead, BufReader};
@@ -56,6 +58,16 @@ fn start(cmd: &mut Command, marker: &str, log: Option<&std::path::Path>) -> (Pro
     };
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), found)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -191,6 +203,18 @@ async fn main() {
         println!("{:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}", run.rps, run.p50_ms, run.p99_ms, run.errors);
         return;
     }
+    // `loadtest split [--rounds 5] [--seconds 3]`: one process and the split deployment on one
+    // PostgreSQL database, side by side (see `split_compare`).
+    if args.get(1).map(String::as_str) == Some("split") {
+        let opt = |name: &str, default: u64| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        return split_compare(opt("--rounds", 5) as usize, opt("--seconds", 3)).await;
+    }
     // `loadtest compare OTHER_BANKGRAPH [--rounds 5] [--seconds 3]`: this build and another,
     // side by side (see `compare`).
     if args.get(1).map(String::as_str) == Some("compare") {
@@ -237,6 +261,8 @@ async fn main() {
     let mut report = String::new();
     let mut accounts_body = Vec::new();
     let mut rows: Vec<(String, usize, Run, f64)> = Vec::new();
+    // (label, server CPU µs per request at 32 connections, req/s, p50 at 1 connection)
+    let mut cpu: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut pages: Vec<(String, Run, Run)> = Vec::new();
     let mut filtered: Vec<(String, Run, Run)> = Vec::new();
     for (name, db) in &backends {
@@ -259,13 +285,28 @@ async fn main() {
                 .unwrap()
                 .to_vec();
         }
+        let mut p50_at_1 = f64::NAN;
         for &c in &levels {
+            let before = cpu_seconds(server.0.id());
             let run = load(&graphql, Some(&reader), ACCOUNTS, c, secs).await;
+            let used = cpu_seconds(server.0.id()) - before;
             let rss = peak_rss_mb(server.0.id());
             eprintln!(
                 "{name} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
                 run.rps, run.p50_ms, run.p99_ms, run.errors
             );
+            if c == 1 {
+                p50_at_1 = run.p50_ms;
+            }
+            if c == 32 {
+                // The warm-up second is included in both: CPU per request over (secs + 1) s.
+                cpu.push((
+                    format!("one process, {name}"),
+                    used / (run.rps * (secs + 1) as f64) * 1e6,
+                    run.rps,
+                    p50_at_1,
+                ));
+            }
             rows.push((name.to_string(), c, run, rss));
         }
         let p1k = load(&graphql, Some(&small), PAGE, 32, secs).await;
@@ -279,6 +320,29 @@ async fn main() {
         drop(server);
         let lines = std::fs::read_to_string(tmp.join(format!("{name}.log"))).map(|l| l.lines().count()).unwrap_or(0);
         eprintln!("{name}: bankgraph wrote {lines} log lines");
+        if *name == "PostgreSQL" {
+            // The same database and caller, served by the two services apart.
+            let (identity, gateway, graphql) = split(&bin, db, &emulator_url, &tmp);
+            let mut p50_at_1 = f64::NAN;
+            for &c in &levels {
+                let before = cpu_seconds(identity.0.id()) + cpu_seconds(gateway.0.id());
+                let run = load(&graphql, Some(&reader), ACCOUNTS, c, secs).await;
+                let used = cpu_seconds(identity.0.id()) + cpu_seconds(gateway.0.id()) - before;
+                let rss = peak_rss_mb(identity.0.id()) + peak_rss_mb(gateway.0.id());
+                eprintln!(
+                    "split {name} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
+                    run.rps, run.p50_ms, run.p99_ms, run.errors
+                );
+                if c == 1 {
+                    p50_at_1 = run.p50_ms;
+                }
+                if c == 32 {
+                    let per = used / (run.rps * (secs + 1) as f64) * 1e6;
+                    cpu.push((format!("split (gateway + identity), {name}"), per, run.rps, p50_at_1));
+                }
+                rows.push((format!("split (gateway + identity) {name}"), c, run, rss));
+            }
+        }
     }
     if pg_ok {
         let _ = Command::new("psql").args([&postgres, "-qc", &format!("drop database if exists {pg_db}")]).status();
@@ -317,6 +381,22 @@ async fn main() {
             run.errors,
             run.rps / raw,
             rss
+        ));
+    }
+    let one = cpu.iter().find(|c| c.0 == "one process, PostgreSQL");
+    let split = cpu.iter().find(|c| c.0.starts_with("split"));
+    if let (Some(one), Some(split)) = (one, split) {
+        report.push_str(&format!(
+            "\nThe split deployment's hop (PostgreSQL, getPlaidBankAccounts): at 32 connections it serves {:.2} of the one-process throughput; \
+             server CPU per request (all bankgraph processes, from /proc) {:.0} µs one-process, {:.0} µs split, so the hop costs {:.0} µs of CPU \
+             (a second HTTP/2 exchange: protobuf encoding on both sides, a gRPC call through tonic and hyper, and the gateway's own \
+             request handling now in its own process); at 1 connection the p50 latency goes from {:.2} ms to {:.2} ms.\n",
+            split.2 / one.2,
+            one.1,
+            split.1,
+            split.1 - one.1,
+            one.3,
+            split.3
         ));
     }
     page_table(&mut report, "page on 1,000 (req/s, p50 ms) | page on 100,000 (req/s, p50 ms)", &pages);
@@ -362,6 +442,59 @@ fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Pro
         "GraphQL and GraphiQL: ",
         Some(log),
     )
+}
+
+/// `TOKIO_WORKER_THREADS` for a split process when `var` is set (default: tokio's, one worker
+/// per core the process may use).
+fn workers(var: &str) -> Vec<(&'static str, String)> {
+    std::env::var(var).map(|n| vec![("TOKIO_WORKER_THREADS", n)]).unwrap_or_default()
+}
+
+/// `bankgraph identity` on `db` and a `bankgraph gateway` calling it, as the split deployment
+/// runs; returns both and the gateway's GraphQL URL.
+fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Proc, Proc, String) {
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let token = "bench-service-token-0123456789abcdef-0123";
+    let (identity, rpc) = start(
+        Command::new(bin)
+            .args([
+                "identity",
+                "--identity-bind-addr=127.0.0.1:0",
+                "--internal-bind-addr=127.0.0.1:0",
+                &format!("--identity-service-token={token}"),
+                &format!("--database-url={db}"),
+                &format!("--token-encryption-key={key}"),
+                "--plaid-client-id=emulator_client_id",
+                "--plaid-secret=emulator_sandbox_secret",
+                &format!("--plaid-base-url={emulator_url}"),
+                "--job-workers=1",
+            ])
+            .env("RUST_LOG", "info")
+            .envs(workers("BENCH_IDENTITY_WORKERS"))
+            .env("LOG_FORMAT", "json"),
+        "identity RPC:",
+        Some(&tmp.join("identity.log")),
+    );
+    let (gateway, graphql) = start(
+        Command::new(bin)
+            .args([
+                "gateway",
+                "--bind-addr=127.0.0.1:0",
+                "--internal-bind-addr=127.0.0.1:0",
+                &format!("--jwt-secret={SECRET}"),
+                &format!("--identity-url=http://{rpc}"),
+                &format!("--identity-service-token={token}"),
+                "--rate-limit-per-ip=0",
+                "--rate-limit-per-user=0",
+                "--rate-limit-sensitive-per-minute=0",
+            ])
+            .env("RUST_LOG", "info")
+            .envs(workers("BENCH_GATEWAY_WORKERS"))
+            .env("LOG_FORMAT", "json"),
+        "GraphQL and GraphiQL: ",
+        Some(&tmp.join("gateway.log")),
+    );
+    (identity, gateway, graphql)
 }
 
 /// This build and `other` side by side: both serve the account read from their own database
@@ -462,6 +595,108 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
     let dir = format!("{root}/bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(format!("{dir}/compare.md"), report).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// One process (`serve`) and the split deployment (`identity` + `gateway`) of this build on one
+/// PostgreSQL database and caller, with the raw ceiling, measured in rotating order in every
+/// round at 32 connections (and once at 1 connection): req/s, p50, p99, and the server CPU per
+/// request (every bankgraph process of the topology, from /proc). Writes `bench/results/split.md`.
+async fn split_compare(rounds: usize, secs: u64) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = format!("{root}/target/release/bankgraph");
+    let me = std::env::current_exe().unwrap();
+    let http = reqwest::Client::new();
+    let tmp = std::env::temp_dir().join(format!("bankgraph-split-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (_emu, emulator_url) = emulator(&bin);
+    let postgres = "postgres://postgres@127.0.0.1:5432/postgres";
+    let pg_db = format!("bankgraph_split_{}", std::process::id());
+    assert!(
+        Command::new("psql").args([postgres, "-qc", &format!("create database {pg_db}")]).status().unwrap().success()
+    );
+    let db = format!("postgres://postgres@127.0.0.1:5432/{pg_db}");
+    let (one, one_url) = serve(&bin, &db, &emulator_url, &tmp.join("serve.log"));
+    let reader = token(&bin, "bench-reader", &db);
+    seed(&http, &one_url, &emulator_url, &reader, 50).await;
+    let (identity, gateway, split_url) = split(&bin, &db, &emulator_url, &tmp);
+    let body = http.post(&one_url).bearer_auth(&reader).json(&json!({"query": ACCOUNTS})).send().await.unwrap();
+    let body_path = tmp.join("accounts.json");
+    std::fs::write(&body_path, body.bytes().await.unwrap()).unwrap();
+    let (_raw, raw_url) =
+        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
+    let pids = [vec![one.0.id()], vec![identity.0.id(), gateway.0.id()]];
+    let urls = [one_url.clone(), split_url.clone()];
+    let cpu = |i: usize| pids[i].iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    // Per topology and round: (req/s, p50, p99, CPU µs per request, share of the round's ceiling).
+    type Measured = (f64, f64, f64, f64, f64);
+    let mut results: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let mut order: Vec<Option<usize>> = vec![None, Some(0), Some(1)];
+        order.rotate_left(round % 3);
+        let mut raw = f64::NAN;
+        let mut measured = Vec::new();
+        for t in order {
+            match t {
+                None => raw = load(&raw_url, None, ACCOUNTS, 32, secs).await.rps,
+                Some(i) => {
+                    let before = cpu(i);
+                    let run = load(&urls[i], Some(&reader), ACCOUNTS, 32, secs).await;
+                    let per = (cpu(i) - before) / (run.rps * (secs + 1) as f64) * 1e6;
+                    assert_eq!(run.errors, 0);
+                    measured.push((i, run, per));
+                }
+            }
+        }
+        for (i, run, per) in measured {
+            results[i].push((run.rps, run.p50_ms, run.p99_ms, per, run.rps / raw));
+        }
+        eprintln!(
+            "round {}: raw {raw:.0}, one {:.0}, split {:.0} req/s",
+            round + 1,
+            results[0][round].0,
+            results[1][round].0
+        );
+    }
+    let single = [
+        load(&urls[0], Some(&reader), ACCOUNTS, 1, secs).await,
+        load(&urls[1], Some(&reader), ACCOUNTS, 1, secs).await,
+    ];
+    let median = |i: usize, f: fn(&Measured) -> f64| {
+        let mut v: Vec<f64> = results[i].iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut report = format!(
+        "One process and the split deployment of this build on one PostgreSQL database, getPlaidBankAccounts (9 accounts), \
+         {rounds} rounds of {secs} s at 32 connections in rotating order with the raw ceiling, {} cores; medians.\n\n\
+         | topology | req/s | p50 ms | p99 ms | share of the round's ceiling | server CPU µs per request | p50 ms at 1 connection |\n|---|---|---|---|---|---|---|\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    for (i, name) in ["one process (`serve`)", "split (`gateway` + `identity`)"].iter().enumerate() {
+        report.push_str(&format!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.3} | {:.0} | {:.2} |\n",
+            median(i, |r| r.0),
+            median(i, |r| r.1),
+            median(i, |r| r.2),
+            median(i, |r| r.4),
+            median(i, |r| r.3),
+            single[i].p50_ms
+        ));
+    }
+    report.push_str(&format!(
+        "\nSplit / one process: throughput {:.2}, CPU per request {:.2} (the hop: {:.0} µs of server CPU per request; {:.2} ms of latency at 1 connection).\n",
+        median(1, |r| r.0) / median(0, |r| r.0),
+        median(1, |r| r.3) / median(0, |r| r.3),
+        median(1, |r| r.3) - median(0, |r| r.3),
+        single[1].p50_ms - single[0].p50_ms
+    ));
+    println!("{report}");
+    drop((one, identity, gateway));
+    let _ = Command::new("psql").args([postgres, "-qc", &format!("drop database if exists {pg_db}")]).status();
+    let dir = format!("{root}/bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/split.md"), report).unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

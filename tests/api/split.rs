@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bankgraph::app::{GatewayApp, IdentityApp};
 use bankgraph::config::{RpcClientConfig, RpcServerConfig, RpcTls, SplitGatewayConfig, SplitIdentityConfig};
 use bankgraph::emulator::EmulatorConfig;
+use bankgraph::emulator::drive::Endpoints;
 use bankgraph::identity::IdentityService;
 use bankgraph::rpc::RemoteIdentity;
 use bankgraph::rpc::pb;
@@ -360,17 +361,9 @@ async fn calls_are_spread_over_endpoints_and_a_dead_one_is_avoided() {
         assert!(r["errors"].is_null(), "{r}");
     }
     // Mutations are not retried, so they only succeed every time if the dead endpoint is avoided.
+    let caller = Endpoints { http: &http, graphql: &gw.graphql, emulator: &p.emulator.url(), bearer: &t };
     for _ in 0..6 {
-        let r: serde_json::Value = http
-            .post(&gw.graphql)
-            .bearer_auth(&t)
-            .json(&json!({"query": CREATE_LINK_TOKEN, "variables": {"input": {}}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = caller.graphql(CREATE_LINK_TOKEN, json!({"input": {}})).await.unwrap();
         assert!(r["errors"].is_null(), "{r}");
     }
 }

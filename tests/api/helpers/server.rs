@@ -4,10 +4,44 @@ use base64::Engine;
 
 use super::queries::JWT_SECRET;
 
+/// A child process that is killed when dropped.
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown hook, no flush, nothing finished.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A real `bankgraph serve` process (the test binary's own build) on ports it picks, against a
 /// test's database and emulator; its GraphQL URL is read from its banner. Rate limits are off.
 pub struct Server {
-    child: Option<std::process::Child>,
+    child: Running,
     pub graphql: String,
 }
 
@@ -69,32 +103,15 @@ impl Server {
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child: Some(child), graphql }
+        Server { child: Running(Some(child)), graphql }
     }
 
-    /// SIGKILL: no shutdown hook, no flush, nothing finished.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.child.kill()
     }
 
-    /// SIGTERM, then the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.child.terminate().await
     }
 }
 
@@ -102,7 +119,7 @@ impl Drop for Server {
 /// inherited but `PATH`), logging at `info` into `log`; `banner` names the banner lines whose
 /// values the test needs (the text after each label), read from stdout before it returns.
 pub struct Process {
-    child: Option<std::process::Child>,
+    pub child: Running,
     pub values: Vec<String>,
 }
 
@@ -132,36 +149,7 @@ impl Process {
             values.push(value);
         }
         std::thread::spawn(move || for _ in lines {});
-        Process { child: Some(child), values }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// SIGKILL: no shutdown hook, nothing finished.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        Process { child: Running(Some(child)), values }
     }
 }
 
