@@ -379,6 +379,21 @@ impl GatewayApp {
         public: TcpListener,
         internal: TcpListener,
     ) -> anyhow::Result<GatewayApp> {
+        for url in &config.rpc.endpoints {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if url.scheme() == "http" && !loopback {
+                tracing::warn!(
+                    endpoint = %url,
+                    "IDENTITY_URL is plain HTTP to another host: the service token and the callers' data cross the \
+                     network unencrypted; set IDENTITY_TLS_* unless a service mesh encrypts this hop"
+                );
+            }
+        }
         let remote = RemoteIdentity::new(&config.rpc, config.gateway.http.request_timeout)?;
         let identity: Arc<dyn IdentityService> = Arc::new(remote);
         let endpoints = config.rpc.endpoints.iter().map(|u| u.to_string()).collect();

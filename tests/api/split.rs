@@ -428,3 +428,14 @@ async fn mutual_tls_admits_the_gateway_and_refuses_a_certificate_from_another_ca
     let good = remote(Some(ours.issue("gateway-3", &ours)), &url);
     assert_eq!(good.accounts("split-tls", Default::default()).await.unwrap().len(), 9);
 }
+
+#[tokio::test]
+async fn a_gateway_warns_when_the_service_token_would_cross_a_network_in_clear() {
+    let p = Prepared::new(&Options::default()).await;
+    let _gw = gateway_to(&p.config, &["http://10.255.255.1:8003".to_string()]).await;
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(
+        logs.lines().any(|l| l.contains("IDENTITY_URL is plain HTTP to another host") && l.contains("10.255.255.1")),
+        "warned at start"
+    );
+}
