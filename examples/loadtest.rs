@@ -285,30 +285,8 @@ async fn main() {
                 .unwrap()
                 .to_vec();
         }
-        let mut p50_at_1 = f64::NAN;
-        for &c in &levels {
-            let before = cpu_seconds(server.0.id());
-            let run = load(&graphql, Some(&reader), ACCOUNTS, c, secs).await;
-            let used = cpu_seconds(server.0.id()) - before;
-            let rss = peak_rss_mb(server.0.id());
-            eprintln!(
-                "{name} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
-                run.rps, run.p50_ms, run.p99_ms, run.errors
-            );
-            if c == 1 {
-                p50_at_1 = run.p50_ms;
-            }
-            if c == 32 {
-                // The warm-up second is included in both: CPU per request over (secs + 1) s.
-                cpu.push((
-                    format!("one process, {name}"),
-                    used / (run.rps * (secs + 1) as f64) * 1e6,
-                    run.rps,
-                    p50_at_1,
-                ));
-            }
-            rows.push((name.to_string(), c, run, rss));
-        }
+        let label = format!("one process, {name}");
+        account_levels(&label, &[server.0.id()], &graphql, &reader, &levels, secs, &mut rows, &mut cpu).await;
         let p1k = load(&graphql, Some(&small), PAGE, 32, secs).await;
         let p100k = load(&graphql, Some(&large), PAGE, 32, secs).await;
         eprintln!("{name} page 1k {:.0} req/s, 100k {:.0} req/s", p1k.rps, p100k.rps);
@@ -323,25 +301,9 @@ async fn main() {
         if *name == "PostgreSQL" {
             // The same database and caller, served by the two services apart.
             let (identity, gateway, graphql) = split(&bin, db, &emulator_url, &tmp);
-            let mut p50_at_1 = f64::NAN;
-            for &c in &levels {
-                let before = cpu_seconds(identity.0.id()) + cpu_seconds(gateway.0.id());
-                let run = load(&graphql, Some(&reader), ACCOUNTS, c, secs).await;
-                let used = cpu_seconds(identity.0.id()) + cpu_seconds(gateway.0.id()) - before;
-                let rss = peak_rss_mb(identity.0.id()) + peak_rss_mb(gateway.0.id());
-                eprintln!(
-                    "split {name} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
-                    run.rps, run.p50_ms, run.p99_ms, run.errors
-                );
-                if c == 1 {
-                    p50_at_1 = run.p50_ms;
-                }
-                if c == 32 {
-                    let per = used / (run.rps * (secs + 1) as f64) * 1e6;
-                    cpu.push((format!("split (gateway + identity), {name}"), per, run.rps, p50_at_1));
-                }
-                rows.push((format!("split (gateway + identity) {name}"), c, run, rss));
-            }
+            let label = format!("split (gateway + identity), {name}");
+            let pids = [identity.0.id(), gateway.0.id()];
+            account_levels(&label, &pids, &graphql, &reader, &levels, secs, &mut rows, &mut cpu).await;
         }
     }
     if pg_ok {
@@ -442,6 +404,42 @@ fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Pro
         "GraphQL and GraphiQL: ",
         Some(log),
     )
+}
+
+/// The account read at each concurrency against `graphql`, served by the processes `pids`:
+/// a row per level (req/s, latency, peak RSS of all of them) and, at 32 connections, the server
+/// CPU per request (with the p50 at 1 connection).
+#[allow(clippy::too_many_arguments)]
+async fn account_levels(
+    label: &str,
+    pids: &[u32],
+    graphql: &str,
+    reader: &str,
+    levels: &[usize],
+    secs: u64,
+    rows: &mut Vec<(String, usize, Run, f64)>,
+    cpu: &mut Vec<(String, f64, f64, f64)>,
+) {
+    let used = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let mut p50_at_1 = f64::NAN;
+    for &c in levels {
+        let before = used();
+        let run = load(graphql, Some(reader), ACCOUNTS, c, secs).await;
+        let spent = used() - before;
+        let rss = pids.iter().map(|p| peak_rss_mb(*p)).sum::<f64>();
+        eprintln!(
+            "{label} accounts c={c}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {}",
+            run.rps, run.p50_ms, run.p99_ms, run.errors
+        );
+        if c == 1 {
+            p50_at_1 = run.p50_ms;
+        }
+        if c == 32 {
+            // The warm-up second is included in both: CPU per request over (secs + 1) s.
+            cpu.push((label.to_string(), spent / (run.rps * (secs + 1) as f64) * 1e6, run.rps, p50_at_1));
+        }
+        rows.push((label.to_string(), c, run, rss));
+    }
 }
 
 /// `TOKIO_WORKER_THREADS` for a split process when `var` is set (default: tokio's, one worker
