@@ -42,7 +42,8 @@ impl TraceParent {
         Some(TraceParent { trace_id, parent_id, sampled: flags & 1 == 1 })
     }
 
-    /// A new trace, for a request that came without one.
+    /// A new trace, for a request that came without one (sampled: whether to record it is the
+    /// exporter's decision, not a missing header's).
     pub fn fresh() -> TraceParent {
         let mut rng = rand::rng();
         let mut trace_id = [0u8; 16];
@@ -53,7 +54,7 @@ impl TraceParent {
         while parent_id == [0; 8] {
             rng.fill_bytes(&mut parent_id);
         }
-        TraceParent { trace_id, parent_id, sampled: false }
+        TraceParent { trace_id, parent_id, sampled: true }
     }
 
     /// The same trace, under a new parent span (a call this process makes).
@@ -83,15 +84,45 @@ impl TraceParent {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
 
-    /// The trace context to send with a call made from within `span`: its exported span's ids
-    /// when OTLP export is on, else this trace under a fresh parent id.
-    pub fn for_call_from(&self, span: &tracing::Span) -> TraceParent {
+    /// The trace context of `span` as exported, when OTLP export is on (its trace id and its
+    /// own span id as the parent of what it calls); `None` otherwise.
+    pub fn of_span(span: &tracing::Span) -> Option<TraceParent> {
         let cx = span.context();
         let sc = cx.span().span_context().clone();
-        if sc.is_valid() && sc.trace_id().to_bytes() == self.trace_id {
-            TraceParent { trace_id: self.trace_id, parent_id: sc.span_id().to_bytes(), sampled: sc.is_sampled() }
-        } else {
-            self.child()
+        sc.is_valid().then(|| TraceParent {
+            trace_id: sc.trace_id().to_bytes(),
+            parent_id: sc.span_id().to_bytes(),
+            sampled: sc.is_sampled(),
+        })
+    }
+}
+
+/// A request's trace as it arrived: the client's `traceparent` when it sent a valid one, and a
+/// fresh trace to use when it did not and no span is exported.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTrace {
+    pub client: Option<TraceParent>,
+    pub fallback: TraceParent,
+}
+
+impl RequestTrace {
+    pub fn from_header(value: Option<&str>) -> RequestTrace {
+        RequestTrace { client: value.and_then(TraceParent::parse), fallback: TraceParent::fresh() }
+    }
+
+    /// The trace the request belongs to, as seen from `span` (the request's span or one under
+    /// it): the exported trace when OTLP export is on (which continues the client's when it
+    /// sent one), else the client's, else the fresh one. Log lines and calls use this.
+    pub fn effective(&self, span: &tracing::Span) -> TraceParent {
+        TraceParent::of_span(span).or(self.client).unwrap_or(self.fallback)
+    }
+
+    /// The context for a call made from within `span`: the same trace under a parent id for
+    /// the call (the exported span's own id when there is one).
+    pub fn for_call_from(&self, span: &tracing::Span) -> TraceParent {
+        match TraceParent::of_span(span) {
+            Some(exported) => exported,
+            None => self.client.unwrap_or(self.fallback).child(),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::auth::AuthState;
 use crate::error::{INTERNAL_MESSAGE, code};
 use crate::graphql::{Executed, Method};
 use crate::metrics::GRAPHQL_REQUESTS;
-use crate::trace::{RequestContext, TraceParent};
+use crate::trace::{RequestContext, RequestTrace};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -85,7 +85,7 @@ pub async fn get_graphql(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     rid: Option<axum::Extension<RequestId>>,
-    trace: Option<axum::Extension<TraceParent>>,
+    trace: Option<axum::Extension<RequestTrace>>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let params: Vec<(String, String)> =
@@ -111,8 +111,8 @@ pub async fn get_graphql(
 }
 
 /// The request's trace (set by the router for every request; a fresh one otherwise).
-fn trace_of(ext: Option<axum::Extension<TraceParent>>) -> TraceParent {
-    ext.map(|e| e.0).unwrap_or_else(TraceParent::fresh)
+fn trace_of(ext: Option<axum::Extension<RequestTrace>>) -> RequestTrace {
+    ext.map(|e| e.0).unwrap_or_else(|| RequestTrace::from_header(None))
 }
 
 /// A GET request's parameters as one GraphQL request.
@@ -161,7 +161,7 @@ pub async fn post_graphql(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     rid: Option<axum::Extension<RequestId>>,
-    trace: Option<axum::Extension<TraceParent>>,
+    trace: Option<axum::Extension<RequestTrace>>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
@@ -258,7 +258,7 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
     request_id: &str,
-    trace: TraceParent,
+    trace: RequestTrace,
     method: Method,
 ) -> Result<(Executed, Option<String>), Refusal> {
     let auth = state.auth.authenticate(headers).await;

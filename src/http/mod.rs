@@ -27,7 +27,7 @@ use crate::identity::{IdentityService, PlaidIdentity};
 use client_ip::TrustedProxies;
 
 use crate::ratelimit::Limiters;
-use crate::trace::TraceParent;
+use crate::trace::RequestTrace;
 pub use server::{ConnectionLimits, serve};
 
 pub const GRAPHQL_PATH: &str = "/api/v1/graphql";
@@ -56,16 +56,7 @@ pub fn acceptable_request_id(v: &[u8]) -> bool {
 async fn drop_unacceptable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
     let h = req.headers_mut();
     // A request joins its caller's trace when it names one correctly; otherwise it starts one.
-    let trace = match h.get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse) {
-        Some(t) => t,
-        None => {
-            let fresh = TraceParent::fresh();
-            if let Ok(v) = HeaderValue::from_str(&fresh.to_string()) {
-                h.insert(crate::trace::TRACEPARENT, v);
-            }
-            fresh
-        }
-    };
+    let trace = RequestTrace::from_header(h.get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(trace);
     let h = req.headers_mut();
     let ok = {
@@ -89,11 +80,20 @@ fn observed(router: Router) -> Router {
     router
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            let trace = req.extensions().get::<TraceParent>();
-            let trace_id = trace.map(TraceParent::trace_id_hex).unwrap_or_default();
-            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id, trace_id = %trace_id);
+            let trace = req.extensions().get::<RequestTrace>().copied();
+            let span = tracing::info_span!(
+                "http",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %id,
+                trace_id = tracing::field::Empty
+            );
             if let Some(t) = trace {
-                t.adopt(&span);
+                // Exported spans continue the client's trace; without one, the exporter starts it.
+                if let Some(client) = t.client {
+                    client.adopt(&span);
+                }
+                span.record("trace_id", tracing::field::display(t.effective(&span).trace_id_hex()));
             }
             span
         }))

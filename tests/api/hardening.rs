@@ -452,10 +452,12 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    // No background work: the only spans are the request's (a request without a traceparent
+    // must still be recorded).
     let server = Server::start(
         &probe.database_url,
         &probe.emulator.url(),
-        &[],
+        &["--job-workers=0"],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("RUST_LOG", "info")],
     );
     let graphql = server.graphql.clone();
