@@ -6,13 +6,13 @@
 
 mod dev_secrets;
 mod settings;
+mod split;
+mod values;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
@@ -24,7 +24,14 @@ pub use settings::{
     TrustedMode, otlp_endpoint,
 };
 
+pub use split::{
+    RpcClientConfig, RpcServerConfig, RpcTls, SplitGatewayConfig, SplitIdentityConfig, identity_only_variable,
+};
+
+pub use values::{decode_key, parse_networks};
+
 use settings::given;
+use values::{https_or_local, key, list, nonempty};
 
 /// A configuration error: one line naming the variable and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -68,60 +75,12 @@ pub struct IdentityConfig {
     pub dev_secrets_path: Option<PathBuf>,
 }
 
-/// `bankgraph identity`: the identity service and the RPC listener gateways call.
-#[derive(Debug, Clone)]
-pub struct SplitIdentityConfig {
-    pub identity: IdentityConfig,
-    pub rpc: RpcServerConfig,
-}
-
-/// `bankgraph gateway`: the public gateway, calling the identity service.
-#[derive(Debug, Clone)]
-pub struct SplitGatewayConfig {
-    pub gateway: GatewayConfig,
-    /// Metrics and health.
-    pub internal: SocketAddr,
-    pub rpc: RpcClientConfig,
-}
-
 /// What every listener of a process shares.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
-}
-
-/// Mutual TLS between gateway and identity service: this side's certificate and key, and the
-/// CA that signs the other side's.
-#[derive(Clone)]
-pub struct RpcTls {
-    pub cert_pem: String,
-    pub key_pem: SecretString,
-    pub ca_pem: String,
-}
-
-impl std::fmt::Debug for RpcTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RpcTls { cert, key: [redacted], ca }")
-    }
-}
-
-/// The identity service's RPC listener.
-#[derive(Debug, Clone)]
-pub struct RpcServerConfig {
-    pub bind: SocketAddr,
-    /// Every call must present it (none: only on a loopback address).
-    pub token: Option<SecretString>,
-    pub tls: Option<RpcTls>,
-}
-
-/// How the gateway reaches the identity service.
-#[derive(Debug, Clone)]
-pub struct RpcClientConfig {
-    pub endpoints: Vec<Url>,
-    pub token: Option<SecretString>,
-    pub tls: Option<RpcTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,53 +238,6 @@ pub const OFFLINE_REDIRECT_URI: &str = "http://localhost:8000/oauth-response.htm
 /// Offline, `PLAID_ANDROID_PACKAGE_NAME` defaults to this.
 pub const OFFLINE_ANDROID_PACKAGE_NAME: &str = "com.example.bankgraph";
 
-/// Decodes a base64 32-byte key.
-pub fn decode_key(b64: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not valid base64".to_string())?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("must decode to 32 bytes, not {}", b.len()))
-}
-
-fn key(k: [u8; 32]) -> std::sync::Arc<TokenKey> {
-    std::sync::Arc::new(SecretBox::new(Box::new(k)))
-}
-
-/// Parses `10.0.0.0/8, 192.168.1.7` (a bare address is a single-host network).
-pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
-    let mut nets = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let net = match part.parse::<IpNet>() {
-            Ok(n) => n,
-            Err(_) => match part.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => return Err(format!("has an entry that is neither a CIDR nor an address: {part:?}")),
-            },
-        };
-        nets.push(net.trunc());
-    }
-    Ok(nets)
-}
-
-fn nonempty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn list(var: &str, v: &str) -> Result<Vec<String>, ConfigError> {
-    let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    if items.is_empty() {
-        return Err(bad(var, "must list at least one value"));
-    }
-    Ok(items)
-}
-
-fn https_or_local(var: &str, v: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(v).map_err(|_| bad(var, format!("must be a URL, got {v:?}")))?;
-    let local = matches!(url.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && local) {
-        return Err(bad(var, "must be an https URL (http is allowed only for localhost)"));
-    }
-    Ok(url)
-}
-
 /// Development secrets, when some key is not configured: (JWT secret, token key).
 type DevKeys = Option<(SecretString, SecretString)>;
 
@@ -367,129 +279,6 @@ impl ListenerSettings {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
-        }
-    }
-}
-
-/// The variables a gateway refuses to start with: what it would not use, and whose presence on
-/// the internet-facing host is the risk the split deployment removes.
-pub fn identity_only_variable(name: &str) -> bool {
-    matches!(
-        name,
-        "DATABASE_URL" | "TOKEN_ENCRYPTION_KEY" | "TOKEN_ENCRYPTION_PREVIOUS_KEYS" | "TOKEN_ENCRYPTION_KEY_ID"
-    ) || name.starts_with("PLAID_")
-}
-
-impl GatewaySettings {
-    /// Resolves `bankgraph gateway`'s settings. `env` is the process environment: a gateway
-    /// with any identity-only variable set (see [`identity_only_variable`]) refuses to start.
-    pub fn resolve(&self, env: impl IntoIterator<Item = (String, String)>) -> Result<SplitGatewayConfig, ConfigError> {
-        let mut found: Vec<String> = env
-            .into_iter()
-            .filter(|(k, v)| identity_only_variable(k) && !v.trim().is_empty())
-            .map(|(k, _)| k)
-            .collect();
-        if !found.is_empty() {
-            found.sort();
-            return Err(ConfigError(format!(
-                "{} must not be set for bankgraph gateway: only the identity service uses them, and the \
-                 internet-facing host must not hold them",
-                found.join(", ")
-            )));
-        }
-        if self.public.explicit_jwt_keys()?.is_empty() {
-            return Err(ConfigError(
-                "bankgraph gateway needs one of JWT_SECRET, JWT_PUBLIC_KEY_PEM or JWKS_URL".into(),
-            ));
-        }
-        let urls = nonempty(&self.client.identity_url).ok_or_else(|| {
-            bad("IDENTITY_URL", "must be set: the identity service's address, e.g. http://127.0.0.1:8003")
-        })?;
-        let tls = self.auth.tls()?;
-        let mut endpoints = Vec::new();
-        for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let url =
-                Url::parse(u).map_err(|_| bad("IDENTITY_URL", format!("has an entry that is not a URL: {u:?}")))?;
-            let want = if tls.is_some() { "https" } else { "http" };
-            if url.scheme() != want || url.host_str().is_none() || url.path() != "/" {
-                return Err(bad(
-                    "IDENTITY_URL",
-                    format!(
-                        "must list {want}://host:port endpoints{}, got {u:?}",
-                        if tls.is_some() { " (IDENTITY_TLS_* is set)" } else { "" }
-                    ),
-                ));
-            }
-            endpoints.push(url);
-        }
-        Ok(SplitGatewayConfig {
-            internal: self.listener.internal_bind_addr,
-            gateway: self.public.gateway(&self.listener, &None, false)?,
-            rpc: RpcClientConfig { endpoints, token: self.auth.token()?, tls },
-        })
-    }
-}
-
-impl IdentitySettings {
-    /// Resolves `bankgraph identity`'s settings.
-    pub fn resolve(&self) -> Result<SplitIdentityConfig, ConfigError> {
-        let real_plaid = self.store.real_plaid()?;
-        let token_key = given(&self.store.token_encryption_key);
-        if real_plaid && token_key.is_none() {
-            return Err(ConfigError(format!("{REAL_PLAID_NEEDS}: {MISSING_TOKEN_KEY}")));
-        }
-        let dev_path = dev_secrets_path(&self.store.database_url);
-        let dev = if token_key.is_none() { Some(dev_secrets::load_or_create_dev_secrets(&dev_path)?) } else { None };
-        let token = self.auth.token()?;
-        let bind = self.server.identity_bind_addr;
-        if token.is_none() && !bind.ip().is_loopback() {
-            return Err(bad(
-                "IDENTITY_SERVICE_TOKEN",
-                format!("must be set when IDENTITY_BIND_ADDR ({bind}) is not a loopback address"),
-            ));
-        }
-        Ok(SplitIdentityConfig {
-            identity: self.store.identity(&self.listener, real_plaid, &dev, dev.is_some().then_some(dev_path))?,
-            rpc: RpcServerConfig { bind, token, tls: self.auth.tls()? },
-        })
-    }
-}
-
-impl RpcAuthSettings {
-    fn token(&self) -> Result<Option<SecretString>, ConfigError> {
-        match given(&self.identity_service_token) {
-            None => Ok(None),
-            Some(t) if t.chars().count() < 32 => Err(bad("IDENTITY_SERVICE_TOKEN", "must be at least 32 characters")),
-            Some(t) => Ok(Some(SecretString::from(t.to_string()))),
-        }
-    }
-
-    fn tls(&self) -> Result<Option<RpcTls>, ConfigError> {
-        let read = |var: &str, path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|e| bad(var, format!("cannot be read ({}): {e}", path.display())))
-        };
-        match (&self.identity_tls_cert, &self.identity_tls_key, &self.identity_tls_ca) {
-            (None, None, None) => Ok(None),
-            (Some(cert), Some(key), Some(ca)) => {
-                let tls = RpcTls {
-                    cert_pem: read("IDENTITY_TLS_CERT", cert)?,
-                    key_pem: SecretString::from(read("IDENTITY_TLS_KEY", key)?),
-                    ca_pem: read("IDENTITY_TLS_CA", ca)?,
-                };
-                for (var, pem) in [
-                    ("IDENTITY_TLS_CERT", &tls.cert_pem),
-                    ("IDENTITY_TLS_KEY", &tls.key_pem.expose_secret().to_string()),
-                    ("IDENTITY_TLS_CA", &tls.ca_pem),
-                ] {
-                    if !pem.contains("-----BEGIN") {
-                        return Err(bad(var, "is not a PEM file"));
-                    }
-                }
-                Ok(Some(tls))
-            }
-            _ => {
-                Err(ConfigError("IDENTITY_TLS_CERT, IDENTITY_TLS_KEY and IDENTITY_TLS_CA must be set together".into()))
-            }
         }
     }
 }

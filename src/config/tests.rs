@@ -1,6 +1,8 @@
 //! The configuration's own tests: every error names its variable, nothing secret prints.
 
 use super::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
 
 #[derive(Parser)]
