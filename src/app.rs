@@ -154,6 +154,7 @@ impl IdentityNode {
     /// Starts the job workers and serves the internal listener until `stop`; then waits for
     /// background work within the grace and stops the emulator.
     async fn run(self, stop: Stop) -> anyhow::Result<()> {
+        self.identity.start_events(stop.0.clone());
         if self.config.jobs.workers > 0 {
             self.identity.start_workers(self.config.jobs.workers, stop.0.clone()).await?;
         }
@@ -192,6 +193,7 @@ impl GatewayNode {
             graphql_limits: Arc::new(config.graphql.clone()),
             limiters,
             proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
+            sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
         };
         Ok(GatewayNode { public, state, config })
     }
@@ -222,8 +224,20 @@ impl GatewayNode {
                 limiters.shrink();
             }
         });
+        // At shutdown, WebSockets close with 1001 (going away) so clients reconnect elsewhere;
+        // the listener stops accepting at the same moment.
+        let sockets = self.state.sockets.clone();
+        let grace = limits.shutdown_grace;
+        let closing = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                stop.wait().await;
+                sockets.close_all(grace).await;
+            })
+        };
         let served = http::serve(self.public, http::public_router(self.state), public_limits, stop.wait()).await;
         janitor.abort();
+        let _ = closing.await;
         served.context("public listener")
     }
 }

@@ -25,6 +25,8 @@ pub struct Caller {
     /// The JWT `sub`: every lookup is scoped to it.
     pub user_id: String,
     pub scopes: HashSet<String>,
+    /// The token's `exp` (seconds since the epoch): a WebSocket authenticated with it closes then.
+    pub expires_at: i64,
 }
 
 /// What the `Authorization` header amounted to.
@@ -248,6 +250,12 @@ impl Authenticator {
         let Ok(value) = value.to_str() else {
             return AuthState::Invalid;
         };
+        self.authenticate_value(value).await
+    }
+
+    /// As [`Authenticator::authenticate`], for an `Authorization` value that did not come in a
+    /// header (a WebSocket's `connection_init`).
+    pub async fn authenticate_value(&self, value: &str) -> AuthState {
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return AuthState::Basic;
@@ -302,7 +310,7 @@ impl Authenticator {
             None => HashSet::new(),
         };
         scopes.extend(claims.scopes.unwrap_or_default());
-        Ok(Caller { user_id: claims.sub, scopes })
+        Ok(Caller { user_id: claims.sub, scopes, expires_at: claims.exp })
     }
 }
 

@@ -43,6 +43,25 @@ impl Dialect {
         }
     }
 
+    /// The clause that locks the rows a `select` reads until the transaction ends (PostgreSQL);
+    /// SQLite's one writer holds the whole database already.
+    pub fn for_update(self) -> &'static str {
+        match self.0 {
+            Backend::Postgres => " for update",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// The statement, run inside a writing transaction, that wakes every process listening for
+    /// new connection events when the transaction commits (PostgreSQL `NOTIFY`). SQLite is one
+    /// process's database: its writer wakes its own readers directly.
+    pub fn notify_events(self) -> Option<&'static str> {
+        match self.0 {
+            Backend::Postgres => Some("select pg_notify('bankgraph_connection_events', '')"),
+            Backend::Sqlite => None,
+        }
+    }
+
     /// The statement that refreshes the planner's statistics of `tables`, where the backend
     /// needs one (PostgreSQL: a table grown from nothing in seconds still reads as empty to
     /// the planner until autovacuum looks; SQLite's planner does not need this).
@@ -53,6 +72,9 @@ impl Dialect {
         }
     }
 }
+
+/// The PostgreSQL channel [`Dialect::notify_events`] notifies.
+pub const EVENTS_CHANNEL: &str = "bankgraph_connection_events";
 
 /// The pools and the backend they talk to.
 #[derive(Debug, Clone)]
@@ -154,6 +176,11 @@ impl Db {
             Backend::Sqlite => migrator.run(&self.write).await.context("database migration failed")?,
         }
         Ok(())
+    }
+
+    /// The URL of a PostgreSQL database (for a `LISTEN` connection of its own); `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        (self.backend == Backend::Postgres).then_some(self.url.as_str())
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -81,6 +81,81 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What happened to a connection, as the `plaidConnectionEvents` subscription tells it.
+    EventType {
+        Linked => "LINKED",
+        HistorySyncProgress => "HISTORY_SYNC_PROGRESS",
+        HistoryReady => "HISTORY_READY",
+        TransactionsUpdated => "TRANSACTIONS_UPDATED",
+        BalancesUpdated => "BALANCES_UPDATED",
+        StatusChanged => "STATUS_CHANGED",
+        Removed => "REMOVED",
+    }
+);
+
+/// An event as it is written, with what changed. The connection's ids, the time and (for the
+/// history events) the number of transactions stored so far are filled in by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventChange {
+    Linked,
+    HistorySyncProgress,
+    HistoryReady,
+    TransactionsUpdated { added: i64, modified: i64, removed: i64 },
+    BalancesUpdated,
+    StatusChanged(ConnectionStatus),
+    Removed,
+}
+
+impl EventChange {
+    pub fn event_type(self) -> EventType {
+        match self {
+            EventChange::Linked => EventType::Linked,
+            EventChange::HistorySyncProgress => EventType::HistorySyncProgress,
+            EventChange::HistoryReady => EventType::HistoryReady,
+            EventChange::TransactionsUpdated { .. } => EventType::TransactionsUpdated,
+            EventChange::BalancesUpdated => EventType::BalancesUpdated,
+            EventChange::StatusChanged(_) => EventType::StatusChanged,
+            EventChange::Removed => EventType::Removed,
+        }
+    }
+}
+
+/// A stored connection event: its place in the one order of events (`seq`), whose it is, and
+/// what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionEvent {
+    pub seq: i64,
+    pub user_id: String,
+    pub connection_id: String,
+    pub plaid_item_id: String,
+    pub event_type: EventType,
+    pub occurred_at: DateTime<Utc>,
+    /// STATUS_CHANGED: the new status.
+    pub status: Option<ConnectionStatus>,
+    /// HISTORY_SYNC_PROGRESS and HISTORY_READY: the connection's transactions stored so far.
+    pub transactions: Option<i64>,
+    /// TRANSACTIONS_UPDATED: what the sync page changed.
+    pub added: Option<i64>,
+    pub modified: Option<i64>,
+    pub removed: Option<i64>,
+}
+
+/// The public form of an event's `seq`: opaque to clients, and ordered as text as the events
+/// are (fixed width), so a client may compare two ids.
+pub fn event_id(seq: i64) -> String {
+    format!("evt_{:016x}", seq.max(0))
+}
+
+/// The `seq` of a public event id; `None` for anything [`event_id`] did not produce.
+pub fn parse_event_id(id: &str) -> Option<i64> {
+    let hex = id.strip_prefix("evt_")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return None;
+    }
+    i64::from_str_radix(hex, 16).ok()
+}
+
 /// A linked Plaid connection (`bankInstitutionAuthId`).
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -106,6 +181,10 @@ pub struct BankAccount {
     pub account_type: String,
     pub subtype: Option<String>,
     pub status: ConnectionStatus,
+    /// Whether the connection's history has finished its first sync (`historyStatus`).
+    pub history_ready: bool,
+    /// When its transactions were last brought up to date with Plaid.
+    pub last_synced_at: Option<DateTime<Utc>>,
 }
 
 /// The latest stored balance of an account.
@@ -182,6 +261,10 @@ pub struct SyncPage {
     pub removed: Vec<String>,
     pub next_cursor: String,
     pub has_more: bool,
+    /// Plaid has the whole history of the item (`transactions_update_status` is
+    /// `HISTORICAL_UPDATE_COMPLETE`, or absent as in older API versions): the last page of
+    /// this loop completes the history.
+    pub history_complete: bool,
 }
 
 /// A postal address attached to a connection.

@@ -34,6 +34,9 @@ pub mod code {
     pub const PERSISTED_QUERY_NOT_IN_LIST: &str = "PERSISTED_QUERY_NOT_IN_LIST";
     /// The request body did not arrive in time (HTTP 408).
     pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// A subscription asked to resume after an event older than the retention window: events
+    /// it has not seen are gone. Read the current state, then subscribe without `after`.
+    pub const EVENTS_EXPIRED: &str = "EVENTS_EXPIRED";
 }
 
 /// The message of every internal error; the request id is added by the HTTP layer.
@@ -70,6 +73,8 @@ pub enum AppError {
     NotConfigured(String),
     #[error("{0}")]
     LinkRestart(String),
+    #[error("{0}")]
+    EventsExpired(String),
     /// Anything else. The detail is logged when the error reaches the client, never shown.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -88,6 +93,7 @@ impl AppError {
             AppError::Upstream(_) => code::UPSTREAM_UNAVAILABLE,
             AppError::NotConfigured(_) => code::NOT_CONFIGURED,
             AppError::LinkRestart(_) => code::LINK_RESTART_REQUIRED,
+            AppError::EventsExpired(_) => code::EVENTS_EXPIRED,
             AppError::Internal(_) => code::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,6 +127,7 @@ impl AppError {
             code::UPSTREAM_UNAVAILABLE => AppError::Upstream(message),
             code::NOT_CONFIGURED => AppError::NotConfigured(message),
             code::LINK_RESTART_REQUIRED => AppError::LinkRestart(message),
+            code::EVENTS_EXPIRED => AppError::EventsExpired(message),
             other => AppError::Internal(anyhow::anyhow!("error {other}: {message}")),
         }
     }

@@ -44,6 +44,17 @@ pub const SYNC_RESTARTS: &str = "bankgraph_sync_restarts_total";
 pub const IDENTITY_RPC_SECONDS: &str = "bankgraph_identity_rpc_duration_seconds";
 /// Calls to the identity service's RPC listener refused by `reason` (no_token, bad_token).
 pub const IDENTITY_RPC_REFUSED: &str = "bankgraph_identity_rpc_refused_total";
+/// Open GraphQL WebSockets (after `connection_ack`): a gauge.
+pub const WS_SOCKETS: &str = "bankgraph_ws_sockets_open";
+/// WebSockets refused or closed by the server by `reason` (origin, ip_limit, user_limit,
+/// unauthenticated, init_timeout, idle, token_expired, protocol, shutdown): a counter.
+pub const WS_CLOSED: &str = "bankgraph_ws_closed_total";
+/// Active GraphQL subscriptions: a gauge.
+pub const SUBSCRIPTIONS: &str = "bankgraph_subscriptions_active";
+/// Connection events delivered to subscribers: a counter.
+pub const EVENTS_DELIVERED: &str = "bankgraph_events_delivered_total";
+/// From an event's commit to its delivery to a subscriber: a histogram, seconds.
+pub const EVENT_DELIVERY_LAG_SECONDS: &str = "bankgraph_event_delivery_lag_seconds";
 
 /// Installs the process-wide recorder (once) and returns its handle.
 pub fn handle() -> PrometheusHandle {

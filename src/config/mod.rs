@@ -58,6 +58,19 @@ pub struct GatewayConfig {
     pub http: HttpLimits,
     pub rate: RateLimits,
     pub graphql: GraphqlLimits,
+    pub ws: WsLimits,
+}
+
+/// What a GraphQL WebSocket (subscriptions) may hold and how long it may stay quiet.
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    pub max_sockets: usize,
+    pub max_sockets_per_ip: usize,
+    pub max_sockets_per_user: usize,
+    pub max_subscriptions_per_socket: usize,
+    pub init_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// The identity service: the system of record and its internal listener.
@@ -187,6 +200,8 @@ pub struct JobsConfig {
     /// How long a caller's account list may be served from memory (0: never). Writes in this
     /// process invalidate it at once; this bounds staleness from other processes.
     pub read_cache: Duration,
+    /// How long connection events are kept for subscribers that resume.
+    pub event_retention: Duration,
 }
 
 /// What the listeners accept.
@@ -294,6 +309,15 @@ impl PublicSettings {
             public: self.bind_addr,
             auth: self.auth(dev, development)?,
             http: self.http(listener)?,
+            ws: WsLimits {
+                max_sockets: self.ws_max_sockets,
+                max_sockets_per_ip: self.ws_max_sockets_per_ip,
+                max_sockets_per_user: self.ws_max_sockets_per_user,
+                max_subscriptions_per_socket: self.ws_max_subscriptions_per_socket,
+                init_timeout: Duration::from_secs(self.ws_init_timeout_seconds),
+                ping_interval: Duration::from_secs(self.ws_ping_interval_seconds),
+                idle_timeout: Duration::from_secs(self.ws_idle_timeout_seconds),
+            },
             rate: RateLimits {
                 per_ip_per_second: self.rate_limit_per_ip,
                 per_user_per_second: self.rate_limit_per_user,
@@ -473,6 +497,7 @@ impl StoreSettings {
                 item_check_interval: Duration::from_secs(self.item_check_interval_seconds),
                 reconcile_interval: Duration::from_secs(self.reconcile_interval_seconds),
                 read_cache: Duration::from_secs(self.read_cache_seconds),
+                event_retention: Duration::from_secs(self.event_retention_hours * 3600),
             },
             listener: listener.limits(),
             dev_secrets_path,

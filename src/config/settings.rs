@@ -135,6 +135,27 @@ pub struct PublicSettings {
     /// Per minute and caller, for createPlaidLinkToken, completePlaidLink and refreshPlaidBankConnections (0: no limit).
     #[arg(long, env = "RATE_LIMIT_SENSITIVE_PER_MINUTE", default_value = "10", value_parser = value_parser!(u32).range(0..=1_000_000))]
     pub rate_limit_sensitive_per_minute: u32,
+    /// GraphQL WebSockets (subscriptions) open at once in this gateway.
+    #[arg(long, env = "WS_MAX_SOCKETS", default_value = "10000", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub ws_max_sockets: usize,
+    /// GraphQL WebSockets one client IP may hold (trusted proxies are exempt).
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_IP", default_value = "64", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub ws_max_sockets_per_ip: usize,
+    /// GraphQL WebSockets one caller (token `sub`) may hold.
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_USER", default_value = "8", value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub ws_max_sockets_per_user: usize,
+    /// Subscriptions active at once on one WebSocket.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS_PER_SOCKET", default_value = "16", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000))]
+    pub ws_max_subscriptions_per_socket: usize,
+    /// Seconds a new WebSocket has to send connection_init.
+    #[arg(long, env = "WS_INIT_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=300))]
+    pub ws_init_timeout_seconds: u64,
+    /// Seconds between the server's pings on an open WebSocket.
+    #[arg(long, env = "WS_PING_INTERVAL_SECONDS", default_value = "15", value_parser = value_parser!(u64).range(1..=3600))]
+    pub ws_ping_interval_seconds: u64,
+    /// Seconds without anything from the client (not even a pong) before its WebSocket is closed.
+    #[arg(long, env = "WS_IDLE_TIMEOUT_SECONDS", default_value = "45", value_parser = value_parser!(u64).range(1..=86_400))]
+    pub ws_idle_timeout_seconds: u64,
     /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
@@ -232,6 +253,10 @@ pub struct StoreSettings {
     /// invalidate it at once, so this bounds staleness from other processes (0: no cache).
     #[arg(long, env = "READ_CACHE_SECONDS", default_value = "1", value_parser = value_parser!(u64))]
     pub read_cache_seconds: u64,
+    /// Hours connection events are kept for subscribers resuming with `after`; older ones are
+    /// dropped by the reconciler, and resuming from one of them is refused with EVENTS_EXPIRED.
+    #[arg(long, env = "EVENT_RETENTION_HOURS", default_value = "24", value_parser = value_parser!(u64).range(1..=8760))]
+    pub event_retention_hours: u64,
     /// Seconds between two runs of the reconciler.
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600", value_parser = value_parser!(u64).range(1..))]
     pub reconcile_interval_seconds: u64,

@@ -8,17 +8,19 @@ use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{Directive, DocumentOperations, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Name, Pos};
 
-/// Whether the operation a request selects (by `operationName`, or the document's only one)
-/// is a query. `None` when the name selects nothing (validation reports that).
-pub fn selects_query(doc: &ExecutableDocument, operation_name: Option<&str>) -> Option<bool> {
-    use async_graphql::parser::types::OperationType;
+/// The kind of the operation a request selects (by `operationName`, or the document's only
+/// one). `None` when the name selects nothing (validation reports that).
+pub fn operation_type(
+    doc: &ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<async_graphql::parser::types::OperationType> {
     let op = match (&doc.operations, operation_name) {
         (DocumentOperations::Single(op), _) => op,
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
         (DocumentOperations::Multiple(_), None) => return None,
     };
-    Some(op.node.ty == OperationType::Query)
+    Some(op.node.ty)
 }
 
 /// Where the document's arguments whose values use a variable are (their names' positions):

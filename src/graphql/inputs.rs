@@ -163,3 +163,32 @@ pub struct RemovePlaidBankInstitutionInput {
     /// Why (default `USER_REQUESTED`).
     pub reason: Option<RemovalReason>,
 }
+
+/// Which connection events to receive: all the caller's connections when empty.
+#[derive(InputObject, Debug, Default)]
+pub struct PlaidConnectionEventsInput {
+    /// Only this connection, by Plaid's `item_id`.
+    pub platform_item_id: Option<String>,
+    /// Only this connection, by its id.
+    pub bank_institution_auth_id: Option<ID>,
+    /// Resume: first every event after this `eventId` (kept for EVENT_RETENTION_HOURS), then
+    /// live ones. Without it, live events only.
+    pub after: Option<ID>,
+}
+
+impl PlaidConnectionEventsInput {
+    pub fn watch(self) -> GqlResult<crate::identity::EventWatch> {
+        let after = match id_arg("after", self.after.as_ref().map(|a| a.as_str()))? {
+            None => None,
+            Some(a) => Some(
+                crate::domain::parse_event_id(&a)
+                    .ok_or_else(|| bad("after is not an eventId of a connection event."))?,
+            ),
+        };
+        Ok(crate::identity::EventWatch {
+            plaid_item_id: id_arg("platformItemId", self.platform_item_id.as_deref())?,
+            connection_id: id_arg("bankInstitutionAuthId", self.bank_institution_auth_id.as_ref().map(|a| a.as_str()))?,
+            after,
+        })
+    }
+}

@@ -16,21 +16,23 @@ mod mutation;
 mod persisted;
 mod query;
 mod scalars;
+mod subscription;
 mod types;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
 
 pub use gateway::{Executed, Gateway, Method};
 pub use mutation::Mutation;
 pub use query::Query;
 pub use scalars::DateTime;
+pub use subscription::Subscription;
 
-pub type BankgraphSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type BankgraphSchema = Schema<Query, Mutation, Subscription>;
 
 /// The SDL of the schema, as `bankgraph schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
     let options = async_graphql::SDLExportOptions::new().include_specified_by();
-    Schema::build(Query, Mutation, EmptySubscription).finish().sdl_with_options(options)
+    Schema::build(Query, Mutation, Subscription).finish().sdl_with_options(options)
 }
 
 type GqlResult<T> = async_graphql::Result<T>;

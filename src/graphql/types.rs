@@ -217,6 +217,89 @@ pub struct PlaidBankAccount {
     pub subtype: Option<String>,
     /// The connection's health, decided by the server from Plaid.
     pub status: PlaidConnectionStatus,
+    /// Whether the connection's transaction history has arrived: SYNCING until its first sync
+    /// has brought the whole history (`totalCount` still grows meanwhile), then READY.
+    pub history_status: PlaidHistoryStatus,
+    /// When the connection's transactions were last brought up to date with Plaid (null before
+    /// the first sync).
+    pub last_synced_at: Option<DateTime>,
+}
+
+/// Whether a connection's transaction history has arrived.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PlaidHistoryStatus {
+    /// The first sync is still bringing the history: transaction reads are incomplete.
+    Syncing,
+    /// The whole history is stored; later changes arrive as TRANSACTIONS_UPDATED events.
+    Ready,
+}
+
+/// What happened to a connection.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::EventType")]
+pub enum PlaidConnectionEventType {
+    /// The connection was linked (completePlaidLink created it).
+    Linked,
+    /// The first sync stored more of the history; `transactionCount` says how much so far.
+    HistorySyncProgress,
+    /// The first sync finished: the whole history is stored (`transactionCount` transactions).
+    HistoryReady,
+    /// A later sync changed transactions (`addedCount`, `modifiedCount`, `removedCount`).
+    TransactionsUpdated,
+    /// New balances were stored.
+    BalancesUpdated,
+    /// The connection's status changed to `status` (LOGIN_REQUIRED: send the user through relink).
+    StatusChanged,
+    /// The connection was removed.
+    Removed,
+}
+
+/// One change to one of the caller's connections.
+#[derive(SimpleObject, Debug)]
+pub struct PlaidConnectionEvent {
+    /// Opaque and ordered: pass the last one received as `after` when subscribing again, to get
+    /// every event missed in between.
+    pub event_id: ID,
+    /// What happened.
+    #[graphql(name = "type")]
+    pub event_type: PlaidConnectionEventType,
+    /// When the change was stored.
+    pub occurred_at: DateTime,
+    /// Plaid's `item_id` of the connection when the event occurred.
+    pub platform_item_id: String,
+    /// The connection (ours; it survives a repair onto a new Plaid item).
+    pub bank_institution_auth_id: ID,
+    /// STATUS_CHANGED: the connection's new status.
+    pub status: Option<PlaidConnectionStatus>,
+    /// HISTORY_SYNC_PROGRESS and HISTORY_READY: the connection's transactions stored so far.
+    pub transaction_count: Option<i32>,
+    /// TRANSACTIONS_UPDATED: transactions added by the sync.
+    pub added_count: Option<i32>,
+    /// TRANSACTIONS_UPDATED: transactions modified by the sync.
+    pub modified_count: Option<i32>,
+    /// TRANSACTIONS_UPDATED: transactions removed by the sync.
+    pub removed_count: Option<i32>,
+}
+
+fn count(n: Option<i64>) -> Option<i32> {
+    n.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+impl From<&domain::ConnectionEvent> for PlaidConnectionEvent {
+    fn from(e: &domain::ConnectionEvent) -> Self {
+        PlaidConnectionEvent {
+            event_id: ID(domain::event_id(e.seq)),
+            event_type: e.event_type.into(),
+            occurred_at: DateTime(e.occurred_at),
+            platform_item_id: e.plaid_item_id.clone(),
+            bank_institution_auth_id: ID(e.connection_id.clone()),
+            status: e.status.map(Into::into),
+            transaction_count: count(e.transactions),
+            added_count: count(e.added),
+            modified_count: count(e.modified),
+            removed_count: count(e.removed),
+        }
+    }
 }
 
 impl From<domain::BankAccount> for PlaidBankAccount {
@@ -231,6 +314,8 @@ impl From<domain::BankAccount> for PlaidBankAccount {
             account_type: a.account_type,
             subtype: a.subtype,
             status: a.status.into(),
+            history_status: if a.history_ready { PlaidHistoryStatus::Ready } else { PlaidHistoryStatus::Syncing },
+            last_synced_at: a.last_synced_at.map(DateTime),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_graphql::Value;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::RequestId;
@@ -80,13 +80,27 @@ fn log_name(name: Option<&str>) -> &str {
 /// with 405, so a link or an image tag can never change anything (and Bearer tokens are never
 /// sent by a browser on its own, so there is no cross-site request to forge). Without one,
 /// GraphiQL.
-pub async fn get_graphql(
-    State(state): State<AppState>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+/// With `Upgrade: websocket`, a GraphQL WebSocket (`super::ws`).
+pub async fn get_graphql(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let rid = req.extensions().get::<RequestId>().cloned();
+    let request_id = request_id(req.headers(), rid.as_ref());
+    if super::ws::is_upgrade(req.headers()) {
+        return super::ws::upgrade(state, req, request_id).await;
+    }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let trace = req.extensions().get::<RequestTrace>().copied().map(axum::Extension);
+    let query = req.uri().query().map(str::to_string);
+    let headers = req.headers().clone();
+    get_query(state, peer, headers, request_id, trace, query).await
+}
+
+async fn get_query(
+    state: AppState,
+    peer: Option<SocketAddr>,
     headers: HeaderMap,
-    rid: Option<axum::Extension<RequestId>>,
+    request_id: String,
     trace: Option<axum::Extension<RequestTrace>>,
-    RawQuery(query): RawQuery,
+    query: Option<String>,
 ) -> Response {
     let params: Vec<(String, String)> =
         url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
@@ -95,7 +109,7 @@ pub async fn get_graphql(
         return super::graphiql::page();
     }
     let started = Instant::now();
-    let answer = match preflight(&state, peer.map(|p| p.0.0), &headers) {
+    let answer = match preflight(&state, peer, &headers) {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
@@ -103,7 +117,6 @@ pub async fn get_graphql(
         Ok(r) => r,
         Err(r) => return r.answered_as(answer).into_response(),
     };
-    let request_id = request_id(&headers, rid.as_ref().map(|e| &e.0));
     match execute(&state, &headers, request, &request_id, trace_of(trace), Method::Get).await {
         Ok((executed, sub)) => respond(executed, answer, sub.as_deref(), started),
         Err(r) => r.answered_as(answer).into_response(),

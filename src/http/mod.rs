@@ -9,6 +9,7 @@ mod health;
 pub mod refusal;
 pub mod server;
 mod webhooks;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub graphql_limits: Arc<GraphqlLimits>,
     pub limiters: Arc<Limiters>,
     pub proxies: TrustedProxies,
+    /// The GraphQL WebSockets (subscriptions) of this gateway.
+    pub sockets: Arc<ws::Sockets>,
 }
 
 /// Whether a client's `x-request-id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`.

@@ -5,8 +5,8 @@ use secrecy::SecretString;
 
 use super::service::PlaidIdentity;
 use super::{
-    AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
-    TransactionPage,
+    AccountFilter, CompletedLink, DeviceOs, EventWatch, IdentityService, LinkToken, NO_ACTIVE_CONNECTION,
+    RefreshOutcome, TransactionFilter, TransactionPage, Watching,
 };
 use crate::domain::{Address, Balance, BankAccount, RemovalReason};
 use crate::error::{AppError, AppResult};
@@ -77,5 +77,34 @@ impl IdentityService for PlaidIdentity {
 
     async fn ready(&self) -> AppResult<()> {
         Ok(self.inner.store.ping().await?)
+    }
+
+    async fn connection_events(&self, user_id: &str, watch: EventWatch) -> AppResult<Watching> {
+        let store = &self.inner.store;
+        // Removed connections count: a client resuming after a removal still gets REMOVED.
+        let by_id = match &watch.connection_id {
+            Some(id) => Some(store.connection(user_id, id, true).await?.map(|c| c.id).ok_or_else(|| {
+                AppError::NotFound("No bank institution found for the provided bankInstitutionAuthId.".into())
+            })?),
+            None => None,
+        };
+        let by_item = match &watch.plaid_item_id {
+            Some(item) => Some(
+                store
+                    .connection_id_by_item(user_id, item)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(NO_ACTIVE_CONNECTION.into()))?,
+            ),
+            None => None,
+        };
+        let connection_id = match (by_id, by_item) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(AppError::BadInput(
+                    "platformItemId and bankInstitutionAuthId name different connections.".into(),
+                ));
+            }
+            (a, b) => a.or(b),
+        };
+        self.inner.events.watch(user_id, connection_id, watch.after).await
     }
 }

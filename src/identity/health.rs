@@ -62,9 +62,10 @@ impl PlaidIdentity {
         }
         let pruned = self.inner.jobs.prune(now - chrono::Duration::days(7)).await?;
         store.prune_webhook_events(now - chrono::Duration::days(30)).await?;
+        let events = store.prune_events(now - chrono::Duration::from_std(self.inner.schedule.event_retention)?).await?;
         Ok(format!(
             "{synced} syncs queued, {checked} items checked, {repointed} webhooks re-pointed, {failed} failed, \
-             {pruned} jobs pruned"
+             {pruned} jobs pruned, {events} events pruned"
         ))
     }
 

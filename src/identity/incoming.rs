@@ -52,6 +52,10 @@ impl From<&wire::TransactionsSyncResponse> for SyncPage {
             removed: p.removed.iter().map(|r| r.transaction_id.clone()).collect(),
             next_cursor: p.next_cursor.clone(),
             has_more: p.has_more,
+            history_complete: matches!(
+                p.transactions_update_status.as_deref(),
+                None | Some("HISTORICAL_UPDATE_COMPLETE")
+            ),
         }
     }
 }

@@ -6,6 +6,7 @@ mod api;
 mod cache;
 mod completion;
 pub mod crypto;
+mod events;
 mod health;
 mod incoming;
 mod items;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Address, Balance, BankAccount, RemovalReason};
 use crate::error::AppResult;
+pub use events::{EventStream, EventWatch, Watching};
 pub use service::{PlaidIdentity, item_error_status};
 pub use store::{AccountFilter, Received, TransactionFilter, TransactionPage};
 pub use sync::SyncReport;
@@ -141,4 +143,9 @@ pub trait IdentityService: Send + Sync + 'static {
 
     /// Whether the service can serve (its database answers).
     async fn ready(&self) -> AppResult<()>;
+
+    /// The caller's connection events (of one connection, when the watch names one): those
+    /// after `watch.after`, then live ones, in order. Fails before the first event when the
+    /// connection is not the caller's, or `after` is older than the retention window.
+    async fn connection_events(&self, user_id: &str, watch: EventWatch) -> AppResult<Watching>;
 }

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cache::AccountsCache;
 use super::crypto::TokenCipher;
+use super::events::EventHub;
 use super::store::{ConnectionRow, Store};
 use crate::config::{JobsConfig, LinkConfig};
 use crate::db::Db;
@@ -42,6 +43,8 @@ pub(super) struct Inner {
     pub(super) jobs: Jobs,
     pub(super) verifier: WebhookVerifier,
     pub(super) accounts_cache: AccountsCache,
+    /// Connection events to this process's subscribers.
+    pub(super) events: EventHub,
 }
 
 /// The status a Plaid item error puts a connection in; `None` when the error says nothing
@@ -91,9 +94,11 @@ impl PlaidIdentity {
     pub fn new(db: Db, plaid: PlaidClient, cipher: Arc<TokenCipher>, link: LinkConfig, schedule: JobsConfig) -> Self {
         let jobs = Jobs::new(db.clone(), schedule.lease);
         let verifier = WebhookVerifier::new(plaid.clone());
+        let store = Store::new(db);
         PlaidIdentity {
             inner: Arc::new(Inner {
-                store: Store::new(db),
+                events: EventHub::new(store.clone()),
+                store,
                 plaid,
                 cipher,
                 link,
@@ -105,6 +110,18 @@ impl PlaidIdentity {
                 accounts_cache: AccountsCache::new(),
             }),
         }
+    }
+
+    /// Starts handing connection events to this process's subscribers, until `stop` turns true.
+    pub fn start_events(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let hub = self.inner.events.clone();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_stop = cancel.clone();
+        self.inner.tasks.spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            on_stop.cancel();
+        });
+        self.inner.tasks.spawn(hub.run(cancel));
     }
 
     pub fn jobs(&self) -> &Jobs {

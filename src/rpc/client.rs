@@ -10,6 +10,8 @@
 //! mutations are not, since the first attempt may have been carried out.
 
 use std::future::Future;
+
+use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,11 +30,11 @@ use super::pb;
 use super::pb::identity_service_client::IdentityServiceClient;
 use super::status::{Failure, from_status};
 use crate::config::RpcClientConfig;
-use crate::domain::{Address, Balance, BankAccount, RemovalReason};
+use crate::domain::{Address, Balance, BankAccount, ConnectionEvent, RemovalReason};
 use crate::error::{AppError, AppResult};
 use crate::identity::{
-    AccountFilter, CompletedLink, DeviceOs, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
-    TransactionPage,
+    AccountFilter, CompletedLink, DeviceOs, EventWatch, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
+    TransactionPage, Watching,
 };
 use crate::metrics::IDENTITY_RPC_SECONDS;
 use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
@@ -57,7 +59,19 @@ struct Node {
     /// For logs: scheme, host and port only.
     url: Url,
     client: IdentityServiceClient<Transport>,
+    /// Event streams go over connections of their own: a gateway with thousands of live
+    /// subscriptions never makes a call wait for a free stream on a busy connection.
+    streams: IdentityServiceClient<Transport>,
     down: AtomicBool,
+}
+
+/// Which connections a call uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// A call bounded by the request's deadline.
+    Call,
+    /// An event stream: the deadline bounds its opening only.
+    Stream,
 }
 
 struct Inner {
@@ -86,14 +100,21 @@ impl RemoteIdentity {
     /// Channels to every endpoint; they connect on first use.
     pub fn new(config: &RpcClientConfig, fallback_deadline: Duration) -> anyhow::Result<Self> {
         anyhow::ensure!(!config.endpoints.is_empty(), "IDENTITY_URL lists no endpoint");
-        let transport = transport(config)?;
+        let (calls, streams) = (transport(config)?, transport(config)?);
         let mut nodes = Vec::new();
         for url in &config.endpoints {
             let origin: http::Uri = url.as_str().trim_end_matches('/').parse()?;
-            let client = IdentityServiceClient::with_origin(transport.clone(), origin)
-                .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
-            nodes.push(Node { url: url.clone(), client, down: AtomicBool::new(false) });
+            let client = |t: &Transport| {
+                IdentityServiceClient::with_origin(t.clone(), origin.clone())
+                    .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(super::MAX_MESSAGE_BYTES)
+            };
+            nodes.push(Node {
+                url: url.clone(),
+                client: client(&calls),
+                streams: client(&streams),
+                down: AtomicBool::new(false),
+            });
         }
         let authorization = match &config.token {
             Some(t) => {
@@ -157,6 +178,22 @@ impl RemoteIdentity {
         F: Fn(IdentityServiceClient<Transport>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        self.call_on(Lane::Call, method, retry, msg, send).await
+    }
+
+    async fn call_on<Req, Resp, F, Fut>(
+        &self,
+        lane: Lane,
+        method: &'static str,
+        retry: Retry,
+        msg: Req,
+        send: F,
+    ) -> AppResult<Resp>
+    where
+        Req: Clone,
+        F: Fn(IdentityServiceClient<Transport>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         let ctx = crate::trace::current();
         let deadline =
             ctx.as_ref().map(|c| c.deadline).unwrap_or_else(|| Instant::now() + self.inner.fallback_deadline);
@@ -174,7 +211,9 @@ impl RemoteIdentity {
             let idx = self.pick();
             let node = &self.inner.nodes[idx];
             let mut req = Request::new(msg.clone());
-            req.set_timeout(remaining);
+            if lane == Lane::Call {
+                req.set_timeout(remaining);
+            }
             let meta = req.metadata_mut();
             add_auth(meta, &self.inner.authorization);
             let trace = match &ctx {
@@ -185,7 +224,11 @@ impl RemoteIdentity {
                 None => TraceParent::fresh(),
             };
             insert(meta, TRACEPARENT, &trace.to_string());
-            let status = match tokio::time::timeout(remaining, send(node.client.clone(), req)).await {
+            let client = match lane {
+                Lane::Call => node.client.clone(),
+                Lane::Stream => node.streams.clone(),
+            };
+            let status = match tokio::time::timeout(remaining, send(client, req)).await {
                 Ok(Ok(resp)) => {
                     record("ok");
                     return Ok(resp.into_inner());
@@ -384,5 +427,125 @@ impl IdentityService for RemoteIdentity {
     async fn ready(&self) -> AppResult<()> {
         self.call("Ready", Retry::Once, pb::ReadyRequest {}, |mut cl, r| async move { cl.ready(r).await }).await?;
         Ok(())
+    }
+
+    /// Opens the stream (within the request's deadline, retried once like a read). When it
+    /// breaks, it is opened again after the last event received, so a restart or a dead
+    /// endpoint of the identity service loses nothing; when it cannot be reopened within
+    /// [`RESUME_WITHIN`], the subscriber gets UPSTREAM_UNAVAILABLE (and resumes itself).
+    async fn connection_events(&self, user_id: &str, watch: EventWatch) -> AppResult<Watching> {
+        let (start, stream) = self.open_events(user_id, &watch, watch.after).await?;
+        let resume = Resume {
+            remote: self.clone(),
+            user_id: user_id.to_string(),
+            watch,
+            last: start,
+            stream: Some(stream),
+            done: false,
+        };
+        let events = futures::stream::unfold(resume, |mut r| async move { r.next().await.map(|e| (e, r)) }).boxed();
+        Ok(Watching { start, events })
+    }
+}
+
+/// How long a broken event stream may take to reopen before the subscriber is told.
+const RESUME_WITHIN: Duration = Duration::from_secs(10);
+
+impl RemoteIdentity {
+    /// Opens an event stream and reads its first message, the position it starts from.
+    async fn open_events(
+        &self,
+        user_id: &str,
+        watch: &EventWatch,
+        after: Option<i64>,
+    ) -> AppResult<(i64, tonic::Streaming<pb::WatchedEvent>)> {
+        let msg = pb::WatchConnectionEventsRequest {
+            user_id: user_id.to_string(),
+            platform_item_id: watch.plaid_item_id.clone(),
+            connection_id: watch.connection_id.clone(),
+            after,
+        };
+        let mut stream = self
+            .call_on(Lane::Stream, "WatchConnectionEvents", Retry::Once, msg, |mut cl, r| async move {
+                cl.watch_connection_events(r).await
+            })
+            .await?;
+        let first = tokio::time::timeout(self.inner.fallback_deadline, stream.message()).await;
+        match first {
+            Ok(Ok(Some(pb::WatchedEvent { cursor, event: None }))) => Ok((cursor, stream)),
+            Ok(Ok(_)) => Err(AppError::internal(anyhow::anyhow!(
+                "identity RPC: an event stream did not start with its position"
+            ))),
+            Ok(Err(status)) => Err(match from_status(status) {
+                Failure::Answer(e) => e,
+                _ => AppError::Upstream(UNAVAILABLE.into()),
+            }),
+            Err(_) => Err(AppError::Upstream(TOO_SLOW.into())),
+        }
+    }
+}
+
+/// An event stream that reopens itself after the last event it delivered.
+struct Resume {
+    remote: RemoteIdentity,
+    user_id: String,
+    watch: EventWatch,
+    /// The stream's position: the last event delivered, or where it started.
+    last: i64,
+    stream: Option<tonic::Streaming<pb::WatchedEvent>>,
+    /// An error was delivered: the stream is over.
+    done: bool,
+}
+
+impl Resume {
+    async fn next(&mut self) -> Option<AppResult<ConnectionEvent>> {
+        let event = self.next_event().await;
+        if matches!(event, Some(Err(_))) {
+            self.done = true;
+        }
+        event
+    }
+
+    async fn next_event(&mut self) -> Option<AppResult<ConnectionEvent>> {
+        if self.done {
+            return None;
+        }
+        let mut broken_since: Option<Instant> = None;
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                let since = *broken_since.get_or_insert_with(Instant::now);
+                match self.remote.open_events(&self.user_id, &self.watch, Some(self.last)).await {
+                    Ok((_, s)) => {
+                        tracing::info!(after = self.last, "identity event stream reopened");
+                        self.stream = Some(s);
+                    }
+                    Err(AppError::Upstream(_)) if since.elapsed() < RESUME_WITHIN => {
+                        tokio::time::sleep(PROBE_EVERY).await;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            };
+            match stream.message().await {
+                Ok(Some(pb::WatchedEvent { cursor, event: Some(e) })) => {
+                    let event = c::from_event(e, &self.user_id);
+                    if event.is_ok() {
+                        self.last = cursor;
+                    }
+                    return Some(event);
+                }
+                Ok(Some(pb::WatchedEvent { event: None, .. })) => {}
+                // The service ended it (it is shutting down): reopen, elsewhere when it can.
+                Ok(None) => self.stream = None,
+                Err(status) => match from_status(status) {
+                    Failure::Answer(e) => return Some(Err(e)),
+                    Failure::Connection(_) | Failure::Other(_) => {
+                        tracing::warn!(after = self.last, "identity event stream broke; reopening");
+                        self.stream = None;
+                    }
+                    Failure::Refused(_) => return Some(Err(AppError::Upstream(UNAVAILABLE.into()))),
+                },
+            }
+        }
     }
 }

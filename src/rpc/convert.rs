@@ -8,7 +8,8 @@ use rust_decimal::Decimal;
 
 use super::pb;
 use crate::domain::{
-    Address, Balance, BalanceSource, BalanceTrigger, BankAccount, BankTransaction, ConnectionStatus, RemovalReason,
+    Address, Balance, BalanceSource, BalanceTrigger, BankAccount, BankTransaction, ConnectionEvent, ConnectionStatus,
+    EventType, RemovalReason,
 };
 use crate::error::{AppError, AppResult};
 use crate::identity::{
@@ -152,12 +153,16 @@ pub fn account(a: BankAccount) -> pb::BankAccount {
         account_type: a.account_type,
         subtype: a.subtype,
         status: a.status.as_str().to_string(),
+        history_ready: a.history_ready,
+        last_synced_at: a.last_synced_at.map(timestamp),
     }
 }
 
 pub fn from_account(a: pb::BankAccount) -> AppResult<BankAccount> {
     Ok(BankAccount {
         status: parsed(&a.status, ConnectionStatus::parse, "status")?,
+        history_ready: a.history_ready,
+        last_synced_at: optional_time(a.last_synced_at, "last_synced_at")?,
         id: a.id,
         connection_id: a.connection_id,
         plaid_item_id: a.plaid_item_id,
@@ -167,6 +172,38 @@ pub fn from_account(a: pb::BankAccount) -> AppResult<BankAccount> {
         mask: a.mask,
         account_type: a.account_type,
         subtype: a.subtype,
+    })
+}
+
+pub fn event(e: &ConnectionEvent) -> pb::ConnectionEvent {
+    pb::ConnectionEvent {
+        seq: e.seq,
+        connection_id: e.connection_id.clone(),
+        plaid_item_id: e.plaid_item_id.clone(),
+        event_type: e.event_type.as_str().to_string(),
+        occurred_at: Some(timestamp(e.occurred_at)),
+        status: e.status.map(|s| s.as_str().to_string()),
+        transactions: e.transactions,
+        added: e.added,
+        modified: e.modified,
+        removed: e.removed,
+    }
+}
+
+/// An event of `user_id`'s stream (the stream is the user's; the message does not repeat it).
+pub fn from_event(e: pb::ConnectionEvent, user_id: &str) -> AppResult<ConnectionEvent> {
+    Ok(ConnectionEvent {
+        seq: e.seq,
+        user_id: user_id.to_string(),
+        event_type: parsed(&e.event_type, EventType::parse, "event_type")?,
+        occurred_at: time(e.occurred_at, "occurred_at")?,
+        status: e.status.map(|s| parsed(&s, ConnectionStatus::parse, "status")).transpose()?,
+        connection_id: e.connection_id,
+        plaid_item_id: e.plaid_item_id,
+        transactions: e.transactions,
+        added: e.added,
+        modified: e.modified,
+        removed: e.removed,
     })
 }
 

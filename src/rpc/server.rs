@@ -23,8 +23,11 @@ use super::pb::identity_service_server::{IdentityService as Rpc, IdentityService
 use super::status::to_status;
 use crate::config::RpcServerConfig;
 use crate::error::{AppError, AppResult};
-use crate::identity::IdentityService;
+use crate::identity::{EventWatch, IdentityService, Watching};
 use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
+
+/// Concurrent calls and event streams on one gateway connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
 
 /// The longest a call may run when the gateway sent no deadline (gateways always send one).
 const MAX_CALL: Duration = Duration::from_secs(60);
@@ -84,6 +87,9 @@ fn caller(user_id: &str) -> AppResult<&str> {
     }
     Ok(user_id)
 }
+
+/// An opened event stream (a named type, so `run` can carry it like any answer).
+struct Opened(Watching);
 
 /// The contract's operations over this process's identity service.
 #[derive(Clone)]
@@ -228,6 +234,30 @@ impl Rpc for IdentityRpc {
         .await
     }
 
+    type WatchConnectionEventsStream = futures::stream::BoxStream<'static, Result<pb::WatchedEvent, Status>>;
+
+    /// Opens like any call (its failures are answers with an ErrorDetail), then streams for as
+    /// long as the gateway keeps it: the server's call timeout bounds the opening only.
+    async fn watch_connection_events(
+        &self,
+        req: Request<pb::WatchConnectionEventsRequest>,
+    ) -> Result<Response<Self::WatchConnectionEventsStream>, Status> {
+        use futures::StreamExt;
+        let opened = self
+            .run("WatchConnectionEvents", req, |s, r| async move {
+                let user = caller(&r.user_id)?.to_string();
+                let watch =
+                    EventWatch { plaid_item_id: r.platform_item_id, connection_id: r.connection_id, after: r.after };
+                s.connection_events(&user, watch).await.map(Opened)
+            })
+            .await?;
+        let Watching { start, events } = opened.into_inner().0;
+        let first = pb::WatchedEvent { cursor: start, event: None };
+        let events =
+            events.map(|e| e.map(|e| pb::WatchedEvent { cursor: e.seq, event: Some(c::event(&e)) }).map_err(to_status));
+        Ok(Response::new(futures::stream::once(async move { Ok(first) }).chain(events).boxed()))
+    }
+
     async fn ready(&self, req: Request<pb::ReadyRequest>) -> Result<Response<pb::ReadyResponse>, Status> {
         self.run("Ready", req, |s, _| async move {
             s.ready().await?;
@@ -269,7 +299,9 @@ impl RpcServer {
         let mut builder = Server::builder()
             .timeout(MAX_CALL)
             .concurrency_limit_per_connection(1024)
-            .max_concurrent_streams(Some(1024))
+            // Each live subscription of a gateway is an open stream; gateways send those on
+            // connections of their own, so they never queue calls behind them.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_nodelay(true);

@@ -127,6 +127,7 @@ mod tests {
             AppError::Upstream("u".into()),
             AppError::NotConfigured("n".into()),
             AppError::LinkRestart("l".into()),
+            AppError::EventsExpired("e".into()),
             AppError::Forbidden("f".into()),
         ] {
             let (c, m) = (e.code(), e.to_string());

@@ -7,6 +7,7 @@ mod clients;
 mod completion;
 mod custody;
 mod durability;
+mod events;
 mod flows;
 mod fuzz;
 mod hardening;

@@ -439,3 +439,56 @@ async fn a_gateway_warns_when_the_service_token_would_cross_a_network_in_clear()
         "warned at start"
     );
 }
+
+#[tokio::test]
+async fn an_event_stream_survives_an_identity_restart_and_loses_nothing() {
+    let p = Prepared::new(&Options::default()).await;
+    let rpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rpc_addr: SocketAddr = rpc.local_addr().unwrap();
+    let (stop_identity, identity) = identity_on(&p.config, rpc, None).await;
+    let gw = gateway_to(&p.config, &[format!("http://{rpc_addr}")]).await;
+    let t = token_with("split-events", "MANAGE_PAYMENT", 3600);
+    let mut s = Socket::connect(&gw.graphql, &t).await;
+    // From the first event on, whenever the stream opens.
+    s.events("1", json!({"after": "evt_0000000000000000"})).await;
+    let http = reqwest::Client::new();
+    let emulator = p.emulator.url();
+    let endpoints =
+        bankgraph::emulator::drive::Endpoints { http: &http, graphql: &gw.graphql, emulator: &emulator, bearer: &t };
+    let (_, done) = endpoints.link_via(json!({"institution_id": "ins_109508"}), COMPLETE_LINK).await.unwrap();
+    let connection = done["data"]["completePlaidLink"]["bankInstitutionAuthId"].as_str().unwrap().to_string();
+    let events = s.events_until("1", "HISTORY_READY").await;
+    assert_eq!(events[0]["type"], "LINKED");
+
+    // The identity service restarts on the same address: the gateway reopens the stream
+    // after the last event it delivered, and the socket stays open.
+    let _ = stop_identity.send(());
+    identity.await.unwrap().unwrap();
+    let rpc = tokio::net::TcpListener::bind(rpc_addr).await.unwrap();
+    let (_stop_identity, _identity) = identity_on(&p.config, rpc, None).await;
+    let removed = loop {
+        let r = http
+            .post(&gw.graphql)
+            .bearer_auth(&t)
+            .json(&json!({"query": REMOVE, "variables": {"input": {"bankInstitutionAuthId": connection, "reason": "USER_REQUESTED"}}}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        if r["errors"].is_null() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(removed["data"]["removePlaidBankInstitution"]["removed"], true, "{removed}");
+    let e = s.event("1").await;
+    assert_eq!(
+        (e["type"].as_str(), e["bankInstitutionAuthId"].as_str()),
+        (Some("REMOVED"), Some(connection.as_str())),
+        "{e}"
+    );
+    let logged = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(logged.contains("identity event stream reopened"), "the stream was reopened, not kept");
+}

@@ -4,10 +4,13 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 
+use super::events::Written;
 use super::rows::{AccountRow, CONNECTION_COLUMNS, ConnectionRow, Flag, LiveConnection};
 use super::{NewConnection, Store, new_id};
 use crate::db::ts;
-use crate::domain::{Address, BalanceSource, BalanceTrigger, ConnectionStatus, IncomingAccount, RemovalReason};
+use crate::domain::{
+    Address, BalanceSource, BalanceTrigger, ConnectionStatus, EventChange, IncomingAccount, RemovalReason,
+};
 use crate::identity::crypto::Sealed;
 
 impl Store {
@@ -30,6 +33,16 @@ impl Store {
             "select {CONNECTION_COLUMNS} from bank_connections where user_id = $1 and plaid_item_id = $2 and removed_at is null"
         );
         Ok(sqlx::query_as(&sql).bind(user_id).bind(item_id).fetch_optional(&self.db.read).await?)
+    }
+
+    /// The id of the caller's connection on this Plaid item, removed or not (an item belongs to
+    /// one connection for good).
+    pub async fn connection_id_by_item(&self, user_id: &str, item_id: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("select id from bank_connections where user_id = $1 and plaid_item_id = $2")
+            .bind(user_id)
+            .bind(item_id)
+            .fetch_optional(&self.db.read)
+            .await?)
     }
 
     /// A connection by id, whoever owns it (background work only).
@@ -123,9 +136,12 @@ impl Store {
         if let Some(addr) = &new.address {
             insert_address(&mut tx, &id, &new.user_id, addr, "PLAID_IDENTITY", &at).await?;
         }
+        let mut events = Written::default();
+        events.record(&mut tx, self.db.dialect(), &id, EventChange::Linked, &at).await?;
         tx.commit().await?;
         // After the commit: a reader that saw the old generation refetches.
         self.bump();
+        self.events_committed(events);
         Ok((id, ids))
     }
 
@@ -186,7 +202,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "update bank_connections set transactions_cursor = null, transactions_loop_cursor = null where id = $1",
+                "update bank_connections set transactions_cursor = null, transactions_loop_cursor = null, \
+                 history_ready_at = null where id = $1",
             )
             .bind(&connection.id)
             .execute(&mut *tx)
@@ -235,9 +252,14 @@ impl Store {
             insert_balance(&mut tx, &account_id, &connection.user_id, a, trigger, &at).await?;
             ids.push(account_id);
         }
+        let mut events = Written::default();
+        if connection.status() != status {
+            events.record(&mut tx, self.db.dialect(), &connection.id, EventChange::StatusChanged(status), &at).await?;
+        }
         tx.commit().await?;
         // After the commit: a reader that saw the old generation refetches.
         self.bump();
+        self.events_committed(events);
         Ok(ids)
     }
 
@@ -250,7 +272,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         let at = ts(now);
         let mut tx = self.db.write.begin().await?;
-        sqlx::query(
+        let removed = sqlx::query(
             "update bank_connections set removed_at = $1, removal_reason = $2, updated_at = $1 \
              where id = $3 and removed_at is null",
         )
@@ -266,9 +288,14 @@ impl Store {
         .bind(connection_id)
         .execute(&mut *tx)
         .await?;
+        let mut events = Written::default();
+        if removed.rows_affected() > 0 {
+            events.record(&mut tx, self.db.dialect(), connection_id, EventChange::Removed, &at).await?;
+        }
         tx.commit().await?;
         // After the commit: a reader that saw the old generation refetches.
         self.bump();
+        self.events_committed(events);
         Ok(())
     }
 
@@ -298,15 +325,29 @@ impl Store {
         detail: Option<&str>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
+        let at = ts(now);
+        let dialect = self.db.dialect();
+        let mut tx = self.db.write.begin().await?;
+        let before: Option<String> =
+            sqlx::query_scalar(&format!("select status from bank_connections where id = $1{}", dialect.for_update()))
+                .bind(connection_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("update bank_connections set status = $1, status_detail = $2, updated_at = $3 where id = $4")
             .bind(status.as_str())
             .bind(detail)
-            .bind(ts(now))
+            .bind(&at)
             .bind(connection_id)
-            .execute(&self.db.write)
+            .execute(&mut *tx)
             .await?;
+        let mut events = Written::default();
+        if before.is_some_and(|b| b != status.as_str()) {
+            events.record(&mut tx, dialect, connection_id, EventChange::StatusChanged(status), &at).await?;
+        }
+        tx.commit().await?;
         // After the commit: a reader that saw the old generation refetches.
         self.bump();
+        self.events_committed(events);
         Ok(())
     }
 
@@ -379,12 +420,19 @@ impl Store {
         let rows = self.account_rows(&connection.id).await?;
         let at = ts(now);
         let mut tx = self.db.write.begin().await?;
+        let mut stored = 0;
         for a in accounts {
             if let Some(row) = rows.iter().find(|r| r.plaid_account_id == a.plaid_account_id) {
                 insert_balance(&mut tx, &row.id, &connection.user_id, a, trigger, &at).await?;
+                stored += 1;
             }
         }
+        let mut events = Written::default();
+        if stored > 0 {
+            events.record(&mut tx, self.db.dialect(), &connection.id, EventChange::BalancesUpdated, &at).await?;
+        }
         tx.commit().await?;
+        self.events_committed(events);
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 mod completions;
 mod connections;
 mod custody;
+mod events;
 mod reads;
 mod rows;
 mod sync_page;
@@ -17,6 +18,7 @@ use crate::db::Db;
 use crate::domain::{Address, IncomingAccount};
 use crate::identity::crypto::Sealed;
 
+pub use events::EventLog;
 pub use rows::{AccountRow, ConnectionRow, LiveConnection};
 pub use sync_page::SyncCounts;
 pub use webhook_events::{NewWebhookEvent, Received};
@@ -151,11 +153,13 @@ pub struct Store {
     /// Bumped by every write in this process that changes what `accounts` returns; read
     /// caches compare it to know they are stale.
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Notified after every commit of this process that wrote connection events.
+    events_signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Store { db, generation: Default::default() }
+        Store { db, generation: Default::default(), events_signal: Default::default() }
     }
 
     /// The write generation of this process (see [`Store::generation`]'s field).

@@ -11,7 +11,8 @@ impl Store {
         let w = Where::new(user_id).accounts(f).raw("a.removed_at is null").raw("c.removed_at is null");
         let sql = format!(
             "select a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, a.mask, \
-             a.account_type, a.subtype, c.status from bank_accounts a join bank_connections c on c.id = a.connection_id \
+             a.account_type, a.subtype, c.status, c.history_ready_at, c.transactions_synced_at \
+             from bank_accounts a join bank_connections c on c.id = a.connection_id \
              where {} order by c.created_at, c.id, a.position, a.id",
             w.sql()
         );

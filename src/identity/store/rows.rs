@@ -10,7 +10,9 @@ use sqlx::error::BoxDynError;
 use sqlx::{Any, Decode, Type};
 
 use crate::db::parse_ts;
-use crate::domain::{Balance, BalanceSource, BalanceTrigger, BankAccount, BankTransaction, ConnectionStatus};
+use crate::domain::{
+    Balance, BalanceSource, BalanceTrigger, BankAccount, BankTransaction, ConnectionEvent, ConnectionStatus, EventType,
+};
 use crate::identity::crypto::Sealed;
 
 /// A stored timestamp (`db::ts` text).
@@ -86,6 +88,8 @@ pub struct ConnectionRow {
     pub status: String,
     pub transactions_cursor: Option<String>,
     pub removed_at: Option<Ts>,
+    /// Set once the first sync brought the whole history.
+    pub history_ready_at: Option<Ts>,
 }
 
 impl ConnectionRow {
@@ -99,7 +103,7 @@ impl ConnectionRow {
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, user_id, plaid_item_id, institution_id, institution_name, \
-     access_token_sealed, access_token_key_id, status, transactions_cursor, removed_at";
+     access_token_sealed, access_token_key_id, status, transactions_cursor, removed_at, history_ready_at";
 
 /// An account as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -152,6 +156,8 @@ pub(super) struct AccountRead {
     account_type: String,
     subtype: Option<String>,
     status: String,
+    history_ready_at: Option<Ts>,
+    transactions_synced_at: Option<Ts>,
 }
 
 impl From<AccountRead> for BankAccount {
@@ -167,7 +173,54 @@ impl From<AccountRead> for BankAccount {
             mask: r.mask,
             account_type: r.account_type,
             subtype: r.subtype,
+            history_ready: r.history_ready_at.is_some(),
+            last_synced_at: r.transactions_synced_at.map(|t| t.0),
         }
+    }
+}
+
+/// A stored connection event.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRead {
+    seq: i64,
+    user_id: String,
+    connection_id: String,
+    plaid_item_id: String,
+    event_type: String,
+    status: Option<String>,
+    transactions: Option<i64>,
+    added: Option<i64>,
+    modified: Option<i64>,
+    removed: Option<i64>,
+    occurred_at: Ts,
+}
+
+impl TryFrom<EventRead> for ConnectionEvent {
+    type Error = anyhow::Error;
+
+    fn try_from(r: EventRead) -> anyhow::Result<Self> {
+        let event_type = EventType::parse(&r.event_type)
+            .ok_or_else(|| anyhow::anyhow!("stored event {} has an unknown type {:?}", r.seq, r.event_type))?;
+        let status = match r.status.as_deref() {
+            None => None,
+            Some(s) => Some(
+                ConnectionStatus::parse(s)
+                    .ok_or_else(|| anyhow::anyhow!("stored event {} has an unknown status {s:?}", r.seq))?,
+            ),
+        };
+        Ok(ConnectionEvent {
+            seq: r.seq,
+            user_id: r.user_id,
+            connection_id: r.connection_id,
+            plaid_item_id: r.plaid_item_id,
+            event_type,
+            occurred_at: r.occurred_at.0,
+            status,
+            transactions: r.transactions,
+            added: r.added,
+            modified: r.modified,
+            removed: r.removed,
+        })
     }
 }
 

@@ -6,10 +6,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Transaction};
 
+use super::events::Written;
 use super::rows::{ConnectionRow, Flag};
 use super::{Store, new_id};
 use crate::db::ts;
-use crate::domain::{IncomingTransaction, SyncPage};
+use crate::domain::{EventChange, IncomingTransaction, SyncPage};
 
 impl Store {
     /// Applies one `/transactions/sync` page and saves `next_cursor`, in one transaction: a
@@ -162,6 +163,36 @@ impl Store {
             .context("update account_transaction_counts")?;
         }
 
+        // What subscribers hear: the first sync's progress and its end, then every change.
+        let changed = !(page.added.is_empty() && page.modified.is_empty() && page.removed.is_empty());
+        let mut events = Written::default();
+        let dialect = self.db.dialect();
+        let mut became_ready = false;
+        if connection.history_ready_at.is_none() {
+            if !page.has_more && page.history_complete {
+                let first = sqlx::query(
+                    "update bank_connections set history_ready_at = $1 where id = $2 and history_ready_at is null",
+                )
+                .bind(&at)
+                .bind(&connection.id)
+                .execute(&mut *tx)
+                .await?;
+                became_ready = first.rows_affected() > 0;
+                if became_ready {
+                    events.record(&mut tx, dialect, &connection.id, EventChange::HistoryReady, &at).await?;
+                }
+            } else if changed {
+                events.record(&mut tx, dialect, &connection.id, EventChange::HistorySyncProgress, &at).await?;
+            }
+        } else if changed {
+            let change = EventChange::TransactionsUpdated {
+                added: page.added.len() as i64,
+                modified: page.modified.len() as i64,
+                removed: page.removed.len() as i64,
+            };
+            events.record(&mut tx, dialect, &connection.id, change, &at).await?;
+        }
+
         // The end of a loop is also where the next loop begins.
         sqlx::query(
             "update bank_connections set transactions_cursor = $1, transactions_synced_at = $2, \
@@ -174,6 +205,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if became_ready {
+            // historyStatus changed: cached account reads are stale.
+            self.bump();
+        }
+        self.events_committed(events);
         Ok(counts)
     }
 

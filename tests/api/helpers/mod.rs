@@ -8,8 +8,10 @@ mod calls;
 mod logs;
 mod queries;
 mod server;
+mod ws;
 
 pub use app::*;
 pub use logs::*;
 pub use queries::*;
 pub use server::*;
+pub use ws::*;

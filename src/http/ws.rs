@@ -1,0 +1,588 @@
+//! GraphQL over WebSocket at `GET /api/v1/graphql`: the `graphql-transport-ws` protocol (the
+//! `graphql-ws` npm client's; <https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>),
+//! carrying subscriptions only.
+//!
+//! The session is written here rather than taken from async-graphql's `WebSocket`, because a
+//! public socket needs what that one leaves out: the protocol's close codes (4400 bad message,
+//! 4401 subscribe before ack, 4403 refused or expired token, 4408 no `connection_init` in time,
+//! 4409 duplicate id, 4429 a second init), a bound on subscriptions per socket, the gateway's
+//! guardrails on every document, server pings with an idle timeout, and a close at shutdown.
+//! Execution is still async-graphql's (`Schema::execute_stream`).
+//!
+//! Bounds, before any of the protocol runs: the `Origin` (same origin or `CORS_ALLOWED_ORIGINS`;
+//! clients that send none, as native apps, are let through), the address's request rate, and
+//! sockets in total and per IP (`WS_MAX_SOCKETS`, `WS_MAX_SOCKETS_PER_IP`); after
+//! authentication, sockets per caller (`WS_MAX_SOCKETS_PER_USER`). Frames and messages are
+//! bounded by `MAX_BODY_BYTES`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::ServerError;
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::AppState;
+use super::refusal::Refusal;
+use crate::auth::{AuthState, MANAGE_PAYMENT};
+use crate::config::WsLimits;
+use crate::error::code;
+use crate::metrics::{WS_CLOSED, WS_SOCKETS};
+use crate::ratelimit::retry_after_secs;
+
+/// The one subprotocol served.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// Close codes of the protocol (and of WebSocket itself, below 4000).
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const BAD_MESSAGE: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    pub const DUPLICATE_ID: u16 = 4409;
+    pub const TOO_MANY_INITS: u16 = 4429;
+}
+
+/// The sockets of this gateway: counted in total, per IP and per caller, and closed together
+/// at shutdown.
+pub struct Sockets {
+    limits: WsLimits,
+    total: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    by_user: Mutex<HashMap<String, usize>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Sockets {
+    pub fn new(limits: WsLimits) -> Self {
+        Sockets {
+            limits,
+            total: AtomicUsize::new(0),
+            by_ip: Mutex::default(),
+            by_user: Mutex::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Closes every socket (1001, going away) and waits for them within `grace`.
+    pub async fn close_all(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("WebSockets still open at the end of the grace period");
+        }
+    }
+
+    /// A place for a new socket from `ip` (`None` for a trusted proxy), or why there is none.
+    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Place, &'static str> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_sockets {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("total");
+        }
+        if let Some(ip) = ip {
+            let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = by_ip.entry(ip).or_insert(0);
+            if *n >= self.limits.max_sockets_per_ip {
+                drop(by_ip);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err("ip");
+            }
+            *n += 1;
+        }
+        Ok(Place { sockets: self.clone(), ip, user: None })
+    }
+}
+
+/// One admitted socket; dropping it frees its places.
+struct Place {
+    sockets: Arc<Sockets>,
+    ip: Option<IpAddr>,
+    user: Option<String>,
+}
+
+impl Place {
+    /// Takes one of the caller's places; false when they hold all of theirs.
+    fn claim_user(&mut self, user: &str) -> bool {
+        let mut by_user = self.sockets.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_user.entry(user.to_string()).or_insert(0);
+        if *n >= self.sockets.limits.max_sockets_per_user {
+            if *n == 0 {
+                by_user.remove(user);
+            }
+            return false;
+        }
+        *n += 1;
+        self.user = Some(user.to_string());
+        metrics::gauge!(WS_SOCKETS).increment(1.0);
+        true
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, usize>>, key: &K) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.sockets.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            release(&self.sockets.by_ip, &ip);
+        }
+        if let Some(user) = &self.user {
+            release(&self.sockets.by_user, user);
+            metrics::gauge!(WS_SOCKETS).decrement(1.0);
+        }
+    }
+}
+
+/// Whether a request asks to become a WebSocket.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether a browser page from `origin` may open a socket: no `Origin` (not a browser), the
+/// page's own origin, or one of `CORS_ALLOWED_ORIGINS`.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let own = url::Url::parse(origin).ok().and_then(|u| {
+        let host_port = match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return None,
+        };
+        Some(host_port)
+    });
+    matches!((own, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
+    metrics::counter!(WS_CLOSED, "reason" => reason).increment(1);
+    let c = match status {
+        StatusCode::FORBIDDEN => code::FORBIDDEN,
+        StatusCode::SERVICE_UNAVAILABLE => code::UPSTREAM_UNAVAILABLE,
+        _ => code::BAD_REQUEST,
+    };
+    Refusal::new(status, c, "websocket", message).into_response()
+}
+
+/// `GET /api/v1/graphql` with `Upgrade: websocket`.
+pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: String) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let headers = &parts.headers;
+    if !origin_allowed(headers, &state.limits.cors_origins) {
+        return refuse(StatusCode::FORBIDDEN, "origin", "This origin may not open a GraphQL WebSocket here.");
+    }
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == PROTOCOL);
+    if !offered {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "protocol",
+            "GraphQL WebSockets speak the graphql-transport-ws subprotocol (the graphql-ws client's).",
+        );
+    }
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let client = peer.map(|p| state.proxies.client(p, headers));
+    if let Some(ip) = client
+        && let Err(wait) = state.limiters.check_ip(ip)
+    {
+        metrics::counter!(WS_CLOSED, "reason" => "rate_limited").increment(1);
+        return Refusal::rate_limited(wait, "address").into_response();
+    }
+    let counted_ip = peer.filter(|p| !state.proxies.contains(*p)).and(client);
+    let place = match state.sockets.admit(counted_ip) {
+        Ok(p) => p,
+        Err("ip") => {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "ip_limit", "Too many GraphQL WebSockets from this address.");
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "total_limit",
+                "Too many GraphQL WebSockets; try again later.",
+            );
+        }
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = state.limits.max_body_bytes;
+    let sockets = state.sockets.clone();
+    let shutdown = sockets.shutdown.clone();
+    let ws = ws
+        .protocols([PROTOCOL])
+        .max_message_size(max)
+        .max_frame_size(max)
+        // Small buffers: an idle socket should cost little (they grow for a large message).
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    ws.on_upgrade(move |socket| {
+        let session = Session { state, place, request_id: Arc::from(request_id), shutdown };
+        sockets.tasks.track_future(session.run(socket))
+    })
+}
+
+/// A client's message.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<serde_json::Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscribePayload {
+    query: Option<String>,
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// How a session ends.
+struct Closing(u16, &'static str, &'static str);
+
+struct Session {
+    state: AppState,
+    place: Place,
+    request_id: Arc<str>,
+    shutdown: CancellationToken,
+}
+
+/// A subscription's answers, then `None` when it has ended.
+type Answers = BoxStream<'static, Option<async_graphql::Response>>;
+
+impl Session {
+    async fn run(mut self, socket: WebSocket) {
+        let (mut tx, mut rx) = socket.split();
+        let closing = self.serve(&mut tx, &mut rx).await;
+        let Closing(code, reason, metric) = closing;
+        metrics::counter!(WS_CLOSED, "reason" => metric).increment(1);
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
+        drop(self.place);
+    }
+
+    async fn serve(
+        &mut self,
+        tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+        rx: &mut futures::stream::SplitStream<WebSocket>,
+    ) -> Closing {
+        let limits = self.state.sockets.limits.clone();
+        // connection_init, within the init timeout.
+        let init = tokio::select! {
+            _ = self.shutdown.cancelled() => return Closing(close::GOING_AWAY, "The server is shutting down.", "shutdown"),
+            _ = tokio::time::sleep(limits.init_timeout) => {
+                return Closing(close::INIT_TIMEOUT, "Connection initialisation timeout", "init_timeout");
+            }
+            m = next_message(rx) => m,
+        };
+        let payload = match init {
+            Err(c) => return c,
+            Ok(ClientMessage::ConnectionInit { payload }) => payload,
+            Ok(ClientMessage::Subscribe { .. }) => return Closing(close::UNAUTHORIZED, "Unauthorized", "protocol"),
+            Ok(_) => return Closing(close::BAD_MESSAGE, "Send connection_init first.", "protocol"),
+        };
+        let caller = match self.authenticate(payload).await {
+            Ok(c) => c,
+            Err(c) => return c,
+        };
+        if !self.place.claim_user(&caller.user_id) {
+            return Closing(close::TOO_MANY_INITS, "Too many GraphQL WebSockets for this user.", "user_limit");
+        }
+        if send(tx, json!({"type": "connection_ack"})).await.is_err() {
+            return Closing(close::GOING_AWAY, "", "gone");
+        }
+        let expires = tokio::time::Instant::now()
+            + Duration::from_secs((caller.expires_at - chrono::Utc::now().timestamp()).max(0) as u64);
+        let auth = AuthState::Authenticated(caller.clone());
+        let mut active: StreamMap<String, Answers> = StreamMap::new();
+        let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        let mut heard = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Closing(close::GOING_AWAY, "The server is shutting down.", "shutdown"),
+                _ = tokio::time::sleep_until(expires) => {
+                    return Closing(close::FORBIDDEN, "Forbidden: the token has expired.", "token_expired");
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() >= limits.idle_timeout {
+                        return Closing(close::POLICY, "Idle timeout.", "idle");
+                    }
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                        return Closing(close::GOING_AWAY, "", "gone");
+                    }
+                }
+                Some((id, answer)) = active.next(), if !active.is_empty() => {
+                    let message = match answer {
+                        Some(response) => json!({"type": "next", "id": id, "payload": response}),
+                        None => {
+                            active.remove(&id);
+                            json!({"type": "complete", "id": id})
+                        }
+                    };
+                    if send(tx, message).await.is_err() {
+                        return Closing(close::GOING_AWAY, "", "gone");
+                    }
+                }
+                frame = rx.next() => {
+                    heard = Instant::now();
+                    let message = match frame {
+                        None | Some(Err(_)) => return Closing(close::GOING_AWAY, "", "gone"),
+                        Some(Ok(Message::Close(_))) => return Closing(1000, "", "client"),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Binary(_))) => return Closing(close::BAD_MESSAGE, "Messages are JSON text.", "protocol"),
+                        Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
+                            Ok(m) => m,
+                            Err(_) => return Closing(close::BAD_MESSAGE, "Invalid message received", "protocol"),
+                        },
+                    };
+                    match message {
+                        ClientMessage::ConnectionInit { .. } => {
+                            return Closing(close::TOO_MANY_INITS, "Too many initialisation requests", "protocol");
+                        }
+                        ClientMessage::Ping { payload } => {
+                            let pong = match payload {
+                                Some(p) => json!({"type": "pong", "payload": p}),
+                                None => json!({"type": "pong"}),
+                            };
+                            if send(tx, pong).await.is_err() {
+                                return Closing(close::GOING_AWAY, "", "gone");
+                            }
+                        }
+                        ClientMessage::Pong { .. } => {}
+                        ClientMessage::Complete { id } => {
+                            active.remove(&id);
+                        }
+                        ClientMessage::Subscribe { id, payload } => {
+                            if active.contains_key(&id) {
+                                return Closing(close::DUPLICATE_ID, "Subscriber for this id already exists", "protocol");
+                            }
+                            match self.start(&caller.user_id, &auth, payload, active.len(), &limits) {
+                                Ok(answers) => {
+                                    active.insert(id, answers);
+                                }
+                                Err(errors) => {
+                                    let message = json!({"type": "error", "id": id, "payload": errors});
+                                    if send(tx, message).await.is_err() {
+                                        return Closing(close::GOING_AWAY, "", "gone");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks `connection_init`'s `Authorization` (browsers cannot set a WebSocket's headers):
+    /// a verified Bearer token with the MANAGE_PAYMENT scope, or the socket closes with 4403.
+    async fn authenticate(&self, payload: Option<serde_json::Value>) -> Result<crate::auth::Caller, Closing> {
+        let value = payload.as_ref().and_then(|p| p.as_object()).and_then(|o| {
+            o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).and_then(|(_, v)| v.as_str())
+        });
+        let state = match value {
+            Some(v) if v.len() <= 16 * 1024 => self.state.auth.authenticate_value(v).await,
+            Some(_) => AuthState::Invalid,
+            None => AuthState::Anonymous,
+        };
+        match state {
+            AuthState::Authenticated(c) if c.scopes.contains(MANAGE_PAYMENT) => Ok(c),
+            AuthState::Authenticated(_) => {
+                Err(Closing(close::FORBIDDEN, "Forbidden: the MANAGE_PAYMENT scope is required.", "forbidden"))
+            }
+            AuthState::Anonymous => Err(Closing(
+                close::FORBIDDEN,
+                "Forbidden: send {\"Authorization\": \"Bearer <token>\"} in connection_init.",
+                "unauthenticated",
+            )),
+            _ => Err(Closing(close::FORBIDDEN, "Forbidden: the token is not valid.", "unauthenticated")),
+        }
+    }
+
+    /// Starts one subscription, or says why not (as the protocol's `error` payload).
+    fn start(
+        &self,
+        user: &str,
+        auth: &AuthState,
+        payload: SubscribePayload,
+        active: usize,
+        limits: &WsLimits,
+    ) -> Result<Answers, Vec<serde_json::Value>> {
+        let error = |message: String, code: &str, extra: Option<(&str, serde_json::Value)>| {
+            let mut extensions = json!({"code": code});
+            if let Some((k, v)) = extra {
+                extensions[k] = v;
+            }
+            vec![json!({"message": message, "extensions": extensions})]
+        };
+        if active >= limits.max_subscriptions_per_socket {
+            return Err(error(
+                format!(
+                    "At most {} subscriptions may be active on one WebSocket; complete one first.",
+                    limits.max_subscriptions_per_socket
+                ),
+                code::BAD_REQUEST,
+                None,
+            ));
+        }
+        if let Err(wait) = self.state.limiters.check_user(user) {
+            let secs = retry_after_secs(wait);
+            return Err(error(
+                format!("Too many requests from this caller; retry in {secs} s."),
+                code::RATE_LIMITED,
+                Some(("retryAfterSeconds", secs.into())),
+            ));
+        }
+        let query = payload.query.unwrap_or_default();
+        let max = self.state.graphql_limits.max_query_length;
+        if query.chars().count() > max {
+            return Err(error(format!("The query is longer than {max} characters."), code::BAD_REQUEST, None));
+        }
+        let mut request = async_graphql::Request::new(query);
+        if let Some(name) = payload.operation_name.filter(|n| !n.is_empty()) {
+            request = request.operation_name(name);
+        }
+        match payload.variables {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v @ serde_json::Value::Object(_)) => {
+                request = request.variables(async_graphql::Variables::from_json(v));
+            }
+            Some(_) => return Err(error("variables must be a JSON object.".into(), code::BAD_REQUEST, None)),
+        }
+        if let Some(ext) = payload.extensions {
+            for (k, v) in ext {
+                if let Ok(v) = async_graphql::Value::from_json(v) {
+                    request.extensions.insert(k, v);
+                }
+            }
+        }
+        match self.state.gateway.subscribe(request, auth.clone(), self.request_id.clone()) {
+            Ok(answers) => Ok(answers.map(Some).chain(futures::stream::once(async { None })).boxed()),
+            Err(errors) => Err(errors.into_iter().map(server_error).collect()),
+        }
+    }
+}
+
+fn server_error(e: ServerError) -> serde_json::Value {
+    serde_json::to_value(&e).unwrap_or_else(|_| json!({"message": e.message}))
+}
+
+async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: serde_json::Value) -> Result<(), ()> {
+    tx.send(Message::Text(message.to_string().into())).await.map_err(|_| ())
+}
+
+/// The next protocol message, skipping control frames.
+async fn next_message(rx: &mut futures::stream::SplitStream<WebSocket>) -> Result<ClientMessage, Closing> {
+    loop {
+        match rx.next().await {
+            None | Some(Err(_)) => return Err(Closing(close::GOING_AWAY, "", "gone")),
+            Some(Ok(Message::Close(_))) => return Err(Closing(1000, "", "client")),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Binary(_))) => {
+                return Err(Closing(close::BAD_MESSAGE, "Messages are JSON text.", "protocol"));
+            }
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str::<ClientMessage>(t.as_str())
+                    .map_err(|_| Closing(close::BAD_MESSAGE, "Invalid message received", "protocol"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example".to_string()];
+        assert!(origin_allowed(&headers(None, "api.example"), &allowed));
+        assert!(origin_allowed(&headers(Some("https://app.example"), "api.example"), &allowed));
+        assert!(origin_allowed(&headers(Some("http://127.0.0.1:8000"), "127.0.0.1:8000"), &[]));
+        assert!(!origin_allowed(&headers(Some("https://evil.example"), "api.example"), &allowed));
+        assert!(!origin_allowed(&headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8000"), &[]));
+        assert!(!origin_allowed(&headers(Some("null"), "api.example"), &allowed));
+    }
+
+    #[test]
+    fn messages_parse_as_the_protocol_spells_them() {
+        assert!(matches!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"connection_init","payload":{"Authorization":"Bearer x"}}"#
+            ),
+            Ok(ClientMessage::ConnectionInit { payload: Some(_) })
+        ));
+        assert!(matches!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"subscribe","id":"1","payload":{"query":"subscription{a}"}}"#
+            ),
+            Ok(ClientMessage::Subscribe { .. })
+        ));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"start","id":"1"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"subscribe","payload":{}}"#).is_err());
+    }
+}
