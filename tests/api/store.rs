@@ -117,3 +117,50 @@ async fn an_expired_lease_is_reaped_unless_a_queued_twin_supersedes_it() {
     keys.sort();
     assert_eq!(keys, ["lonely", "twinned"]);
 }
+
+#[tokio::test]
+async fn connection_events_follow_real_changes_only_in_commit_order_and_retention_moves_the_horizon() {
+    use bankgraph::domain::{ConnectionStatus, EventType, RemovalReason};
+    use bankgraph::identity::crypto::Sealed;
+    use bankgraph::identity::store::NewConnection;
+    let store = Store::new(db().await);
+    let now = Utc::now();
+    let new = NewConnection {
+        user_id: "ev-user".into(),
+        plaid_item_id: "ev-item".into(),
+        institution_id: Some("ins_1".into()),
+        institution_name: "Bank".into(),
+        sealed: Sealed { key_id: "k".into(), blob: "b".into() },
+        accounts: vec![],
+        address: None,
+    };
+    let (id, _) = store.create_connection(&new, ConnectionStatus::Active, now).await.unwrap();
+    store.set_status(&id, ConnectionStatus::Active, None, now).await.unwrap();
+    store.set_status(&id, ConnectionStatus::LoginRequired, Some("ITEM_LOGIN_REQUIRED"), now).await.unwrap();
+    store.set_status(&id, ConnectionStatus::LoginRequired, Some("ITEM_LOGIN_REQUIRED"), now).await.unwrap();
+    store.mark_removed(&id, RemovalReason::UserRequested, now).await.unwrap();
+    store.mark_removed(&id, RemovalReason::UserRequested, now).await.unwrap();
+    // Plaid reporting the removed item gone afterwards says nothing new to a subscriber.
+    store.set_status(&id, ConnectionStatus::Revoked, Some("ITEM_NOT_FOUND"), now).await.unwrap();
+
+    let events = store.events_after(0, Some("ev-user"), None, 100).await.unwrap();
+    let kinds: Vec<(EventType, Option<ConnectionStatus>)> = events.iter().map(|e| (e.event_type, e.status)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventType::Linked, None),
+            (EventType::StatusChanged, Some(ConnectionStatus::LoginRequired)),
+            (EventType::Removed, None),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(events.iter().all(|e| e.connection_id == id && e.plaid_item_id == "ev-item"));
+    assert!(store.events_after(0, Some("someone-else"), None, 100).await.unwrap().is_empty());
+
+    let log = store.event_log().await.unwrap();
+    assert_eq!((log.last_seq, log.pruned_through), (events[2].seq, 0));
+    assert_eq!(store.prune_events(now - chrono::Duration::hours(1)).await.unwrap(), 0, "nothing that old");
+    assert_eq!(store.prune_events(now + chrono::Duration::seconds(1)).await.unwrap(), 3);
+    let log = store.event_log().await.unwrap();
+    assert_eq!((log.last_seq, log.pruned_through), (events[2].seq, events[2].seq));
+}

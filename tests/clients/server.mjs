@@ -54,13 +54,15 @@ export async function startServer(extra = []) {
   }
   return {
     ...found,
-    token: (sub) => execFileSync(bin, ["token", "--sub", sub, `--database-url=${db}`]).toString().trim(),
-    /** Finishes Link at the emulator for a link token; returns the public token. */
-    async finishLink(linkToken) {
+    token: (sub, scope = "MANAGE_PAYMENT") =>
+      execFileSync(bin, ["token", "--sub", sub, "--scope", scope, `--database-url=${db}`]).toString().trim(),
+    /** Finishes Link at the emulator for a link token (`extra`: e.g. the institution_id picked);
+     * returns the public token. */
+    async finishLink(linkToken, extra = {}) {
       const r = await fetch(`${found.emulator}/emulator/link/complete`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ link_token: linkToken }),
+        body: JSON.stringify({ link_token: linkToken, ...extra }),
       });
       const body = await r.json();
       if (!body.public_token) throw new Error(`link did not finish: ${JSON.stringify(body)}`);

@@ -328,11 +328,16 @@ impl Store {
         let at = ts(now);
         let dialect = self.db.dialect();
         let mut tx = self.db.write.begin().await?;
-        let before: Option<String> =
-            sqlx::query_scalar(&format!("select status from bank_connections where id = $1{}", dialect.for_update()))
-                .bind(connection_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // (status, removed): a removed connection's subscribers already heard REMOVED, and
+        // Plaid reporting its item gone afterwards is nothing new to them.
+        let before: Option<(String, Flag)> = sqlx::query_as(&format!(
+            "select status, cast(case when removed_at is null then 0 else 1 end as bigint) from bank_connections \
+             where id = $1{}",
+            dialect.for_update()
+        ))
+        .bind(connection_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query("update bank_connections set status = $1, status_detail = $2, updated_at = $3 where id = $4")
             .bind(status.as_str())
             .bind(detail)
@@ -341,7 +346,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let mut events = Written::default();
-        if before.is_some_and(|b| b != status.as_str()) {
+        if before.is_some_and(|(b, Flag(removed))| b != status.as_str() && !removed) {
             events.record(&mut tx, dialect, connection_id, EventChange::StatusChanged(status), &at).await?;
         }
         tx.commit().await?;
