@@ -14,71 +14,22 @@
 //! prints a Markdown report and writes it to `bench/results/load.md`. `--bankgraph PATH` measures another build of bankgraph;
 //! `compare PATH` measures that build and this one side by side (see `compare`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bankgraph::emulator::drive::Endpoints;
+use common::{Proc, SECRET, cpu_seconds, peak_rss_mb, start};
 use serde_json::{Value, json};
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 const ACCOUNTS: &str = "{ getPlaidBankAccounts { platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
 const PAGE: &str = "{ getPlaidBankTransactions(input: {paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
 /// The same page with a date range covering the whole history: its `totalCount` must not
 /// count the range row by row.
 const FILTERED_PAGE: &str = "{ getPlaidBankTransactions(input: {startDate: \"2000-01-01T00:00:00Z\", endDate: \"2100-01-01T00:00:00Z\", paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a process and returns it with the first capture of `pattern` on its stdout. Its
-/// log goes to `log` (as a deployment keeps it) or, for the helpers, nowhere.
-fn start(cmd: &mut Command, marker: &str, log: Option<&std::path::Path>) -> (Proc, String) {
-    let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-        None => {
-            cmd.env("RUST_LOG", "warn");
-            Stdio::null()
-        }
-    };
-    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let found = loop {
-        let line = lines.next().expect("the process printed its address").unwrap();
-        if let Some(rest) = line.split(marker).nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), found)
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 struct Run {
     rps: f64,

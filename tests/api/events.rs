@@ -86,6 +86,20 @@ async fn a_subscriber_follows_its_connection_from_link_to_removal_and_sees_nobod
 
     // The other user saw none of it.
     theirs.silent_for(Duration::from_millis(500)).await;
+
+    let metrics = app.http.get(format!("{}/metrics", app.internal)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "bankgraph_ws_sockets_open 2",
+        "bankgraph_subscriptions_active 2",
+        "bankgraph_event_delivery_lag_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let delivered = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bankgraph_events_delivered_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(delivered, Some(events.len() as f64 + 2.0), "{metrics}");
 }
 
 #[tokio::test]
