@@ -50,6 +50,7 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
     pub const BAD_MESSAGE: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -381,7 +382,8 @@ impl Session {
                 frame = rx.next() => {
                     heard = Instant::now();
                     let message = match frame {
-                        None | Some(Err(_)) => return Closing(close::GOING_AWAY, "", "gone"),
+                        None => return Closing(close::GOING_AWAY, "", "gone"),
+                        Some(Err(e)) => return read_failed(e),
                         Some(Ok(Message::Close(_))) => return Closing(1000, "", "client"),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Binary(_))) => return Closing(close::BAD_MESSAGE, "Messages are JSON text.", "protocol"),
@@ -526,11 +528,22 @@ async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: 
     tx.send(Message::Text(message.to_string().into())).await.map_err(|_| ())
 }
 
+/// How a socket whose read failed ends: 1009 for a message over `MAX_BODY_BYTES`, else the
+/// peer is gone.
+fn read_failed(e: axum::Error) -> Closing {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Closing(close::TOO_BIG, "Message too big.", "too_large"),
+        _ => Closing(close::GOING_AWAY, "", "gone"),
+    }
+}
+
 /// The next protocol message, skipping control frames.
 async fn next_message(rx: &mut futures::stream::SplitStream<WebSocket>) -> Result<ClientMessage, Closing> {
     loop {
         match rx.next().await {
-            None | Some(Err(_)) => return Err(Closing(close::GOING_AWAY, "", "gone")),
+            None => return Err(Closing(close::GOING_AWAY, "", "gone")),
+            Some(Err(e)) => return Err(read_failed(e)),
             Some(Ok(Message::Close(_))) => return Err(Closing(1000, "", "client")),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Binary(_))) => {

@@ -74,6 +74,20 @@ async fn a_subscriber_follows_its_connection_from_link_to_removal_and_sees_nobod
         assert!(a["lastSyncedAt"].is_string(), "{accounts}");
     }
 
+    // New balances, and new activity at the bank (its webhook makes bankgraph sync).
+    let r = app.gql(Some(&alice), REFRESH, json!({})).await;
+    assert_eq!(r["data"]["refreshPlaidBankConnections"]["status"], "REFRESHED", "{r}");
+    let e = mine.event("1").await;
+    assert_eq!(e["type"], "BALANCES_UPDATED", "{e}");
+    app.emu_post(&format!("/emulator/items/{item}/transactions/advance"), json!({"new": 4, "post_pending": false}))
+        .await;
+    let e = mine.event("1").await;
+    assert_eq!(
+        (e["type"].as_str(), e["addedCount"].as_i64(), e["modifiedCount"].as_i64(), e["removedCount"].as_i64()),
+        (Some("TRANSACTIONS_UPDATED"), Some(4), Some(0), Some(0)),
+        "{e}"
+    );
+
     // The bank asks the user to log in again.
     reset_login(&app, &item).await;
     let e = mine.event("1").await;
@@ -99,7 +113,7 @@ async fn a_subscriber_follows_its_connection_from_link_to_removal_and_sees_nobod
         .lines()
         .find_map(|l| l.strip_prefix("bankgraph_events_delivered_total "))
         .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(delivered, Some(events.len() as f64 + 2.0), "{metrics}");
+    assert_eq!(delivered, Some(events.len() as f64 + 4.0), "{metrics}");
 }
 
 #[tokio::test]
@@ -348,4 +362,34 @@ async fn shutdown_closes_sockets_as_going_away() {
     let stopping = tokio::spawn(app.stop());
     assert_eq!(s.closed().await.0, 1001);
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn sockets_per_address_are_capped_and_an_oversized_message_closes_its_socket() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--ws-max-sockets-per-ip=2".into(), "--max-body-bytes=4096".into()],
+        ..Default::default()
+    })
+    .await;
+    let first = app.ws_raw(&[]).await.unwrap();
+    let mut second = app.ws(&app.token("big")).await;
+    match app.ws_raw(&[]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected a 429, got {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    // A place frees when a socket closes.
+    let mut freed = false;
+    for _ in 0..50 {
+        if app.ws_raw(&[]).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the closed socket's place came back");
+
+    let query = format!("subscription {{ plaidConnectionEvents {{ eventId }} }} # {}", "x".repeat(8192));
+    second.subscribe("1", &query, json!({})).await;
+    assert_eq!(second.closed().await.0, 1009);
 }

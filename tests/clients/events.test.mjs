@@ -133,6 +133,10 @@ test("a subscriber sees LINKED, progress and HISTORY_READY, then status changes 
   assert.equal(linked.bankInstitutionAuthId, done.bankInstitutionAuthId);
   assert.equal(linked.platformItemId, done.platformItemId);
   const ready = await a.next((e) => e.type === "HISTORY_READY");
+  // The history arrives in pages: progress first, counting up to what HISTORY_READY reports.
+  const progress = a.events.filter((e) => e.type === "HISTORY_SYNC_PROGRESS").map((e) => e.transactionCount);
+  assert.ok(progress.length > 0, "the first sync reported its progress");
+  assert.ok(progress.every((n, i) => i === 0 || n > progress[i - 1]) && progress.at(-1) < ready.transactionCount);
   const history = await (await fetch(`${server.emulator}/emulator/items/${done.platformItemId}/transactions`)).json();
   assert.equal(ready.transactionCount, history.transactions.length, "the event counts the emulator's whole history");
   const read = await gql(alice, TOTAL);
