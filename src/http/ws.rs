@@ -43,6 +43,10 @@ use crate::error::code;
 use crate::metrics::{WS_CLOSED, WS_SOCKETS};
 use crate::ratelimit::retry_after_secs;
 
+/// The longest a socket waits for its token to expire before checking (a year): tokens
+/// normally live hours (`JWT_MAX_LIFETIME_SECONDS`), but that limit can be turned off.
+const MAX_TOKEN_WAIT_SECS: i64 = 365 * 24 * 3600;
+
 /// The one subprotocol served.
 pub const PROTOCOL: &str = "graphql-transport-ws";
 
@@ -91,11 +95,11 @@ impl Sockets {
         }
     }
 
-    /// A place for a new socket from `ip` (`None` for a trusted proxy), or why there is none.
-    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Place, &'static str> {
+    /// A place for a new socket from `ip` (`None` for a trusted proxy), or which cap is full.
+    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Place, Full> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_sockets {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err("total");
+            return Err(Full::Total);
         }
         if let Some(ip) = ip {
             let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,12 +107,18 @@ impl Sockets {
             if *n >= self.limits.max_sockets_per_ip {
                 drop(by_ip);
                 self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err("ip");
+                return Err(Full::Address);
             }
             *n += 1;
         }
         Ok(Place { sockets: self.clone(), ip, user: None })
     }
+}
+
+/// The cap that kept a socket out.
+enum Full {
+    Total,
+    Address,
 }
 
 /// One admitted socket; dropping it frees its places.
@@ -225,10 +235,10 @@ pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: S
     let counted_ip = peer.filter(|p| !state.proxies.contains(*p)).and(client);
     let place = match state.sockets.admit(counted_ip) {
         Ok(p) => p,
-        Err("ip") => {
+        Err(Full::Address) => {
             return refuse(StatusCode::TOO_MANY_REQUESTS, "ip_limit", "Too many GraphQL WebSockets from this address.");
         }
-        Err(_) => {
+        Err(Full::Total) => {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "total_limit",
@@ -347,8 +357,9 @@ impl Session {
         if send(tx, json!({"type": "connection_ack"})).await.is_err() {
             return Closing(close::GOING_AWAY, "", "gone");
         }
-        let expires = tokio::time::Instant::now()
-            + Duration::from_secs((caller.expires_at - chrono::Utc::now().timestamp()).max(0) as u64);
+        // Capped, so a token without a lifetime limit cannot overflow the clock.
+        let left = (caller.expires_at - chrono::Utc::now().timestamp()).clamp(0, MAX_TOKEN_WAIT_SECS);
+        let expires = tokio::time::Instant::now() + Duration::from_secs(left as u64);
         let auth = AuthState::Authenticated(caller.clone());
         let mut active: StreamMap<String, Answers> = StreamMap::new();
         let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);

@@ -7,20 +7,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Forces the emulator's item into ITEM_LOGIN_REQUIRED (its webhook reaches us).
-async fn reset_login(app: &TestApp, item: &str) {
-    let view = app.emu_get(&format!("/emulator/items/{item}")).await;
-    let access = view["access_token"].as_str().unwrap();
-    let r = app
-        .http
-        .post(format!("{}/sandbox/item/reset_login", app.emulator.url()))
-        .json(&json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret", "access_token": access}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
 async fn remove(app: &TestApp, token: &str, connection: &str) {
     let r = app
         .gql(Some(token), REMOVE, json!({"input": {"bankInstitutionAuthId": connection, "reason": "USER_REQUESTED"}}))
@@ -89,7 +75,7 @@ async fn a_subscriber_follows_its_connection_from_link_to_removal_and_sees_nobod
     );
 
     // The bank asks the user to log in again.
-    reset_login(&app, &item).await;
+    app.reset_login(&item).await;
     let e = mine.event("1").await;
     assert_eq!((e["type"].as_str(), e["status"].as_str()), (Some("STATUS_CHANGED"), Some("LOGIN_REQUIRED")), "{e}");
 
@@ -268,7 +254,7 @@ async fn a_subscriber_that_reconnects_with_after_gets_exactly_what_it_missed_the
     // Three changes while it is away.
     let (c1, c2) =
         (first["bankInstitutionAuthId"].as_str().unwrap(), second["bankInstitutionAuthId"].as_str().unwrap());
-    reset_login(&app, first["platformItemId"].as_str().unwrap()).await;
+    app.reset_login(first["platformItemId"].as_str().unwrap()).await;
     app.eventually("the status change is stored", || async {
         app.db_i64("select count(*) from connection_events where event_type = 'STATUS_CHANGED'").await == 1
     })

@@ -69,16 +69,7 @@ async fn a_relink_after_login_required_repairs_the_same_connection_and_keeps_acc
         .collect();
 
     // The bank asks the user to log in again.
-    let view = app.emu_get(&format!("/emulator/items/{item}")).await;
-    let access = view["access_token"].as_str().unwrap();
-    let r = app
-        .http
-        .post(format!("{}/sandbox/item/reset_login", app.emulator.url()))
-        .json(&json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret", "access_token": access}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    app.reset_login(&item).await;
 
     // A refresh notices, and lists the connection among those that need the user.
     let r = app.gql(Some(&t), REFRESH, json!({})).await;
@@ -117,14 +108,7 @@ async fn a_relink_is_not_accepted_on_the_clients_word_while_the_bank_still_refus
     let t = app.token("carol");
     let done = app.link(&t).await;
     let item = done["platformItemId"].as_str().unwrap();
-    let view = app.emu_get(&format!("/emulator/items/{item}")).await;
-    let access = view["access_token"].as_str().unwrap().to_string();
-    app.http
-        .post(format!("{}/sandbox/item/reset_login", app.emulator.url()))
-        .json(&json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret", "access_token": access}))
-        .send()
-        .await
-        .unwrap();
+    app.reset_login(item).await;
     // The client claims a relink without going through Link.
     let r = app.complete(&t, "public-sandbox-00000000-0000-0000-0000-000000000000", Some(item)).await;
     assert_eq!(code(&r).as_deref(), Some("PLAID_ERROR"), "{r}");

@@ -100,6 +100,21 @@ impl TestApp {
         panic!("history never reached {count}: {last}");
     }
 
+    /// The bank asks the user to log in again: the emulator's item goes to ITEM_LOGIN_REQUIRED
+    /// (`/sandbox/item/reset_login`) and its ITEM ERROR webhook reaches bankgraph.
+    pub async fn reset_login(&self, item: &str) {
+        let view = self.emu_get(&format!("/emulator/items/{item}")).await;
+        let access = view["access_token"].as_str().unwrap();
+        let r = self
+            .http
+            .post(format!("{}/sandbox/item/reset_login", self.emulator.url()))
+            .json(&json!({"client_id": "emulator_client_id", "secret": "emulator_sandbox_secret", "access_token": access}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     /// Posts a raw webhook to the internal listener; returns the HTTP status.
     pub async fn post_webhook(&self, body: &[u8], signature: Option<&str>) -> u16 {
         let mut req =
