@@ -84,7 +84,68 @@ pub struct Db {
     pub backend: Backend,
     /// The URL, for a migration connection of its own.
     url: String,
+    /// Connections the hot reads keep between requests (see [`Readers`]).
+    readers: std::sync::Arc<Readers>,
 }
+
+/// The connections the hot read paths (accounts, balances, transaction pages) keep between
+/// requests. sqlx 0.8 pings a connection every time it goes back to its pool: a second round
+/// trip to PostgreSQL for every one-statement read, measured on the wire. A read here takes a
+/// connection it used moments ago and keeps it afterwards, so a read costs one round trip. At
+/// most half the pool is kept (writes and background work always find connections); one kept
+/// past [`PING_WHEN_IDLE_FOR`] goes back to the pool (pinged there) rather than being trusted;
+/// one whose read did not finish (its request was cancelled) goes back to the pool, whose
+/// ping drains it.
+#[derive(Debug)]
+struct Readers {
+    idle: std::sync::Mutex<Vec<(sqlx::pool::PoolConnection<sqlx::Any>, std::time::Instant)>>,
+    keep: usize,
+}
+
+/// A read connection; call [`Reader::done`] once its statement has completed, so it is kept.
+pub struct Reader<'a> {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    readers: &'a Readers,
+    done: bool,
+}
+
+impl Reader<'_> {
+    /// The statement completed: the connection is clean and may be kept.
+    pub fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        self.conn.as_ref().expect("a reader holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.conn.as_mut().expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.done {
+            let mut idle = self.readers.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.readers.keep {
+                idle.push((conn, std::time::Instant::now()));
+            }
+        }
+    }
+}
+
+/// PostgreSQL connections per process.
+const POOL_SIZE: u32 = 16;
+
+/// A pooled PostgreSQL connection idle at least this long is pinged before it is used.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// How long one statement may run on PostgreSQL before the server cancels it, unless the
 /// caller sets its own (`DATABASE_STATEMENT_TIMEOUT_SECONDS`).
@@ -136,13 +197,29 @@ impl Db {
                 .context("could not open the SQLite database")?;
             #[cfg(unix)]
             restrict_sqlite_files(&url);
-            Ok(Db { read, write, backend: Backend::Sqlite, url: url.to_string() })
+            // SQLite runs in the process: its pool costs no round trip, nothing is kept.
+            let readers = std::sync::Arc::new(Readers { idle: Default::default(), keep: 0 });
+            Ok(Db { read, write, backend: Backend::Sqlite, url: url.to_string(), readers })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
             let millis = statement_timeout.as_millis().max(1);
             let pool = AnyPoolOptions::new()
-                .max_connections(16)
+                .max_connections(POOL_SIZE)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out by default: a round trip per
+                // request before the statement. A connection in use moments ago is known to
+                // work (and sqlx pings it when it comes back); one idle longer is pinged, so a
+                // database restart during a quiet spell still costs no request.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                            use sqlx::Connection;
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         conn.execute(format!("set statement_timeout = {millis}").as_str()).await?;
@@ -152,10 +229,30 @@ impl Db {
                 .connect_with(options)
                 .await
                 .context("could not connect to PostgreSQL")?;
-            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres, url: url.to_string() })
+            let readers = std::sync::Arc::new(Readers { idle: Default::default(), keep: POOL_SIZE as usize / 2 });
+            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres, url: url.to_string(), readers })
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
         }
+    }
+
+    /// A connection for one of the hot reads: one kept from a recent read when there is one,
+    /// else one from the read pool.
+    pub async fn reader(&self) -> Result<Reader<'_>, sqlx::Error> {
+        let kept = loop {
+            let popped = self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match popped {
+                Some((conn, since)) if since.elapsed() < PING_WHEN_IDLE_FOR => break Some(conn),
+                // Kept too long to be trusted without a ping: back to the pool, which pings it.
+                Some((stale, _)) => drop(stale),
+                None => break None,
+            }
+        };
+        let conn = match kept {
+            Some(c) => c,
+            None => self.read.acquire().await?,
+        };
+        Ok(Reader { conn: Some(conn), readers: &self.readers, done: false })
     }
 
     /// Applies the migrations of this backend (idempotent).

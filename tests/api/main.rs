@@ -18,6 +18,7 @@ mod isolation;
 mod jobs;
 mod leaks;
 mod operations;
+mod round_trips;
 mod split;
 mod split_processes;
 mod status_rule;

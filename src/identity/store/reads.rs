@@ -16,7 +16,9 @@ impl Store {
              where {} order by c.created_at, c.id, a.position, a.id",
             w.sql()
         );
-        let rows: Vec<AccountRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        let mut conn = self.db.reader().await?;
+        let rows: Vec<AccountRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&mut *conn).await?;
+        conn.done();
         Ok(rows.into_iter().map(BankAccount::from).collect())
     }
 
@@ -35,7 +37,9 @@ impl Store {
              where {} order by c.created_at, c.id, a.position, a.id",
             w.sql()
         );
-        let rows: Vec<BalanceRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        let mut conn = self.db.reader().await?;
+        let rows: Vec<BalanceRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&mut *conn).await?;
+        conn.done();
         let mut out: Vec<Balance> = Vec::with_capacity(rows.len());
         for r in rows {
             // Two snapshots in the same microsecond: keep one.
@@ -96,7 +100,8 @@ impl Store {
              join bank_connections c on c.id = a.connection_id {counts} where {}",
             c.sql()
         );
-        let total: i64 = sqlx::query_scalar_with(&sql, c.arguments()?).fetch_one(&self.db.read).await?;
+        let mut conn = self.db.reader().await?;
+        let total: i64 = sqlx::query_scalar_with(&sql, c.arguments()?).fetch_one(&mut *conn).await?;
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -107,8 +112,8 @@ impl Store {
             f.limit + 1,
             f.offset
         );
-        let rows: Vec<TransactionRead> =
-            sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&self.db.read).await?;
+        let rows: Vec<TransactionRead> = sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&mut *conn).await?;
+        conn.done();
         let mut transactions: Vec<BankTransaction> = rows.into_iter().map(BankTransaction::from).collect();
         let has_next = transactions.len() as i64 > f.limit;
         transactions.truncate(f.limit.max(0) as usize);
