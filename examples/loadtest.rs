@@ -273,7 +273,8 @@ async fn main() {
     }
 
     report.push_str(&format!(
-        "Load benchmark: {} s per run after 1 s warm-up, {} cores, client and servers on this machine; bankgraph logs every request at info as JSON into a file.\n\n",
+        "Load benchmark: {} s per run after 1 s warm-up, {} cores, client and servers on this machine; bankgraph logs every request at info as JSON into a file. \
+         PostgreSQL is on loopback without TLS (`sslmode=disable`, bankgraph's choice for a database on this machine).\n\n",
         secs,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
@@ -617,7 +618,7 @@ async fn split_compare(rounds: usize, secs: u64) {
         v[v.len() / 2]
     };
     let mut report = format!(
-        "One process and the split deployment of this build on one PostgreSQL database, getPlaidBankAccounts (9 accounts), \
+        "One process and the split deployment of this build on one PostgreSQL database (loopback, `sslmode=disable`), getPlaidBankAccounts (9 accounts), \
          {rounds} rounds of {secs} s at 32 connections in rotating order with the raw ceiling, {} cores; medians.\n\n\
          | topology | req/s | p50 ms | p99 ms | share of the round's ceiling | server CPU µs per request | p50 ms at 1 connection |\n|---|---|---|---|---|---|---|\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)

@@ -88,6 +88,12 @@ impl IdentityNode {
         emulator_config: EmulatorConfig,
         internal: TcpListener,
     ) -> anyhow::Result<IdentityNode> {
+        if config.db.url.unverified_tls() {
+            tracing::warn!(
+                database = %config.db.url,
+                "DATABASE_URL does not verify the database server's certificate: set sslmode=verify-full (with sslrootcert) for a database on another host"
+            );
+        }
         let db = Db::connect_with(config.db.url.expose(), config.db.statement_timeout).await?;
         db.migrate().await?;
         if matches!(config.plaid, PlaidTarget::Emulator(_)) && config.link.webhook_url.is_none() {

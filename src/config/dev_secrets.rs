@@ -42,7 +42,7 @@ pub fn dev_secrets_path(url: &DatabaseUrl) -> PathBuf {
                 .unwrap_or_else(std::env::temp_dir);
             // Named after the database (its URL without a password), so two databases on one
             // machine do not share secrets.
-            let name = url.to_string();
+            let name = url.name();
             let digest = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]);
             base.join("bankgraph").join(format!("dev-secrets-{digest}.json"))
         }

@@ -123,8 +123,8 @@ fn no_debug_output_shows_a_secret_or_a_database_password() {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
-    assert_eq!(s.store.database_url.to_string(), "postgres://app:***@127.0.0.1/bank");
-    assert_eq!(s.store.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank");
+    assert_eq!(s.store.database_url.to_string(), "postgres://app:***@127.0.0.1/bank?sslmode=disable");
+    assert_eq!(s.store.database_url.expose(), "postgres://app:hunter2-password@127.0.0.1/bank?sslmode=disable");
 }
 
 #[test]
@@ -256,4 +256,21 @@ fn the_identity_service_needs_a_token_off_loopback() {
     .unwrap();
     assert!(open.rpc.token.is_some());
     assert!(!format!("{open:?}").contains("0123456789abcdef0123456789abcdef"), "no Debug shows the token");
+}
+
+#[test]
+fn a_postgres_url_gets_an_explicit_sslmode_on_this_machine_and_a_warning_elsewhere() {
+    use super::settings::DatabaseUrl;
+    let local = DatabaseUrl::parse("postgres://u:p@127.0.0.1:5432/db").unwrap();
+    assert_eq!(local.expose(), "postgres://u:p@127.0.0.1:5432/db?sslmode=disable");
+    assert!(!local.unverified_tls());
+    assert_eq!(local.name(), "postgres://u:***@127.0.0.1:5432/db", "development secrets keep their file");
+    let named = DatabaseUrl::parse("postgres://u@localhost/db?sslmode=require").unwrap();
+    assert_eq!(named.expose(), "postgres://u@localhost/db?sslmode=require", "an explicit choice is kept");
+    let remote = DatabaseUrl::parse("postgres://u@db.internal/db").unwrap();
+    assert_eq!(remote.expose(), "postgres://u@db.internal/db", "sqlx's default elsewhere");
+    assert!(remote.unverified_tls());
+    assert!(DatabaseUrl::parse("postgres://u@db.internal/db?sslmode=require").unwrap().unverified_tls());
+    assert!(!DatabaseUrl::parse("postgres://u@db.internal/db?sslmode=verify-full").unwrap().unverified_tls());
+    assert!(!DatabaseUrl::parse("sqlite://bankgraph.db").unwrap().unverified_tls());
 }
