@@ -351,6 +351,8 @@ fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Pro
                 "--rate-limit-sensitive-per-minute=0",
                 "--job-workers=1",
             ])
+            // BENCH_READ_CACHE_SECONDS=0: the read path without its per-user cache.
+            .args(std::env::var("BENCH_READ_CACHE_SECONDS").ok().map(|s| format!("--read-cache-seconds={s}")))
             .env("RUST_LOG", "info")
             .env("LOG_FORMAT", "json"),
         "GraphQL and GraphiQL: ",
@@ -497,7 +499,7 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
     let (_raw, raw_url) =
         start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
     // Per target: (req/s, share of the same round's ceiling) for each round.
-    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         let mut order: Vec<Option<usize>> = std::iter::once(None).chain((0..targets.len()).map(Some)).collect();
         let n = order.len();
@@ -510,12 +512,12 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
                 Some(i) => {
                     let run = load(&targets[i].2, Some(&targets[i].3), ACCOUNTS, 32, secs).await;
                     assert_eq!(run.errors, 0, "{} answered with errors", targets[i].0);
-                    measured.push((i, run.rps));
+                    measured.push((i, run.rps, run.p99_ms));
                 }
             }
         }
-        for (i, rps) in measured {
-            results[i].push((rps, rps / raw));
+        for (i, rps, p99) in measured {
+            results[i].push((rps, rps / raw, p99));
         }
         eprintln!("round {}: raw {raw:.0} req/s", round + 1);
     }
@@ -524,15 +526,17 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
         v[v.len() / 2]
     };
     let mut report = format!(
-        "Side by side: `{other}` (other) and this build, getPlaidBankAccounts at 32 connections, {rounds} rounds of {secs} s, \
-         the raw ceiling measured in every round, {} cores.\n\n| target | median req/s | median share of the round's raw ceiling | shares by round |\n|---|---|---|---|\n",
+        "Side by side: `{other}` (other) and this build, getPlaidBankAccounts at 32 connections (READ_CACHE_SECONDS={}), {rounds} rounds of {secs} s, \
+         the raw ceiling measured in every round, {} cores, PostgreSQL on loopback (`sslmode` as each build chooses: this one `disable`).\n\n| target | median req/s | median p99 ms | median share of the round's raw ceiling | shares by round |\n|---|---|---|---|---|\n",
+        std::env::var("BENCH_READ_CACHE_SECONDS").unwrap_or_else(|_| "1, the default".into()),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     for (i, (name, ..)) in targets.iter().enumerate() {
-        let shares: Vec<String> = results[i].iter().map(|(_, s)| format!("{s:.3}")).collect();
+        let shares: Vec<String> = results[i].iter().map(|(_, s, _)| format!("{s:.3}")).collect();
         report.push_str(&format!(
-            "| {name} | {:.0} | {:.3} | {} |\n",
+            "| {name} | {:.0} | {:.2} | {:.3} | {} |\n",
             median(results[i].iter().map(|r| r.0).collect()),
+            median(results[i].iter().map(|r| r.2).collect()),
             median(results[i].iter().map(|r| r.1).collect()),
             shares.join(", ")
         ));
