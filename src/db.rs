@@ -236,6 +236,21 @@ impl Db {
         }
     }
 
+    /// Runs one of the hot reads on a [`Db::reader`] connection, which is kept for the next
+    /// read when `work` succeeds. A read cancelled half-way (its client hung up) sends its
+    /// connection back to the pool, whose ping drains it, so it is reused rather than replaced.
+    pub async fn read<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, anyhow::Result<T>>,
+    {
+        let mut conn = self.reader().await?;
+        let out = work(&mut conn).await;
+        if out.is_ok() {
+            conn.done();
+        }
+        out
+    }
+
     /// A connection for one of the hot reads: one kept from a recent read when there is one,
     /// else one from the read pool.
     pub async fn reader(&self) -> Result<Reader<'_>, sqlx::Error> {

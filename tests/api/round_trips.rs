@@ -107,3 +107,67 @@ async fn a_cache_off_account_read_costs_one_round_trip_to_postgresql() {
         "{READS} reads of one statement each took {trips} round trips to PostgreSQL"
     );
 }
+
+#[tokio::test]
+async fn clients_that_hang_up_mid_read_do_not_make_the_pool_replace_connections() {
+    let db = fresh_database().await;
+    if !db.starts_with("postgres") {
+        return;
+    }
+    let app = TestApp::spawn_with(Options {
+        database_url: Some(db.clone()),
+        args: vec!["--read-cache-seconds=0".into(), "--job-workers=0".into()],
+        topology: Some(Topology::OneProcess),
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("hang-ups");
+    app.link(&t).await;
+    let reads = |n: usize, timeout: Option<std::time::Duration>| {
+        let (app, t) = (&app, &t);
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let mut req = app.http.post(&app.graphql).bearer_auth(t).json(&json!({"query": ACCOUNTS}));
+                if let Some(d) = timeout {
+                    req = req.timeout(d);
+                }
+                tasks.push(tokio::spawn(req.send()));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    };
+    // The pool's connections, by server process (the checking connection left out).
+    let pool_backends = || async {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await.unwrap();
+        let mut pids: Vec<i32> = sqlx::query_scalar(
+            "select pid from pg_stat_activity where datname = current_database() \
+             and backend_type = 'client backend' and pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        pids.sort_unstable();
+        pids
+    };
+    reads(64, None).await;
+    reads(64, None).await;
+    let before = pool_backends().await;
+    // Clients that give up at every point of a read: before it reaches the database, while it
+    // waits for a connection, while the statement runs.
+    for micros in [100u64, 300, 1_000, 2_000, 5_000] {
+        reads(48, Some(std::time::Duration::from_micros(micros))).await;
+    }
+    reads(64, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let after = pool_backends().await;
+    let replaced: Vec<&i32> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(
+        replaced.is_empty(),
+        "{} of the pool's {} connections were closed (and replaced) after clients hung up mid-read",
+        replaced.len(),
+        before.len()
+    );
+}

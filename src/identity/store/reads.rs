@@ -16,9 +16,12 @@ impl Store {
              where {} order by c.created_at, c.id, a.position, a.id",
             w.sql()
         );
-        let mut conn = self.db.reader().await?;
-        let rows: Vec<AccountRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&mut *conn).await?;
-        conn.done();
+        let rows: Vec<AccountRead> = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
+            })
+            .await?;
         Ok(rows.into_iter().map(BankAccount::from).collect())
     }
 
@@ -37,9 +40,12 @@ impl Store {
              where {} order by c.created_at, c.id, a.position, a.id",
             w.sql()
         );
-        let mut conn = self.db.reader().await?;
-        let rows: Vec<BalanceRead> = sqlx::query_as_with(&sql, w.arguments()?).fetch_all(&mut *conn).await?;
-        conn.done();
+        let rows: Vec<BalanceRead> = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
+            })
+            .await?;
         let mut out: Vec<Balance> = Vec::with_capacity(rows.len());
         for r in rows {
             // Two snapshots in the same microsecond: keep one.
@@ -100,8 +106,7 @@ impl Store {
              join bank_connections c on c.id = a.connection_id {counts} where {}",
             c.sql()
         );
-        let mut conn = self.db.reader().await?;
-        let total: i64 = sqlx::query_scalar_with(&sql, c.arguments()?).fetch_one(&mut *conn).await?;
+        let count_sql = sql;
         let page_sql = format!(
             "select t.id, c.plaid_item_id, t.connection_id, t.account_id, t.plaid_transaction_id, t.amount, \
              t.currency_code, t.transaction_date, t.description, t.merchant_name, t.category, \
@@ -112,8 +117,16 @@ impl Store {
             f.limit + 1,
             f.offset
         );
-        let rows: Vec<TransactionRead> = sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&mut *conn).await?;
-        conn.done();
+        let (total, rows): (i64, Vec<TransactionRead>) = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move {
+                    let total: i64 = sqlx::query_scalar_with(&count_sql, c.arguments()?).fetch_one(&mut *conn).await?;
+                    let rows = sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&mut *conn).await?;
+                    Ok((total, rows))
+                })
+            })
+            .await?;
         let mut transactions: Vec<BankTransaction> = rows.into_iter().map(BankTransaction::from).collect();
         let has_next = transactions.len() as i64 > f.limit;
         transactions.truncate(f.limit.max(0) as usize);
