@@ -239,7 +239,7 @@ impl Db {
     /// Runs one of the hot reads on a [`Db::reader`] connection, which is kept for the next
     /// read when `work` succeeds. A read cancelled half-way (its client hung up) sends its
     /// connection back to the pool, whose ping drains it, so it is reused rather than replaced.
-    pub async fn read<T, F>(&self, work: F) -> anyhow::Result<T>
+    pub async fn read_with<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         F: for<'c> FnOnce(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, anyhow::Result<T>>,
     {

@@ -5,6 +5,7 @@
 //! keys are decoded here, once.
 
 mod dev_secrets;
+mod limits;
 mod settings;
 mod split;
 mod values;
@@ -13,11 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
 pub use dev_secrets::dev_secrets_path;
+pub use limits::{GraphqlLimits, HttpLimits, RateLimits, TrustedDocuments, WsLimits};
 pub use settings::{
     DEFAULT_DATABASE_URL, DatabaseUrl, GatewaySettings, IdentitySettings, JwtAlgorithm, ListenerSettings, LogFormat,
     PlaidEnv, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings, StoreSettings,
@@ -59,18 +60,6 @@ pub struct GatewayConfig {
     pub rate: RateLimits,
     pub graphql: GraphqlLimits,
     pub ws: WsLimits,
-}
-
-/// What a GraphQL WebSocket (subscriptions) may hold and how long it may stay quiet.
-#[derive(Debug, Clone)]
-pub struct WsLimits {
-    pub max_sockets: usize,
-    pub max_sockets_per_ip: usize,
-    pub max_sockets_per_user: usize,
-    pub max_subscriptions_per_socket: usize,
-    pub init_timeout: Duration,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
 }
 
 /// The identity service: the system of record and its internal listener.
@@ -202,49 +191,6 @@ pub struct JobsConfig {
     pub read_cache: Duration,
     /// How long connection events are kept for subscribers that resume.
     pub event_retention: Duration,
-}
-
-/// What the listeners accept.
-#[derive(Debug, Clone)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    /// Load balancers whose `Forwarded` / `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    pub cors_origins: Vec<String>,
-    pub shutdown_grace: Duration,
-}
-
-/// Request rates (0: no limit).
-#[derive(Debug, Clone)]
-pub struct RateLimits {
-    pub per_ip_per_second: u32,
-    pub per_user_per_second: u32,
-    pub sensitive_per_minute: u32,
-}
-
-/// The documents a deployment lets run, by the SHA-256 of their text (hex).
-#[derive(Debug, Clone)]
-pub struct TrustedDocuments {
-    pub mode: TrustedMode,
-    pub documents: std::collections::HashMap<String, String>,
-}
-
-/// What a GraphQL document may be.
-#[derive(Debug, Clone)]
-pub struct GraphqlLimits {
-    pub introspection: bool,
-    pub max_query_length: usize,
-    pub max_depth: usize,
-    pub max_complexity: usize,
-    pub max_aliases: usize,
-    pub max_directives: usize,
-    pub trusted_documents: Option<TrustedDocuments>,
 }
 
 /// Offline (the emulator), `PLAID_REDIRECT_URI` defaults to Plaid quickstart's documented

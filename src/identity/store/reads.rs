@@ -18,7 +18,7 @@ impl Store {
         );
         let rows: Vec<AccountRead> = self
             .db
-            .read(move |conn| {
+            .read_with(move |conn| {
                 Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
             })
             .await?;
@@ -42,7 +42,7 @@ impl Store {
         );
         let rows: Vec<BalanceRead> = self
             .db
-            .read(move |conn| {
+            .read_with(move |conn| {
                 Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
             })
             .await?;
@@ -119,7 +119,7 @@ impl Store {
         );
         let (total, rows): (i64, Vec<TransactionRead>) = self
             .db
-            .read(move |conn| {
+            .read_with(move |conn| {
                 Box::pin(async move {
                     let total: i64 = sqlx::query_scalar_with(&count_sql, c.arguments()?).fetch_one(&mut *conn).await?;
                     let rows = sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&mut *conn).await?;

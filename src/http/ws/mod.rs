@@ -15,10 +15,7 @@
 //! authentication, sockets per caller (`WS_MAX_SOCKETS_PER_USER`). Frames and messages are
 //! bounded by `MAX_BODY_BYTES`.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::ServerError;
@@ -33,14 +30,18 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod sockets;
+
+pub use sockets::Sockets;
+use sockets::{Full, Place};
 
 use super::AppState;
 use super::refusal::Refusal;
 use crate::auth::{AuthState, MANAGE_PAYMENT};
 use crate::config::WsLimits;
 use crate::error::code;
-use crate::metrics::{WS_CLOSED, WS_SOCKETS};
+use crate::metrics::WS_CLOSED;
 use crate::ratelimit::retry_after_secs;
 
 /// The longest a socket waits for its token to expire before checking (a year): tokens
@@ -61,112 +62,6 @@ mod close {
     pub const INIT_TIMEOUT: u16 = 4408;
     pub const DUPLICATE_ID: u16 = 4409;
     pub const TOO_MANY_INITS: u16 = 4429;
-}
-
-/// The sockets of this gateway: counted in total, per IP and per caller, and closed together
-/// at shutdown.
-pub struct Sockets {
-    limits: WsLimits,
-    total: AtomicUsize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-    by_user: Mutex<HashMap<String, usize>>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl Sockets {
-    pub fn new(limits: WsLimits) -> Self {
-        Sockets {
-            limits,
-            total: AtomicUsize::new(0),
-            by_ip: Mutex::default(),
-            by_user: Mutex::default(),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        }
-    }
-
-    /// Closes every socket (1001, going away) and waits for them within `grace`.
-    pub async fn close_all(&self, grace: Duration) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!("WebSockets still open at the end of the grace period");
-        }
-    }
-
-    /// A place for a new socket from `ip` (`None` for a trusted proxy), or which cap is full.
-    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Place, Full> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_sockets {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Full::Total);
-        }
-        if let Some(ip) = ip {
-            let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = by_ip.entry(ip).or_insert(0);
-            if *n >= self.limits.max_sockets_per_ip {
-                drop(by_ip);
-                self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(Full::Address);
-            }
-            *n += 1;
-        }
-        Ok(Place { sockets: self.clone(), ip, user: None })
-    }
-}
-
-/// The cap that kept a socket out.
-enum Full {
-    Total,
-    Address,
-}
-
-/// One admitted socket; dropping it frees its places.
-struct Place {
-    sockets: Arc<Sockets>,
-    ip: Option<IpAddr>,
-    user: Option<String>,
-}
-
-impl Place {
-    /// Takes one of the caller's places; false when they hold all of theirs.
-    fn claim_user(&mut self, user: &str) -> bool {
-        let mut by_user = self.sockets.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        let n = by_user.entry(user.to_string()).or_insert(0);
-        if *n >= self.sockets.limits.max_sockets_per_user {
-            if *n == 0 {
-                by_user.remove(user);
-            }
-            return false;
-        }
-        *n += 1;
-        self.user = Some(user.to_string());
-        metrics::gauge!(WS_SOCKETS).increment(1.0);
-        true
-    }
-}
-
-fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, usize>>, key: &K) {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(key);
-        }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.sockets.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip {
-            release(&self.sockets.by_ip, &ip);
-        }
-        if let Some(user) = &self.user {
-            release(&self.sockets.by_user, user);
-            metrics::gauge!(WS_SOCKETS).decrement(1.0);
-        }
-    }
 }
 
 /// Whether a request asks to become a WebSocket.
@@ -379,14 +274,16 @@ impl Session {
                     }
                 }
                 Some((id, answer)) = active.next(), if !active.is_empty() => {
-                    let message = match answer {
-                        Some(response) => json!({"type": "next", "id": id, "payload": response}),
+                    let sent = match answer {
+                        // Every event goes to every subscriber: written straight to text, not
+                        // through a JSON value tree first.
+                        Some(response) => send_text(tx, &Next { kind: "next", id: &id, payload: &response }).await,
                         None => {
                             active.remove(&id);
-                            json!({"type": "complete", "id": id})
+                            send(tx, json!({"type": "complete", "id": id})).await
                         }
                     };
-                    if send(tx, message).await.is_err() {
+                    if sent.is_err() {
                         return Closing(close::GOING_AWAY, "", "gone");
                     }
                 }
@@ -535,8 +432,25 @@ fn server_error(e: ServerError) -> serde_json::Value {
     serde_json::to_value(&e).unwrap_or_else(|_| json!({"message": e.message}))
 }
 
+/// A `next` message: one result of a subscription.
+#[derive(serde::Serialize)]
+struct Next<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    payload: &'a async_graphql::Response,
+}
+
 async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: serde_json::Value) -> Result<(), ()> {
-    tx.send(Message::Text(message.to_string().into())).await.map_err(|_| ())
+    send_text(tx, &message).await
+}
+
+async fn send_text(
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    message: &impl serde::Serialize,
+) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    tx.send(Message::Text(text.into())).await.map_err(|_| ())
 }
 
 /// How a socket whose read failed ends: 1009 for a message over `MAX_BODY_BYTES`, else the
