@@ -184,12 +184,19 @@ pub struct GatewayNode {
 }
 
 impl GatewayNode {
+    /// `emulator`: the in-process Plaid emulator (its URL and handle), when there is one.
     pub fn build(
         config: GatewayConfig,
         identity: Arc<dyn IdentityService>,
         public: TcpListener,
+        emulator: Option<(String, crate::emulator::Emulator)>,
     ) -> anyhow::Result<Self> {
         crate::metrics::handle();
+        // The demo: on by default against the emulator, otherwise when DEMO_ENABLED says so.
+        let demo = match config.demo.unwrap_or(emulator.is_some()) {
+            true => Some(Arc::new(http::demo::Demo::new(&config.auth, emulator)?)),
+            false => None,
+        };
         let limiters = Arc::new(Limiters::new(&config.rate));
         let state = AppState {
             gateway: Arc::new(Gateway::new(identity.clone(), &config.graphql, limiters.clone())),
@@ -200,6 +207,7 @@ impl GatewayNode {
             limiters,
             proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
             sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
+            demo,
         };
         Ok(GatewayNode { public, state, config })
     }
@@ -276,7 +284,8 @@ impl App {
         internal: TcpListener,
     ) -> anyhow::Result<App> {
         let identity = IdentityNode::build(config.identity.clone(), emulator_config, internal).await?;
-        let gateway = GatewayNode::build(config.gateway.clone(), identity.service(), public)?;
+        let emulator = identity.emulator.as_ref().map(|e| (e.url(), e.emulator.clone()));
+        let gateway = GatewayNode::build(config.gateway.clone(), identity.service(), public, emulator)?;
         Ok(App { gateway, identity, config })
     }
 
@@ -304,6 +313,9 @@ impl App {
             format!("bankgraph {} is running", env!("CARGO_PKG_VERSION")),
             format!("  GraphQL and GraphiQL: {graphql}"),
         ];
+        if self.gateway.state.demo.is_some() {
+            lines.push(format!("  demo in a browser:    http://{}{}", self.public_addr(), crate::config::DEMO_PATH));
+        }
         lines.extend(self.identity.banner_lines());
         if self.config.gateway.auth.development {
             let db = &self.config.identity.db.url;
@@ -417,7 +429,7 @@ impl GatewayApp {
         let remote = RemoteIdentity::new(&config.rpc, config.gateway.http.request_timeout)?;
         let identity: Arc<dyn IdentityService> = Arc::new(remote);
         let endpoints = config.rpc.endpoints.iter().map(|u| u.to_string()).collect();
-        let gateway = GatewayNode::build(config.gateway, identity.clone(), public)?;
+        let gateway = GatewayNode::build(config.gateway, identity.clone(), public, None)?;
         Ok(GatewayApp { gateway, internal, identity, endpoints })
     }
 

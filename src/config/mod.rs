@@ -60,6 +60,8 @@ pub struct GatewayConfig {
     pub rate: RateLimits,
     pub graphql: GraphqlLimits,
     pub ws: WsLimits,
+    /// `DEMO_ENABLED`, when set.
+    pub demo: Option<bool>,
 }
 
 /// The identity service: the system of record and its internal listener.
@@ -193,8 +195,10 @@ pub struct JobsConfig {
     pub event_retention: Duration,
 }
 
-/// Offline (the emulator), `PLAID_REDIRECT_URI` defaults to Plaid quickstart's documented
-/// development value.
+/// Where the demo app is served; offline, `bankgraph serve` makes it the OAuth redirect URI.
+pub const DEMO_PATH: &str = "/demo";
+/// Offline (the emulator) without the demo's address, `PLAID_REDIRECT_URI` defaults to Plaid
+/// quickstart's documented development value.
 pub const OFFLINE_REDIRECT_URI: &str = "http://localhost:8000/oauth-response.html";
 /// Offline, `PLAID_ANDROID_PACKAGE_NAME` defaults to this.
 pub const OFFLINE_ANDROID_PACKAGE_NAME: &str = "com.example.bankgraph";
@@ -224,10 +228,25 @@ impl Settings {
         let needs_dev = explicit.is_empty() || token_key.is_none();
         let dev_path = dev_secrets_path(&self.store.database_url);
         let dev = if needs_dev { Some(dev_secrets::load_or_create_dev_secrets(&dev_path)?) } else { None };
-        Ok(Config {
+        let mut config = Config {
             gateway: self.public.gateway(&self.listener, &dev, explicit.is_empty())?,
             identity: self.store.identity(&self.listener, real_plaid, &dev, needs_dev.then_some(dev_path))?,
-        })
+        };
+        // Offline, an OAuth bank sends the user back to the demo, which finishes Link there.
+        let bind = self.public.bind_addr;
+        if !real_plaid
+            && nonempty(&self.store.plaid_redirect_uri).is_none()
+            && self.public.demo_enabled != Some(false)
+            && bind.port() != 0
+        {
+            let host = if bind.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], bind.port()))
+            } else {
+                bind
+            };
+            config.identity.link.redirect_uri = Some(format!("http://{host}{DEMO_PATH}"));
+        }
+        Ok(config)
     }
 }
 
@@ -253,6 +272,7 @@ impl PublicSettings {
     ) -> Result<GatewayConfig, ConfigError> {
         Ok(GatewayConfig {
             public: self.bind_addr,
+            demo: self.demo_enabled,
             auth: self.auth(dev, development)?,
             http: self.http(listener)?,
             ws: WsLimits {

@@ -84,6 +84,10 @@ pub struct PublicSettings {
     /// Serve introspection (on for client codegen; turn off in production if you prefer).
     #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub graphql_introspection: bool,
+    /// The demo app at /demo: sign in, link a bank through Link, see the data. Default: on
+    /// against the Plaid emulator, off with real Plaid keys.
+    #[arg(long, env = "DEMO_ENABLED", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub demo_enabled: Option<bool>,
     /// Largest request body accepted, in bytes (checked before parsing).
     #[arg(long, env = "MAX_BODY_BYTES", default_value = "262144", value_parser = RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
     pub max_body_bytes: usize,

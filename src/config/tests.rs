@@ -183,7 +183,15 @@ fn booleans_numbers_and_enums_are_typed_as_they_parse() {
 fn offline_the_mobile_flows_have_development_defaults_and_with_plaid_keys_none() {
     let db = tmp_db();
     let offline = settings(&["--database-url", &db]).resolve().unwrap();
-    assert_eq!(offline.identity.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
+    // OAuth banks send the user back to the demo, which finishes Link.
+    assert_eq!(offline.identity.link.redirect_uri.as_deref(), Some("http://127.0.0.1:8000/demo"));
+    let any = settings(&["--database-url", &db, "--bind-addr", "0.0.0.0:9000"]).resolve().unwrap();
+    assert_eq!(any.identity.link.redirect_uri.as_deref(), Some("http://127.0.0.1:9000/demo"));
+    let no_demo = settings(&["--database-url", &db, "--demo-enabled", "false"]).resolve().unwrap();
+    assert_eq!(no_demo.identity.link.redirect_uri.as_deref(), Some(OFFLINE_REDIRECT_URI));
+    let chosen =
+        settings(&["--database-url", &db, "--plaid-redirect-uri", "https://app.example/oauth"]).resolve().unwrap();
+    assert_eq!(chosen.identity.link.redirect_uri.as_deref(), Some("https://app.example/oauth"));
     assert_eq!(offline.identity.link.android_package_name.as_deref(), Some(OFFLINE_ANDROID_PACKAGE_NAME));
     let real = with_plaid_keys(&db);
     assert!(real.identity.link.redirect_uri.is_none() && real.identity.link.android_package_name.is_none());

@@ -15,7 +15,11 @@ use super::data;
 use super::errors::ApiError;
 use super::faults::{FaultRule, RateLimitMode};
 use super::handlers::{parse, state_item_view};
-use super::state::{Advance, login};
+use chrono::{DateTime, Utc};
+
+use super::EmulatorConfig;
+use super::data::InstitutionFixture;
+use super::state::{Advance, LinkTokenRecord, State, TestUser, login};
 
 pub fn router() -> Router<Emulator> {
     Router::new()
@@ -69,77 +73,102 @@ async fn link_complete(AxState(emu): AxState<Emulator>, Json(body): Json<Value>)
             .cloned()
             .filter(|r| r.expiration > now)
             .ok_or_else(|| ApiError::code("INVALID_LINK_TOKEN"))?;
-        let username = req.username.as_deref().unwrap_or("user_good");
-        let password = req.password.as_deref().unwrap_or("pass_good");
-        let item_id = match &rec.item_id {
+        let inst = match &rec.item_id {
             Some(item_id) => {
-                let item = state
+                state
                     .items
-                    .get_mut(item_id)
+                    .get(item_id)
                     .filter(|i| !i.removed)
-                    .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
-                login(username, password, item.institution.oauth)?;
-                if item.error.as_ref().is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED") {
-                    return Err(ApiError::code("USER_PERMISSION_REVOKED"));
-                }
-                item.error = None;
-                item.consent_expiration_time = None;
-                item.last_successful_update = now;
-                item_id.clone()
+                    .ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?
+                    .institution
             }
             None => {
                 let inst_id = req.institution_id.as_deref().unwrap_or("ins_109508");
-                let inst = data::institution(inst_id).ok_or_else(|| ApiError::code("INVALID_INSTITUTION"))?;
-                if let Some(code) = inst.creation_error {
-                    return Err(ApiError::code(code));
-                }
-                let products = rec.request.products.clone().unwrap_or_default();
-                if products.iter().any(|p| !inst.products.contains(&p.as_str())) {
-                    return Err(ApiError::code("PRODUCTS_NOT_SUPPORTED"));
-                }
-                let user = login(username, password, inst.oauth)?;
-                state.create_item(
-                    now,
-                    inst,
-                    products,
-                    rec.request.webhook.clone().filter(|w| !w.is_empty()),
-                    user,
-                    cfg.transactions_per_item,
-                    cfg.history_days,
-                )
+                data::institution(inst_id).ok_or_else(|| ApiError::code("INVALID_INSTITUTION"))?
             }
         };
-        let public_token = state.issue_public_token(&item_id, now);
-        let item = state.items.get(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
-        Ok(json!({
-            "public_token": public_token,
-            "item_id": item_id,
-            "update_mode": rec.item_id.is_some(),
-            "metadata": {
-                "institution": {"name": item.institution.name, "institution_id": item.institution.id},
-                "accounts": item.accounts.iter().map(|a| json!({
-                    "id": a.account.account_id,
-                    "name": a.account.name,
-                    "mask": a.account.mask,
-                    "type": a.account.account_type,
-                    "subtype": a.account.subtype,
-                    "verification_status": null,
-                })).collect::<Vec<_>>(),
-                "link_session_id": uuid::Uuid::new_v4().to_string(),
-            },
-        }))
+        if rec.item_id.is_none()
+            && let Some(code) = inst.creation_error
+        {
+            return Err(ApiError::code(code));
+        }
+        let user = login(
+            req.username.as_deref().unwrap_or("user_good"),
+            req.password.as_deref().unwrap_or("pass_good"),
+            inst.oauth,
+        )?;
+        finish_link(&mut state, &cfg, &rec, inst, user, now, &uuid::Uuid::new_v4().to_string())
     })();
-    if let Ok(v) = &result
-        && v["update_mode"] == false
-        && let Some(id) = v["item_id"].as_str()
-    {
-        emu.schedule_history(id);
-    }
-    emu.flush_outbox();
+    emu.after_link(result.as_ref().ok());
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => fail(e),
     }
+}
+
+/// The end of a Link session, in Link's browser flow and in `/emulator/link/complete`: a new
+/// item for a create-mode token, the item repaired for an update-mode one; a public token,
+/// and Link's `onSuccess` metadata. The caller has checked the user's credentials.
+pub(crate) fn finish_link(
+    state: &mut State,
+    cfg: &EmulatorConfig,
+    rec: &LinkTokenRecord,
+    inst: &'static InstitutionFixture,
+    user: TestUser,
+    now: DateTime<Utc>,
+    link_session_id: &str,
+) -> Result<Value, ApiError> {
+    let item_id = match &rec.item_id {
+        Some(item_id) => {
+            let item =
+                state.items.get_mut(item_id).filter(|i| !i.removed).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+            if item.error.as_ref().is_some_and(|e| e.body.error_code == "USER_PERMISSION_REVOKED") {
+                return Err(ApiError::code("USER_PERMISSION_REVOKED"));
+            }
+            item.error = None;
+            item.consent_expiration_time = None;
+            item.last_successful_update = now;
+            item_id.clone()
+        }
+        None => {
+            let products = rec.request.products.clone().unwrap_or_default();
+            if products.iter().any(|p| !inst.products.contains(&p.as_str())) {
+                return Err(ApiError::code("PRODUCTS_NOT_SUPPORTED"));
+            }
+            state.create_item(
+                now,
+                inst,
+                products,
+                rec.request.webhook.clone().filter(|w| !w.is_empty()),
+                user,
+                cfg.transactions_per_item,
+                cfg.history_days,
+            )
+        }
+    };
+    let public_token = state.issue_public_token(&item_id, now);
+    let item = state.items.get(&item_id).ok_or_else(|| ApiError::code("ITEM_NOT_FOUND"))?;
+    Ok(json!({
+        "public_token": public_token,
+        "item_id": item_id,
+        "update_mode": rec.item_id.is_some(),
+        "metadata": {
+            "institution": {"name": item.institution.name, "institution_id": item.institution.id},
+            "accounts": item.accounts.iter().map(|a| json!({
+                "id": a.account.account_id,
+                "name": a.account.name,
+                "mask": a.account.mask,
+                "type": a.account.account_type,
+                "subtype": a.account.subtype,
+                "verification_status": a.account.verification_status,
+                "class_type": null,
+            })).collect::<Vec<_>>(),
+            "account": null,
+            "account_id": null,
+            "transfer_status": null,
+            "link_session_id": link_session_id,
+        },
+    }))
 }
 
 async fn item_view(AxState(emu): AxState<Emulator>, Path(item_id): Path<String>) -> Response {

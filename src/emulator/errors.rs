@@ -93,6 +93,16 @@ fn catalogue(code: &str) -> (&'static str, u16, &'static str, Option<&'static st
             "the provided MFA response(s) were not correct",
             Some("The provided code was not correct."),
         ),
+        "OAUTH_STATE_ID_ALREADY_PROCESSED" => {
+            ("OAUTH_ERROR", 208, "the provided oauth_state_id has already been processed", None)
+        }
+        "OAUTH_STATE_ID_NOT_FOUND" => ("OAUTH_ERROR", 404, "the provided oauth_state_id wasn't found", None),
+        "INCORRECT_LINK_TOKEN" => (
+            "OAUTH_ERROR",
+            400,
+            "the link_token provided does not match the link_token used to start this OAuth session",
+            None,
+        ),
         "INVALID_SEND_METHOD" => ("ITEM_ERROR", 400, "the provided MFA send_method was invalid", None),
         "INSUFFICIENT_CREDENTIALS" => {
             ("ITEM_ERROR", 400, "insufficient authorization was provided to complete the request", None)

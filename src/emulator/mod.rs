@@ -9,6 +9,7 @@ pub mod drive;
 pub mod errors;
 pub mod faults;
 mod handlers;
+pub(crate) mod link_web;
 pub mod state;
 pub mod webhooks;
 
@@ -170,6 +171,7 @@ impl Emulator {
     pub fn router(&self) -> Router {
         Router::new()
             .merge(control::router())
+            .merge(link_web::router())
             .route("/v1/plaid/{*path}", post(proxy_entry))
             .route("/{*path}", post(plaid_entry))
             .with_state(self.clone())
@@ -187,6 +189,31 @@ impl Emulator {
             emu.state().history_ready(&id);
             emu.flush_outbox();
         });
+    }
+
+    /// What `/sandbox/item/reset_login` does, by item id: the item needs its user to log in
+    /// again (the demo's "login required" button). False when there is no such live item.
+    pub fn reset_login(&self, item_id: &str) -> bool {
+        let now = self.now();
+        let mut state = self.state();
+        if state.items.get(item_id).is_none_or(|i| i.removed) {
+            return false;
+        }
+        state.set_item_error(item_id, ApiError::code("ITEM_LOGIN_REQUIRED"), now);
+        drop(state);
+        self.flush_outbox();
+        true
+    }
+
+    /// After Link finished (or failed): a new item's history on its way, webhooks sent.
+    pub(crate) fn after_link(&self, done: Option<&Value>) {
+        if let Some(v) = done
+            && v["update_mode"] == false
+            && let Some(id) = v["item_id"].as_str()
+        {
+            self.schedule_history(id);
+        }
+        self.flush_outbox();
     }
 
     /// Sends the webhooks that state changes queued, each in its own task.

@@ -3,6 +3,7 @@
 //! Plaid webhooks.
 
 pub mod client_ip;
+pub mod demo;
 mod graphiql;
 mod graphql;
 mod health;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// The GraphQL WebSockets (subscriptions) of this gateway.
     pub sockets: Arc<ws::Sockets>,
+    /// The demo app at `/demo`, when it is on.
+    pub demo: Option<Arc<demo::Demo>>,
 }
 
 /// Whether a client's `x-request-id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`.
@@ -136,6 +139,10 @@ pub fn public_router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql::serve_asset))
+        .route(crate::config::DEMO_PATH, get(demo::page))
+        .route("/demo/assets/{file}", get(demo::asset))
+        .route("/demo/token", post(demo::token))
+        .route("/demo/login-required", post(demo::login_required))
         .with_state(state);
     if let Some(c) = cors {
         router = router.layer(c);

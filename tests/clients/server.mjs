@@ -20,14 +20,27 @@ globalThis.fetch = (input, init) => {
 
 const bin = process.env.BANKGRAPH_BIN ?? new URL("../../target/debug/bankgraph", import.meta.url).pathname;
 
-export async function startServer(extra = []) {
+/** A free loopback port (for a server whose own address must be known before it starts). */
+export async function freePort() {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(extra = [], { port = 0 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "bankgraph-clients-"));
   const db = `sqlite://${dir}/bankgraph.db`;
   const child = spawn(
     bin,
     [
       "serve",
-      "--bind-addr=127.0.0.1:0",
+      `--bind-addr=127.0.0.1:${port}`,
       "--internal-bind-addr=127.0.0.1:0",
       `--database-url=${db}`,
       "--plaid-emulator-addr=127.0.0.1:0",
@@ -40,6 +53,8 @@ export async function startServer(extra = []) {
     const lines = createInterface({ input: child.stdout });
     lines.on("line", (line) => {
       const g = line.match(/GraphQL and GraphiQL: (\S+)/);
+      const d = line.match(/demo in a browser: +(\S+)/);
+      if (d) found.demo = d[1];
       if (g) found.graphql = g[1];
       const e = line.match(/Plaid emulator at (http:\/\/\S+)/);
       if (e) found.emulator = e[1];

@@ -66,6 +66,8 @@ pub struct State {
     pub outbox: Vec<OutgoingWebhook>,
     /// How long a new item's history takes to become available (0: at once).
     pub history_delay: std::time::Duration,
+    /// Link sessions in a browser (`link_web`).
+    pub link_sessions: crate::emulator::link_web::session::LinkSessions,
 }
 
 /// Whether a call reads data (fails while the item needs the user) or manages the item.
@@ -89,6 +91,7 @@ impl State {
             windows: RateWindows::default(),
             outbox: Vec::new(),
             history_delay: std::time::Duration::ZERO,
+            link_sessions: Default::default(),
         }
     }
 
@@ -118,6 +121,9 @@ impl State {
             for a in &mut accounts {
                 a.account.verification_status = Some("pending_automatic_verification".into());
             }
+        }
+        if let Some(masks) = &user.accounts {
+            accounts.retain(|a| a.account.mask.as_ref().is_some_and(|m| masks.contains(m)));
         }
         let count = user.transaction_count.unwrap_or(default_count);
         let history = TransactionFactory::new(&accounts).history(&mut rng, now.date_naive(), history_days, count);
@@ -291,7 +297,7 @@ mod tests {
             inst,
             vec!["transactions".into()],
             None,
-            TestUser { seed: None, transaction_count: Some(count), micro_deposits: false },
+            TestUser { seed: None, transaction_count: Some(count), micro_deposits: false, accounts: None },
             count,
             730,
         );
@@ -327,7 +333,7 @@ mod tests {
         let mut s = State::new(1);
         s.history_delay = std::time::Duration::from_millis(10);
         let inst = data::institution("ins_109508").unwrap();
-        let user = TestUser { seed: None, transaction_count: Some(30), micro_deposits: false };
+        let user = TestUser { seed: None, transaction_count: Some(30), micro_deposits: false, accounts: None };
         let id = s.create_item(
             Utc::now(),
             inst,

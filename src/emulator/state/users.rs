@@ -13,6 +13,9 @@ pub struct TestUser {
     /// `microdeposits_good`: an Auth item whose checking account awaits automated
     /// micro-deposit verification.
     pub micro_deposits: bool,
+    /// The masks of the accounts the user chose to share in Link's account selection (all
+    /// when `None`).
+    pub accounts: Option<Vec<String>>,
 }
 
 /// The error codes a `user_good` password of `error_<CODE>` may force.
@@ -81,6 +84,7 @@ pub fn login(username: &str, password: &str, oauth: bool) -> Result<TestUser, Ap
                 seed: cfg.get("seed").and_then(Value::as_str).map(str::to_string),
                 transaction_count,
                 micro_deposits: false,
+                accounts: None,
             })
         }
         _ => Err(ApiError::code("INVALID_CREDENTIALS")),
