@@ -13,6 +13,7 @@
 
   var auth = JSON.parse(sessionStorage.getItem("bankgraph-demo-auth") || "null");
   var offset = 0;
+  var accountNames = {};
   var watching = null;
 
   // --- The operations (the contract's, as in the seed's samples) ---
@@ -272,7 +273,9 @@
     balances.forEach(function (b) { byAccount[b.bankAccountId] = b; });
     var connections = [];
     var index = {};
+    accountNames = {};
     accounts.forEach(function (a) {
+      accountNames[a.bankAccountId] = (a.accountName || a.type) + (a.lastFour ? " ••" + a.lastFour : "");
       if (!index[a.bankInstitutionAuthId]) {
         index[a.bankInstitutionAuthId] = { id: a.bankInstitutionAuthId, item: a.platformItemId, name: a.bankInstitutionName, status: a.status, history: a.historyStatus, synced: a.lastSyncedAt, accounts: [] };
         connections.push(index[a.bankInstitutionAuthId]);
@@ -339,7 +342,7 @@
         el("td", { text: t.date }),
         el("td", { text: t.description || "" }),
         el("td", { text: t.merchantName || "" }),
-        el("td", { text: t.bankAccountId.slice(0, 8) + "…" }),
+        el("td", { text: accountNames[t.bankAccountId] || "removed account" }),
         el("td", { class: "num", text: money(t.amount, t.currencyCode) }),
         el("td", { text: t.pending ? "pending" : "posted" }),
       ]);

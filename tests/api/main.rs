@@ -17,6 +17,7 @@ mod input;
 mod isolation;
 mod jobs;
 mod leaks;
+mod link_web;
 mod operations;
 mod round_trips;
 mod split;

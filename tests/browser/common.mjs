@@ -36,8 +36,8 @@ export function link(page) {
   return page.frameLocator('iframe[title="Plaid Link"]');
 }
 
-export async function shot(page, name) {
-  await page.screenshot({ path: `${SHOTS}${name}.png` });
+export async function shot(page, name, fullPage = false) {
+  await page.screenshot({ path: `${SHOTS}${name}.png`, fullPage });
 }
 
 /** Goes through Link: consent, institution (unless update mode), credentials, MFA code. */
