@@ -78,6 +78,9 @@ test("the demo's whole journey: sign in, link, read, relink, address, remove", a
   }
 
   // Transactions: the history arrives, pages of 25, a date filter.
+  await textMatching(page.locator("#page-info"), (t) => /of [1-9]\d*$/.test(t));
+  await page.mouse.wheel(0, -10000);
+  await shot(page, "demo-0-overview");
   const info = page.locator("#page-info");
   await textMatching(info, (t) => /of [1-9]\d*$/.test(t));
   assert.equal(await page.locator("#transactions tbody tr").count(), 25);
