@@ -37,9 +37,7 @@ const MAX_BODY: usize = 4 * 1024;
 
 /// What the demo needs: where Link's script is, and the offline helpers when they exist.
 pub struct Demo {
-    link_script: String,
-    /// The origin of `link_script` (for the page's Content-Security-Policy).
-    link_origin: String,
+    /// The page's Content-Security-Policy: this origin, and Link's script's.
     csp: HeaderValue,
     page: String,
     /// Minting demo tokens: only with the generated development secret.
@@ -80,15 +78,7 @@ impl Demo {
             .replace("{{link_script}}", &escape(&link_script))
             .replace("{{dev_sign_in}}", if minter.is_some() { "true" } else { "false" })
             .replace("{{emulator}}", if emulator.is_some() { "true" } else { "false" });
-        Ok(Demo { link_script, link_origin, csp, page, minter, emulator })
-    }
-
-    pub fn link_script(&self) -> &str {
-        &self.link_script
-    }
-
-    pub fn link_origin(&self) -> &str {
-        &self.link_origin
+        Ok(Demo { csp, page, minter, emulator })
     }
 }
 

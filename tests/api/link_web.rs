@@ -450,3 +450,35 @@ async fn the_demo_forces_a_login_only_on_the_callers_own_items() {
     assert_eq!(status, "LOGIN_REQUIRED");
     let _ = stop.send(());
 }
+
+#[tokio::test]
+async fn with_plaid_keys_the_demo_is_off_unless_enabled_and_then_loads_plaids_own_script() {
+    // TestApp runs with Plaid keys (pointed at an emulator) and a JWT secret.
+    let app = TestApp::spawn().await;
+    assert_eq!(app.http.get(format!("{}/demo", app.base)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+    let app = TestApp::spawn_with(Options { args: vec!["--demo-enabled=true".into()], ..Default::default() }).await;
+    let page = app.http.get(format!("{}/demo", app.base)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        csp.contains("script-src 'self' https://cdn.plaid.com;") && csp.contains("frame-src https://cdn.plaid.com;"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("https://cdn.plaid.com/link/v2/stable/link-initialize.js")
+            && html.contains("data-emulator=\"false\"")
+    );
+    let r = app.http.post(format!("{}/demo/token", app.base)).json(&json!({"user": "alice"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "no minting with a real JWT secret");
+    let r = app
+        .http
+        .post(format!("{}/demo/login-required", app.base))
+        .bearer_auth(app.token("a"))
+        .json(&json!({"platformItemId": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "no emulator in this process");
+    app.stop().await;
+}
