@@ -7,7 +7,15 @@
 #        bash bench/load.sh split [--rounds 5] [--seconds 3]
 #        (one process and the split deployment side by side on PostgreSQL; bench/results/split.md;
 #        BENCH_GATEWAY_WORKERS / BENCH_IDENTITY_WORKERS set each one's TOKIO_WORKER_THREADS)
+#        bash bench/load.sh users [--users 2000] [--seconds 5]
+#        (traffic shaped like users, cache on and off, a mixed run, the raw ceiling;
+#        bench/results/users.md; see examples/userload.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = users ]; then
+  shift
+  cargo build --release --locked --quiet --bin bankgraph --example userload
+  exec target/release/examples/userload users "$@"
+fi
 cargo build --release --locked --quiet --bin bankgraph --example loadtest
 exec target/release/examples/loadtest "$@"

@@ -18,128 +18,16 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bankgraph::emulator::drive::Endpoints;
+use common::load::{Run, emulator, load, raw_server, seed, serve, token};
 use common::{Proc, SECRET, cpu_seconds, peak_rss_mb, start};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ACCOUNTS: &str = "{ getPlaidBankAccounts { platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
 const PAGE: &str = "{ getPlaidBankTransactions(input: {paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
 /// The same page with a date range covering the whole history: its `totalCount` must not
 /// count the range row by row.
 const FILTERED_PAGE: &str = "{ getPlaidBankTransactions(input: {startDate: \"2000-01-01T00:00:00Z\", endDate: \"2100-01-01T00:00:00Z\", paginate: {limit: 50}}) { totalCount transactions { historicalBankTransactionId transactionId amount transactionType transactionDate merchantName category pending } } }";
-
-struct Run {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-}
-
-/// Drives `conns` concurrent connections against `url` for `secs` (after a 1 s warm-up).
-async fn load(url: &str, token: Option<&str>, query: &str, conns: usize, secs: u64) -> Run {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
-    let body = Arc::new(serde_json::to_vec(&json!({"query": query})).unwrap());
-    let warm = Instant::now() + Duration::from_secs(1);
-    let end = warm + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (client, body, url, token) = (client.clone(), body.clone(), url.to_string(), token.map(str::to_string));
-        tasks.push(tokio::spawn(async move {
-            let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let mut req = client.post(&url).header("content-type", "application/json").body((*body).clone());
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t);
-                }
-                let ok = match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        r.bytes().await.map(|b| !b.windows(8).any(|w| w == b"\"errors\"")).unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                if t0 >= warm {
-                    lat.push(t0.elapsed().as_micros() as u32);
-                    errors += usize::from(!ok);
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
-            / 1000.0
-    };
-    Run { rps: all.len() as f64 / secs as f64, p50_ms: pct(0.50), p99_ms: pct(0.99), errors }
-}
-
-async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: Value) -> Value {
-    http.post(url)
-        .bearer_auth(token)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Links an item with `count` transactions for `sub` and waits until its history is stored.
-async fn seed(http: &reqwest::Client, graphql: &str, emulator: &str, token: &str, count: usize) {
-    let link = json!({
-        "username": "user_custom",
-        "password": json!({"transaction_count": count, "seed": format!("bench-{count}")}).to_string(),
-    });
-    let q = "mutation($input: CompletePlaidLinkInput!) { completePlaidLink(input: $input) { platformItemId } }";
-    let endpoints = Endpoints { http, graphql, emulator, bearer: token };
-    let (_, r) = endpoints.link_via(link, q).await.unwrap();
-    assert!(r["errors"].is_null(), "{r}");
-    let count_q = "{ getPlaidBankTransactions(input: {paginate: {limit: 1}}) { totalCount } }";
-    loop {
-        let r = gql(http, graphql, token, count_q, json!({})).await;
-        if r["data"]["getPlaidBankTransactions"]["totalCount"].as_u64() == Some(count as u64) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn token(bin: &str, sub: &str, db: &str) -> String {
-    let out = Command::new(bin)
-        .args(["token", "--sub", sub, "--ttl", "86400", "--jwt-secret", SECRET, "--database-url", db])
-        .env("TOKEN_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn raw_server(body_path: &str) {
-    let body = bytes::Bytes::from(std::fs::read(body_path).unwrap());
-    let app = axum::Router::new().route(
-        "/api/v1/graphql",
-        axum::routing::post(move || {
-            let body = body.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("raw listening on http://{}/api/v1/graphql", listener.local_addr().unwrap());
-    axum::serve(listener, app).await.unwrap();
-}
 
 #[tokio::main]
 async fn main() {
@@ -322,44 +210,6 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
-/// The Plaid emulator of `bin`, with 50 transactions per new item.
-fn emulator(bin: &str) -> (Proc, String) {
-    start(
-        Command::new(bin).args(["plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "50"]),
-        "listening on ",
-        None,
-    )
-}
-
-/// Starts `bankgraph serve` from `bin` on `db` against the emulator, as the main run does.
-fn serve(bin: &str, db: &str, emulator_url: &str, log: &std::path::Path) -> (Proc, String) {
-    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    start(
-        Command::new(bin)
-            .args([
-                "serve",
-                "--bind-addr=127.0.0.1:0",
-                "--internal-bind-addr=127.0.0.1:0",
-                &format!("--database-url={db}"),
-                &format!("--jwt-secret={SECRET}"),
-                &format!("--token-encryption-key={key}"),
-                "--plaid-client-id=emulator_client_id",
-                "--plaid-secret=emulator_sandbox_secret",
-                &format!("--plaid-base-url={emulator_url}"),
-                "--rate-limit-per-ip=0",
-                "--rate-limit-per-user=0",
-                "--rate-limit-sensitive-per-minute=0",
-                "--job-workers=1",
-            ])
-            // BENCH_READ_CACHE_SECONDS=0: the read path without its per-user cache.
-            .args(std::env::var("BENCH_READ_CACHE_SECONDS").ok().map(|s| format!("--read-cache-seconds={s}")))
-            .env("RUST_LOG", "info")
-            .env("LOG_FORMAT", "json"),
-        "GraphQL and GraphiQL: ",
-        Some(log),
-    )
-}
-
 /// The account read at each concurrency against `graphql`, served by the processes `pids`:
 /// a row per level (req/s, latency, peak RSS of all of them) and, at 32 connections, the server
 /// CPU per request (with the p50 at 1 connection).
@@ -405,7 +255,7 @@ fn workers(var: &str) -> Vec<(&'static str, String)> {
 /// `bankgraph identity` on `db` and a `bankgraph gateway` calling it, as the split deployment
 /// runs; returns both and the gateway's GraphQL URL.
 fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Proc, Proc, String) {
-    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let key = common::load::KEY;
     let token = "bench-service-token-0123456789abcdef-0123";
     let (identity, rpc) = start(
         Command::new(bin)

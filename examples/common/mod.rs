@@ -1,6 +1,8 @@
 //! What the benchmarks share: their processes, started and read from outside.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -238,3 +238,53 @@ test("Link is a keyboard-only dialog: focus stays inside it, Escape exits", asyn
   assert.equal(await page.locator("h1").evaluate((el) => el.closest("[inert]") === null), true);
   await context.close();
 });
+
+test("account selection (a token made with a Link customization) shares only the accounts picked", async () => {
+  // A token made at the emulator directly, as a backend with a customization would make it.
+  const r = await fetch(`${server.emulator}/link/token/create`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      client_id: "emulator_client_id",
+      secret: "emulator_sandbox_secret",
+      client_name: "Account picker app",
+      language: "en",
+      country_codes: ["US"],
+      user: { client_user_id: "picker-1" },
+      products: ["transactions"],
+      link_customization_name: "account_selection_v2_customization",
+    }),
+  });
+  const { link_token } = await r.json();
+  pages.set(
+    "/picker.html",
+    `<!doctype html><html><head><meta charset="utf-8"><title>Picker</title>
+<script src="${server.emulator}/link/v2/stable/link-initialize.js"></script></head>
+<body><h1>Picker</h1><script>
+window.recorded = { loaded: false, success: null };
+const handler = Plaid.create({
+  token: ${JSON.stringify(link_token)},
+  onLoad: () => { window.recorded.loaded = true; },
+  onSuccess: (token, metadata) => { window.recorded.success = { token, metadata }; },
+});
+handler.open();
+</script></body></html>`,
+  );
+  const { page, context } = await offlinePage(browser);
+  await page.goto(`${appOrigin}/picker.html`);
+  await linkThrough(page, {});
+  const frame = link(page);
+  await frame.getByRole("heading", { name: "Select the accounts to share" }).waitFor();
+  await frame.getByLabel(/Plaid Saving/).uncheck();
+  await frame.getByLabel(/Plaid CD/).uncheck();
+  await shot(page, "link-9-select-account");
+  await frame.getByRole("button", { name: "Continue" }).click();
+  await handOff(page);
+  await page.waitForFunction(() => window.recorded.success !== null, null, { timeout: 10000 });
+  const recorded = await page.evaluate(() => window.recorded);
+  assert.equal(recorded.loaded, true, "onLoad ran");
+  const names = recorded.success.metadata.accounts.map((a) => a.name);
+  assert.equal(names.length, 7);
+  assert.ok(!names.includes("Plaid Saving") && !names.includes("Plaid CD") && names.includes("Plaid Checking"));
+  await context.close();
+});
