@@ -1,5 +1,5 @@
 // Plaid Link for the web, served by bankgraph's Plaid emulator at Plaid's path. It defines
-// window.Plaid.create(config) -> { open, exit, destroy, submit } as Plaid documents it; Link's
+// window.Plaid.create(config) -> { open, exit, destroy } as Plaid documents it; Link's
 // screens run in an iframe of the emulator's origin and talk to this page by postMessage only.
 (function () {
   "use strict";
@@ -140,7 +140,6 @@
         post({ action: "exit", force: !!(options && options.force) });
         call(callback, []);
       },
-      submit: function () {},
       destroy: function () {
         destroyed = true;
         hide();
