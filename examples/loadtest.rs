@@ -19,7 +19,7 @@ mod common;
 
 use std::process::Command;
 
-use common::load::{Run, emulator, load, raw_server, seed, serve, token};
+use common::load::{Run, emulator, load, raw_server, seed, serve, start_raw, token};
 use common::{Proc, SECRET, cpu_seconds, peak_rss_mb, start};
 use serde_json::json;
 
@@ -307,7 +307,6 @@ fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Pro
 async fn compare(other: &str, rounds: usize, secs: u64) {
     let root = env!("CARGO_MANIFEST_DIR");
     let this = format!("{root}/target/release/bankgraph");
-    let me = std::env::current_exe().unwrap();
     let http = reqwest::Client::new();
     let tmp = std::env::temp_dir().join(format!("bankgraph-compare-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -334,20 +333,7 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
             targets.push((name, proc_, graphql, reader));
         }
     }
-    let body = http
-        .post(&targets[0].2)
-        .bearer_auth(&targets[0].3)
-        .json(&json!({"query": ACCOUNTS}))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let body_path = tmp.join("accounts.json");
-    std::fs::write(&body_path, &body).unwrap();
-    let (_raw, raw_url) =
-        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
+    let (_raw, raw_url) = start_raw(&targets[0].2, &targets[0].3, ACCOUNTS, &tmp).await;
     // Per target: (req/s, share of the same round's ceiling) for each round.
     let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
@@ -409,7 +395,6 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
 async fn split_compare(rounds: usize, secs: u64) {
     let root = env!("CARGO_MANIFEST_DIR");
     let bin = format!("{root}/target/release/bankgraph");
-    let me = std::env::current_exe().unwrap();
     let http = reqwest::Client::new();
     let tmp = std::env::temp_dir().join(format!("bankgraph-split-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -424,11 +409,7 @@ async fn split_compare(rounds: usize, secs: u64) {
     let reader = token(&bin, "bench-reader", &db);
     seed(&http, &one_url, &emulator_url, &reader, 50).await;
     let (identity, gateway, split_url) = split(&bin, &db, &emulator_url, &tmp);
-    let body = http.post(&one_url).bearer_auth(&reader).json(&json!({"query": ACCOUNTS})).send().await.unwrap();
-    let body_path = tmp.join("accounts.json");
-    std::fs::write(&body_path, body.bytes().await.unwrap()).unwrap();
-    let (_raw, raw_url) =
-        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
+    let (_raw, raw_url) = start_raw(&one_url, &reader, ACCOUNTS, &tmp).await;
     let pids = [vec![one.0.id()], vec![identity.0.id(), gateway.0.id()]];
     let urls = [one_url.clone(), split_url.clone()];
     let cpu = |i: usize| pids[i].iter().map(|p| cpu_seconds(*p)).sum::<f64>();

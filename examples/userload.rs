@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::load::{Picker, Run, emulator, link_one, load_with, raw_server, serve_with};
-use common::{Proc, SECRET, cpu_seconds, rss_kib, start};
+use common::load::{Picker, Run, emulator, link_one, load_with, raw_server, serve_with, start_raw};
+use common::{Proc, SECRET, cpu_seconds, rss_kib};
 use rand::Rng;
 use serde_json::json;
 
@@ -197,27 +197,13 @@ fn paths() -> (String, String, std::path::PathBuf) {
 
 async fn users(n: usize, secs: u64) {
     let (root, bin, tmp) = paths();
-    let me = std::env::current_exe().unwrap();
     let (_emu, emulator_url) = emulator(&bin);
     let db = Database::create("users");
     let cache = |s: u64| vec![format!("--read-cache-seconds={s}")];
     let (server, graphql) = serve_with(&bin, &db.url(), &emulator_url, &tmp.join("on.log"), &cache(1));
     let users = Arc::new(seed_users(&graphql, &emulator_url, n).await);
     settle(server.0.id()).await;
-    let sample = reqwest::Client::new()
-        .post(&graphql)
-        .bearer_auth(&*users[0].token)
-        .json(&json!({"query": ACCOUNTS}))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let body_path = tmp.join("accounts.json");
-    std::fs::write(&body_path, &sample).unwrap();
-    let (_raw, raw_url) =
-        start(Command::new(&me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None);
+    let (_raw, raw_url) = start_raw(&graphql, &users[0].token, ACCOUNTS, &tmp).await;
     let raw_picker: Picker = {
         let b = body(ACCOUNTS);
         Arc::new(move |_, _| (None, b.clone()))

@@ -196,3 +196,22 @@ pub async fn raw_server(body_path: &str) {
     println!("raw listening on http://{}/api/v1/graphql", listener.local_addr().unwrap());
     axum::serve(listener, app).await.unwrap();
 }
+
+/// The raw ceiling for `query`: this benchmark's own `raw-server` subcommand answering, from
+/// memory, the bytes bankgraph answers `token` at `graphql`. Returns it and its URL.
+pub async fn start_raw(graphql: &str, token: &str, query: &str, tmp: &Path) -> (Proc, String) {
+    let answer = reqwest::Client::new()
+        .post(graphql)
+        .bearer_auth(token)
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body_path = tmp.join("raw-answer.json");
+    std::fs::write(&body_path, &answer).unwrap();
+    let me = std::env::current_exe().unwrap();
+    start(Command::new(me).args(["raw-server", body_path.to_str().unwrap()]), "raw listening on ", None)
+}
