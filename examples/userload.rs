@@ -150,6 +150,38 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("raw-server") => raw_server(&args[2]).await,
+        // `userload count URL TOKEN QUERY N`: N requests one after another (for callgrind).
+        Some("count") => {
+            let (url, token, query, n) = (&args[2], &args[3], &args[4], args[5].parse::<usize>().unwrap());
+            let http = reqwest::Client::new();
+            let body = body(query);
+            for _ in 0..n {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let b = r.bytes().await.unwrap();
+                assert!(!b.windows(8).any(|w| w == b"\"errors\""), "{}", String::from_utf8_lossy(&b));
+            }
+        }
+        // `userload seed URL EMULATOR SUB`: links one item for SUB (50 transactions), waits for its history.
+        Some("seed") => {
+            let token = bankgraph::auth::mint_hs256(
+                SECRET.as_bytes(),
+                &args[4],
+                "MANAGE_PAYMENT",
+                Duration::from_secs(86_400),
+                None,
+                None,
+            )
+            .unwrap();
+            common::load::seed(&reqwest::Client::new(), &args[2], &args[3], &token, 50).await;
+            println!("{token}");
+        }
         Some("soak") => {
             let ok = soak(
                 arg(&args, "--minutes", 30),

@@ -3,11 +3,13 @@
 //! called. Resolvers only translate; the identity service decides.
 //!
 //! By kind: `gateway` (the schema behind the guardrails), `guards`, `scalars`, `types`
-//! (outputs and enums), `inputs`, `query`, `mutation`, `error` (the GraphQL form of `AppError`).
+//! (outputs and enums), `flat` (the hot lists, resolved without a future per field), `inputs`,
+//! `query`, `mutation`, `error` (the GraphQL form of `AppError`).
 
 mod cursor;
 mod document;
 mod error;
+mod flat;
 mod gateway;
 pub mod guardrails;
 mod guards;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ErrorExtensions, Object};
 
 use super::cursor;
+use super::flat::FlatList;
 use super::guards::{RequireScope, caller};
 use super::inputs::{
     PlaidBankAccountFilterInput, PlaidBankBalanceFilterInput, PlaidBankTransactionFilterInput, account_filter, bad,
@@ -25,12 +26,12 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Which accounts (all the caller's when omitted).")] input: Option<PlaidBankAccountFilterInput>,
-    ) -> GqlResult<Vec<PlaidBankAccount>> {
+    ) -> GqlResult<FlatList<PlaidBankAccount>> {
         let user = caller(ctx)?;
         let f = input.unwrap_or_default().filter()?;
         let accounts =
             ctx.data_unchecked::<Arc<dyn IdentityService>>().accounts(user, f).await.map_err(|e| e.extend())?;
-        Ok(accounts.into_iter().map(Into::into).collect())
+        Ok(FlatList(accounts.into_iter().map(Into::into).collect()))
     }
 
     /// The latest stored balance of each of the caller's accounts.
@@ -39,12 +40,12 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Which balances (all the caller's when omitted).")] input: Option<PlaidBankBalanceFilterInput>,
-    ) -> GqlResult<Vec<PlaidBankBalance>> {
+    ) -> GqlResult<FlatList<PlaidBankBalance>> {
         let user = caller(ctx)?;
         let f = input.unwrap_or_default().filter()?;
         let balances =
             ctx.data_unchecked::<Arc<dyn IdentityService>>().balances(user, f).await.map_err(|e| e.extend())?;
-        Ok(balances.into_iter().map(Into::into).collect())
+        Ok(FlatList(balances.into_iter().map(Into::into).collect()))
     }
 
     /// The caller's transaction history, newest first; `totalCount` counts the whole filtered set.
@@ -99,7 +100,7 @@ impl Query {
         let end_cursor = page.transactions.last().map(|t| cursor::encode(t.date, &t.id));
         Ok(PlaidBankTransactionPage {
             total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
-            transactions: page.transactions.into_iter().map(Into::into).collect(),
+            transactions: FlatList(page.transactions.into_iter().map(Into::into).collect()),
             page_info: PageInfo { end_cursor, has_next_page: page.has_next },
         })
     }

@@ -2,6 +2,7 @@
 //! async-graphql remote enums: the conversions both ways are derived, so a new variant on one
 //! side fails to compile until the other has it.
 
+use super::flat::{FlatList, FlatObject, value};
 use super::scalars::{DateTime, Money};
 use crate::domain;
 use crate::identity;
@@ -302,6 +303,25 @@ impl From<&domain::ConnectionEvent> for PlaidConnectionEvent {
     }
 }
 
+impl FlatObject for PlaidBankAccount {
+    fn field(&self, name: &str) -> Option<async_graphql::Value> {
+        match name {
+            "platformItemId" => value(&self.platform_item_id),
+            "bankInstitutionAuthId" => value(&self.bank_institution_auth_id),
+            "bankInstitutionName" => value(&self.bank_institution_name),
+            "bankAccountId" => value(&self.bank_account_id),
+            "accountName" => value(&self.account_name),
+            "lastFour" => value(&self.last_four),
+            "type" => value(&self.account_type),
+            "subtype" => value(&self.subtype),
+            "status" => value(&self.status),
+            "historyStatus" => value(&self.history_status),
+            "lastSyncedAt" => value(&self.last_synced_at),
+            _ => None,
+        }
+    }
+}
+
 impl From<domain::BankAccount> for PlaidBankAccount {
     fn from(a: domain::BankAccount) -> Self {
         PlaidBankAccount {
@@ -341,6 +361,23 @@ pub struct PlaidBankBalance {
     pub trigger: BalanceTrigger,
     /// When this balance was stored.
     pub started_at: DateTime,
+}
+
+impl FlatObject for PlaidBankBalance {
+    fn field(&self, name: &str) -> Option<async_graphql::Value> {
+        match name {
+            "platformItemId" => value(&self.platform_item_id),
+            "bankInstitutionAuthId" => value(&self.bank_institution_auth_id),
+            "bankAccountId" => value(&self.bank_account_id),
+            "amount" => value(&self.amount),
+            "current" => value(&self.current),
+            "currencyCode" => value(&self.currency_code),
+            "source" => value(&self.source),
+            "trigger" => value(&self.trigger),
+            "startedAt" => value(&self.started_at),
+            _ => None,
+        }
+    }
 }
 
 impl From<domain::Balance> for PlaidBankBalance {
@@ -429,6 +466,29 @@ pub struct PlaidBankTransaction {
     pub pending: bool,
 }
 
+impl FlatObject for PlaidBankTransaction {
+    fn field(&self, name: &str) -> Option<async_graphql::Value> {
+        match name {
+            "historicalBankTransactionId" => value(&self.historical_bank_transaction_id),
+            "platformItemId" => value(&self.platform_item_id),
+            "bankInstitutionAuthId" => value(&self.bank_institution_auth_id),
+            "bankAccountId" => value(&self.bank_account_id),
+            "transactionId" => value(&self.transaction_id),
+            "transactionStatus" => value(&self.transaction_status),
+            "transactionType" => value(&self.transaction_type),
+            "transactionDate" => value(&self.transaction_date),
+            "date" => value(&self.date),
+            "amount" => value(&self.amount),
+            "currencyCode" => value(&self.currency_code),
+            "description" => value(&self.description),
+            "merchantName" => value(&self.merchant_name),
+            "category" => value(&self.category),
+            "pending" => value(&self.pending),
+            _ => None,
+        }
+    }
+}
+
 impl From<domain::BankTransaction> for PlaidBankTransaction {
     fn from(t: domain::BankTransaction) -> Self {
         PlaidBankTransaction {
@@ -470,7 +530,7 @@ pub struct PlaidBankTransactionPage {
     /// How many transactions the whole filtered set holds (not just this page).
     pub total_count: i32,
     /// This page, newest first.
-    pub transactions: Vec<PlaidBankTransaction>,
+    pub transactions: FlatList<PlaidBankTransaction>,
     /// Where this page ends, for keyset paging.
     pub page_info: PageInfo,
 }
