@@ -17,8 +17,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-cargo build --release --locked --quiet --bin bankgraph --example userload
-LOAD=target/release/examples/userload
+# BENCH_NO_BUILD=1 skips the build (the binaries are there already); BENCH_USERLOAD names
+# another build of the load driver.
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --locked --quiet --bin bankgraph --example userload
+LOAD=${BENCH_USERLOAD:-target/release/examples/userload}
 SECRET=bench-secret-bench-secret-bench-secret-00
 KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
 ADMIN=postgres://postgres@127.0.0.1:5432/postgres
