@@ -347,16 +347,86 @@ pub fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// Reads a stored timestamp.
+/// Reads a stored timestamp. Every read of an account, balance or transaction decodes a few, so
+/// the exact form `ts` writes (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) is read field by field; anything
+/// else goes through chrono's parser, which accepts the same format (and is ten times slower).
 pub fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Some(t) = parse_ts_fixed(s.as_bytes()) {
+        return Ok(t);
+    }
     let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.6fZ")
         .with_context(|| format!("stored timestamp {s:?} is malformed"))?;
     Ok(naive.and_utc())
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly, or nothing.
+fn parse_ts_fixed(b: &[u8]) -> Option<DateTime<Utc>> {
+    if b.len() != 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if b[19] != b'.' || b[26] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
+    let time = chrono::NaiveTime::from_hms_micro_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?)?;
+    Some(NaiveDateTime::new(date, time).and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_timestamps_read_back_exactly_and_malformed_ones_are_refused() {
+        use chrono::TimeZone;
+        let chrono_parse = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.6fZ").ok().map(|n| n.and_utc());
+        let samples = [
+            Utc.with_ymd_and_hms(2026, 12, 2, 11, 15, 0).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap() + chrono::Duration::microseconds(999_999),
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        ];
+        for t in samples {
+            let s = ts(t);
+            assert_eq!(parse_ts_fixed(s.as_bytes()), Some(t), "{s}");
+            assert_eq!(parse_ts(&s).unwrap(), t);
+            assert_eq!(chrono_parse(&s), Some(t));
+        }
+        // What the fast path refuses, chrono decides; what neither reads is an error.
+        for bad in [
+            "2026-13-01T00:00:00.000000Z",
+            "2025-02-29T00:00:00.000000Z",
+            "2026-01-01T24:00:00.000000Z",
+            "2026-01-01T00:60:00.000000Z",
+            "2026-01-01 00:00:00.000000Z",
+            "2026-01-01T00:00:00.000000",
+            "2026-01-01T00:00:00.00000aZ",
+            "2026-01-01T00:00:00Z",
+            "+026-01-01T00:00:00.000000Z",
+            "",
+        ] {
+            assert_eq!(parse_ts_fixed(bad.as_bytes()), None, "{bad}");
+            assert_eq!(parse_ts(bad).ok(), chrono_parse(bad), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The fast path and chrono agree on every string of the stored shape.
+        #[test]
+        fn the_fast_path_agrees_with_chrono(s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z") {
+            let by_chrono = NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.6fZ").ok().map(|n| n.and_utc());
+            proptest::prop_assert_eq!(parse_ts_fixed(s.as_bytes()), by_chrono);
+        }
+
+        #[test]
+        fn every_instant_round_trips(secs in 0i64..253_402_300_799, micros in 0u32..1_000_000) {
+            let t = DateTime::from_timestamp(secs, micros * 1000).unwrap();
+            proptest::prop_assert_eq!(parse_ts(&ts(t)).unwrap(), t);
+        }
+    }
 
     #[cfg(unix)]
     #[tokio::test]

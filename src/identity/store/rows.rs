@@ -30,8 +30,9 @@ impl Type<Any> for Ts {
 
 impl<'r> Decode<'r, Any> for Ts {
     fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
-        let s = <String as Decode<Any>>::decode(value)?;
-        Ok(Ts(parse_ts(&s)?))
+        // Borrowed: no copy of the text.
+        let s = <&str as Decode<Any>>::decode(value)?;
+        Ok(Ts(parse_ts(s)?))
     }
 }
 
