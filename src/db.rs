@@ -382,7 +382,8 @@ mod tests {
     #[test]
     fn stored_timestamps_read_back_exactly_and_malformed_ones_are_refused() {
         use chrono::TimeZone;
-        let chrono_parse = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.6fZ").ok().map(|n| n.and_utc());
+        let chrono_parse =
+            |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.6fZ").ok().map(|n| n.and_utc());
         let samples = [
             Utc.with_ymd_and_hms(2026, 12, 2, 11, 15, 0).unwrap(),
             Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 59).unwrap() + chrono::Duration::microseconds(999_999),
