@@ -35,6 +35,9 @@ impl Drop for Telemetry {
     }
 }
 
+/// Log lines that may wait for the writer thread; past that, loggers wait (nothing is dropped).
+const LOG_QUEUE_LINES: usize = 4096;
+
 /// Installs the global subscriber once. Logs go to stderr so stdout stays for output, written
 /// by a thread of their own: a request formats its line and hands it over instead of making a
 /// `write` call; the writer thread writes whatever has queued up at once.
@@ -60,7 +63,12 @@ pub fn init(json: bool, otlp: &Otlp) -> anyhow::Result<Telemetry> {
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     // The writer thread takes every line queued, then flushes: one write for a burst of lines.
     let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(stderr);
+    // At most LOG_QUEUE_LINES lines wait for the writer (tracing-appender's default is 128,000:
+    // tens of megabytes held while the writer lags under load).
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .finish(stderr);
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let installed = if json { registry.with(fmt.json()).try_init() } else { registry.with(fmt).try_init() };
     Ok(Telemetry { provider, _log_writer: installed.is_ok().then_some(guard) })

@@ -164,7 +164,8 @@ pub fn serve_with(bin: &str, db: &str, emulator_url: &str, log: &Path, extra: &[
                 "--job-workers=1",
             ])
             .args(extra)
-            .env("RUST_LOG", "info")
+            // BENCH_RUST_LOG: another log level (the default, info, logs every request).
+            .env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("LOG_FORMAT", "json"),
         "GraphQL and GraphiQL: ",
         Some(log),
