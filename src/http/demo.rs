@@ -118,15 +118,7 @@ pub async fn asset(State(state): State<AppState>, Path(name): Path<String>) -> R
 
 /// A small JSON body, read within `MAX_BODY` bytes and the request timeout.
 async fn json_body<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: Body) -> Result<T, Refusal> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
-        return Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            crate::error::code::UNSUPPORTED_MEDIA_TYPE,
-            "media_type",
-            "Send the request as application/json.",
-        ));
-    }
+    Refusal::unless_json(headers)?;
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,

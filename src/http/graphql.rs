@@ -216,15 +216,7 @@ fn preflight(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) ->
 /// batch, its query within `MAX_QUERY_LENGTH`.
 async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<async_graphql::Request, Refusal> {
     let limits = &state.limits;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(JSON) {
-        return Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code::UNSUPPORTED_MEDIA_TYPE,
-            "media_type",
-            "Send the request as application/json.",
-        ));
-    }
+    Refusal::unless_json(headers)?;
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -40,6 +40,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// Refuses a body that is not `application/json` (a form or text/plain post is CSRF
+    /// without a preflight).
+    pub fn unless_json(headers: &axum::http::HeaderMap) -> Result<(), Refusal> {
+        let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::UNSUPPORTED_MEDIA_TYPE,
+            "media_type",
+            "Send the request as application/json.",
+        ))
+    }
+
     pub fn new(status: StatusCode, code: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
         Refusal { status, code, message: message.into(), reason, answer: Answer::Json, retry_after: None, allow: None }
     }
