@@ -20,7 +20,7 @@ mod common;
 use std::process::Command;
 
 use common::load::{Run, emulator, load, raw_server, seed, serve, start_raw, token};
-use common::{Proc, SECRET, cpu_seconds, peak_rss_mb, start};
+use common::{Proc, SECRET, cpu_seconds, peak_rss_mb, postgres_cpu_seconds, start};
 use serde_json::json;
 
 const ACCOUNTS: &str = "{ getPlaidBankAccounts { platformItemId bankInstitutionAuthId bankInstitutionName bankAccountId accountName lastFour type subtype status } }";
@@ -334,8 +334,9 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
         }
     }
     let (_raw, raw_url) = start_raw(&targets[0].2, &targets[0].3, ACCOUNTS, &tmp).await;
-    // Per target: (req/s, share of the same round's ceiling) for each round.
-    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); targets.len()];
+    // Per target and round: req/s, share of the round's ceiling, p99, and CPU µs per request
+    // of the server, of PostgreSQL and of the load generator.
+    let mut results: Vec<Vec<[f64; 6]>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         let mut order: Vec<Option<usize>> = std::iter::once(None).chain((0..targets.len()).map(Some)).collect();
         let n = order.len();
@@ -346,14 +347,19 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
             match t {
                 None => raw = load(&raw_url, None, ACCOUNTS, 32, secs).await.rps,
                 Some(i) => {
+                    let cpu = || [cpu_seconds(targets[i].1.0.id()), postgres_cpu_seconds(), cpu_seconds(std::process::id())];
+                    let before = cpu();
                     let run = load(&targets[i].2, Some(&targets[i].3), ACCOUNTS, 32, secs).await;
+                    let after = cpu();
                     assert_eq!(run.errors, 0, "{} answered with errors", targets[i].0);
-                    measured.push((i, run.rps, run.p99_ms));
+                    let per = |k: usize| (after[k] - before[k]) / run.sent as f64 * 1e6;
+                    measured.push((i, [run.rps, 0.0, run.p99_ms, per(0), per(1), per(2)]));
                 }
             }
         }
-        for (i, rps, p99) in measured {
-            results[i].push((rps, rps / raw, p99));
+        for (i, mut m) in measured {
+            m[1] = m[0] / raw;
+            results[i].push(m);
         }
         eprintln!("round {}: raw {raw:.0} req/s", round + 1);
     }
@@ -363,18 +369,24 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
     };
     let mut report = format!(
         "Side by side: `{other}` (other) and this build, getPlaidBankAccounts at 32 connections (READ_CACHE_SECONDS={}), {rounds} rounds of {secs} s, \
-         the raw ceiling measured in every round, {} cores, PostgreSQL on loopback (`sslmode` as each build chooses: this one `disable`).\n\n| target | median req/s | median p99 ms | median share of the round's raw ceiling | shares by round |\n|---|---|---|---|---|\n",
+         the raw ceiling measured in every round, {} cores, PostgreSQL on loopback (`sslmode` as each build chooses: this one `disable`). \
+         CPU per request (µs, from /proc, warm-up included): the server process, every PostgreSQL process on the machine, and the load generator.\n\n\
+         | target | median req/s | median p99 ms | median share of the round's raw ceiling | shares by round | server CPU µs | PostgreSQL CPU µs | load generator CPU µs |\n|---|---|---|---|---|---|---|---|\n",
         std::env::var("BENCH_READ_CACHE_SECONDS").unwrap_or_else(|_| "1, the default".into()),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     for (i, (name, ..)) in targets.iter().enumerate() {
-        let shares: Vec<String> = results[i].iter().map(|(_, s, _)| format!("{s:.3}")).collect();
+        let shares: Vec<String> = results[i].iter().map(|r| format!("{:.3}", r[1])).collect();
+        let m = |k: usize| median(results[i].iter().map(|r| r[k]).collect());
         report.push_str(&format!(
-            "| {name} | {:.0} | {:.2} | {:.3} | {} |\n",
-            median(results[i].iter().map(|r| r.0).collect()),
-            median(results[i].iter().map(|r| r.2).collect()),
-            median(results[i].iter().map(|r| r.1).collect()),
-            shares.join(", ")
+            "| {name} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.0} | {:.0} |\n",
+            m(0),
+            m(2),
+            m(1),
+            shares.join(", "),
+            m(3),
+            m(4),
+            m(5)
         ));
     }
     println!("{report}");

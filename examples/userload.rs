@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::load::{Picker, Run, emulator, link_one, load_with, raw_server, serve_with, start_raw};
-use common::{Proc, SECRET, cpu_seconds, rss_kib};
+use common::{Proc, SECRET, cpu_seconds, postgres_cpu_seconds, rss_kib};
 use rand::Rng;
 use serde_json::json;
 
@@ -182,6 +182,16 @@ async fn main() {
             common::load::seed(&reqwest::Client::new(), &args[2], &args[3], &token, 50).await;
             println!("{token}");
         }
+        // `userload users-compare OTHER_BANKGRAPH [--users 2000] [--rounds 3] [--seconds 3]`.
+        Some("users-compare") => {
+            users_compare(
+                &args[2],
+                arg(&args, "--users", 2000) as usize,
+                arg(&args, "--rounds", 3) as usize,
+                arg(&args, "--seconds", 3),
+            )
+            .await
+        }
         Some("soak") => {
             let ok = soak(
                 arg(&args, "--minutes", 30),
@@ -300,6 +310,98 @@ async fn users(n: usize, secs: u64) {
     let dir = format!("{root}/bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(format!("{dir}/users.md"), report).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Another build and this one side by side on traffic shaped like users, with the read cache
+/// off: both serve the same PostgreSQL database and callers, and each round measures the raw
+/// ceiling and each build on the random-caller account read and on the mixed traffic, in a
+/// rotating order. Reports medians, with the CPU each request cost the server, PostgreSQL and
+/// the load generator (from /proc). Writes `bench/results/users-compare.md`.
+async fn users_compare(other: &str, n: usize, rounds: usize, secs: u64) {
+    let (root, bin, tmp) = paths();
+    let (_emu, emulator_url) = emulator(&bin);
+    let db = Database::create("users_compare");
+    let off = vec!["--read-cache-seconds=0".to_string()];
+    let (this_server, this_url) = serve_with(&bin, &db.url(), &emulator_url, &tmp.join("this.log"), &off);
+    let users = Arc::new(seed_users(&this_url, &emulator_url, n).await);
+    settle(this_server.0.id()).await;
+    let (other_server, other_url) = serve_with(other, &db.url(), &emulator_url, &tmp.join("other.log"), &off);
+    let (_raw, raw_url) = start_raw(&this_url, &users[0].token, ACCOUNTS, &tmp).await;
+    let raw_picker: Picker = {
+        let b = body(ACCOUNTS);
+        Arc::new(move |_, _| (None, b.clone()))
+    };
+    let targets = [("other build", other_server.0.id(), other_url), ("this build", this_server.0.id(), this_url)];
+    let scenarios: [(&str, Scenario); 2] =
+        [("accounts of a random caller per request", many_users), ("mixed", mixed)];
+    // Per (scenario, target): per round [req/s, p99, share of the round's ceiling, server µs,
+    // PostgreSQL µs, load generator µs].
+    let mut results: Vec<Vec<Vec<[f64; 6]>>> = vec![vec![Vec::new(); targets.len()]; scenarios.len()];
+    for round in 0..rounds {
+        let mut order: Vec<Option<(usize, usize)>> = std::iter::once(None)
+            .chain((0..scenarios.len()).flat_map(|s| (0..targets.len()).map(move |t| Some((s, t)))))
+            .collect();
+        let len = order.len();
+        order.rotate_left(round % len);
+        let mut raw = f64::NAN;
+        let mut measured = Vec::new();
+        for step in order {
+            let Some((s, t)) = step else {
+                raw = load_with(&raw_url, raw_picker.clone(), 32, secs).await.rps;
+                continue;
+            };
+            let (name, pid, url) = &targets[t];
+            let cpu = || [cpu_seconds(*pid), postgres_cpu_seconds(), cpu_seconds(std::process::id())];
+            let before = cpu();
+            let run = load_with(url, (scenarios[s].1)(&users), 32, secs).await;
+            let after = cpu();
+            assert_eq!(run.errors, 0, "{name} answered with errors");
+            let per = |k: usize| (after[k] - before[k]) / run.sent as f64 * 1e6;
+            measured.push((s, t, [run.rps, run.p99_ms, 0.0, per(0), per(1), per(2)]));
+        }
+        for (s, t, mut m) in measured {
+            m[2] = m[0] / raw;
+            eprintln!("round {}: {}, {}: {:.0} req/s p99 {:.2} ms", round + 1, targets[t].0, scenarios[s].0, m[0], m[1]);
+            results[s][t].push(m);
+        }
+    }
+    drop((this_server, other_server));
+    let median = |v: &[[f64; 6]], k: usize| {
+        let mut v: Vec<f64> = v.iter().map(|r| r[k]).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let connections: usize = users.iter().map(|u| u.pages.len()).sum();
+    let mut report = format!(
+        "Side by side, read cache off: `{other}` (other) and this build serving the same PostgreSQL database (loopback, `sslmode=disable`), \
+         {n} callers with {connections} connections, 32 connections, {rounds} rounds of {secs} s in rotating order with the raw ceiling in each, {} cores; \
+         medians. CPU per request in µs (from /proc, warm-up included): the server, every PostgreSQL process, the load generator.\n\n\
+         | traffic | build | req/s | p99 ms | share of the round's ceiling | server CPU µs | PostgreSQL CPU µs | load generator CPU µs |\n|---|---|---|---|---|---|---|---|\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    );
+    for (s, (scenario, _)) in scenarios.iter().enumerate() {
+        for (t, (name, ..)) in targets.iter().enumerate() {
+            let r = &results[s][t];
+            report.push_str(&format!(
+                "| {scenario} | {name} | {:.0} | {:.2} | {:.3} | {:.0} | {:.0} | {:.0} |\n",
+                median(r, 0),
+                median(r, 1),
+                median(r, 2),
+                median(r, 3),
+                median(r, 4),
+                median(r, 5)
+            ));
+        }
+        report.push_str(&format!(
+            "\n{scenario}: this build / other: {:.2}× the throughput.\n\n",
+            median(&results[s][1], 0) / median(&results[s][0], 0)
+        ));
+    }
+    println!("{report}");
+    let dir = format!("{root}/bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/users-compare.md"), report).unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -62,6 +62,18 @@ impl Dialect {
         }
     }
 
+    /// The condition that `column` is one of the strings of parameter `$n`, bound as a JSON
+    /// array of strings (one parameter, whatever the number of values, so one prepared
+    /// statement; both backends still look each value up in `column`'s index).
+    pub fn in_json_strings(self, column: &str, n: usize) -> String {
+        match self.0 {
+            Backend::Postgres => {
+                format!("{column} = any(array(select jsonb_array_elements_text(cast(${n} as jsonb))))")
+            }
+            Backend::Sqlite => format!("{column} in (select value from json_each(${n}))"),
+        }
+    }
+
     /// The statement that refreshes the planner's statistics of `tables`, where the backend
     /// needs one (PostgreSQL: a table grown from nothing in seconds still reads as empty to
     /// the planner until autovacuum looks; SQLite's planner does not need this).

@@ -19,6 +19,8 @@ pub struct Run {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub errors: usize,
+    /// Every request sent, the warm-up's included (for CPU per request over the whole run).
+    pub sent: usize,
 }
 
 /// What one request sends: the caller's token (none for the raw server) and the JSON body.
@@ -39,12 +41,13 @@ pub async fn load_with(url: &str, pick: Picker, conns: usize, secs: u64) -> Run 
         let (client, url, pick) = (client.clone(), url.to_string(), pick.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
-            let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
+            let (mut lat, mut errors, mut sent) = (Vec::with_capacity(4096), 0usize, 0usize);
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
                     break;
                 }
+                sent += 1;
                 let (token, body) = pick(n, &mut rng);
                 let mut req = client.post(&url).header("content-type", "application/json").body(body);
                 if let Some(t) = &token {
@@ -61,21 +64,22 @@ pub async fn load_with(url: &str, pick: Picker, conns: usize, secs: u64) -> Run 
                     errors += usize::from(!ok);
                 }
             }
-            (lat, errors)
+            (lat, errors, sent)
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut all, mut errors, mut sent) = (Vec::new(), 0, 0);
     for t in tasks {
-        let (l, e) = t.await.unwrap();
+        let (l, e, s) = t.await.unwrap();
         all.extend(l);
         errors += e;
+        sent += s;
     }
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
             / 1000.0
     };
-    Run { rps: all.len() as f64 / secs as f64, p50_ms: pct(0.50), p99_ms: pct(0.99), errors }
+    Run { rps: all.len() as f64 / secs as f64, p50_ms: pct(0.50), p99_ms: pct(0.99), errors, sent }
 }
 
 /// One query, one caller (or none), on every connection.

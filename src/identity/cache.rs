@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::service::PlaidIdentity;
-use super::store::AccountFilter;
 use crate::domain::BankAccount;
 use crate::error::AppResult;
 
@@ -55,7 +54,7 @@ impl PlaidIdentity {
         {
             return Ok(v);
         }
-        let fresh = Arc::new(self.inner.store.accounts(user_id, &AccountFilter::default()).await?);
+        let fresh = self.inner.store.accounts(user_id).await?;
         if !ttl.is_zero() {
             cache.insert(user_id.to_string(), (Instant::now(), generation, fresh.clone()));
         }

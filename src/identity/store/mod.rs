@@ -3,6 +3,7 @@
 //! types, never Plaid's JSON. Every read is scoped to a user; every multi-statement write runs
 //! in one transaction.
 
+mod batch;
 mod completions;
 mod connections;
 mod custody;
@@ -155,11 +156,30 @@ pub struct Store {
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Notified after every commit of this process that wrote connection events.
     events_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Concurrent account reads, coalesced (see [`batch`]).
+    accounts_batch: std::sync::Arc<batch::Batcher<std::sync::Arc<Vec<crate::domain::BankAccount>>>>,
 }
+
+/// Account-read statements running at once at most; reads arriving while they all run queue
+/// for the next one. Two keep both of this machine's cores busy without splitting the queue
+/// into many small statements.
+const ACCOUNT_READS_IN_FLIGHT: usize = 2;
+
+/// Callers one account-read statement answers at most.
+const ACCOUNT_READ_CALLERS: usize = 64;
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Store { db, generation: Default::default(), events_signal: Default::default() }
+        let reader = db.clone();
+        let accounts_batch = batch::Batcher::new(
+            ACCOUNT_READS_IN_FLIGHT,
+            ACCOUNT_READ_CALLERS,
+            std::sync::Arc::new(move |users| {
+                let db = reader.clone();
+                Box::pin(async move { Store::accounts_of(&db, users).await })
+            }),
+        );
+        Store { db, generation: Default::default(), events_signal: Default::default(), accounts_batch }
     }
 
     /// The write generation of this process (see [`Store::generation`]'s field).

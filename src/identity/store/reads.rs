@@ -1,28 +1,49 @@
 //! The reads the gateway serves: accounts, latest balances, transaction pages.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::rows::{AccountRead, BalanceRead, TransactionRead};
 use super::{AccountFilter, Store, TransactionFilter, TransactionPage, Where};
-use crate::db::ts;
+use crate::db::{Db, ts};
 use crate::domain::{Balance, BankAccount, BankTransaction};
 
 impl Store {
-    /// The caller's live accounts, filtered.
-    pub async fn accounts(&self, user_id: &str, f: &AccountFilter) -> anyhow::Result<Vec<BankAccount>> {
-        let w = Where::new(user_id).accounts(f).raw("a.removed_at is null").raw("c.removed_at is null");
+    /// The caller's live accounts, in order: by connection (oldest first), then as the bank
+    /// lists them. Concurrent reads share statements (see [`super::batch`]).
+    pub async fn accounts(&self, user_id: &str) -> anyhow::Result<Arc<Vec<BankAccount>>> {
+        self.accounts_batch.get(user_id).await
+    }
+
+    /// The live accounts of each of `users` (distinct), in one statement.
+    pub(super) async fn accounts_of(db: &Db, users: Vec<String>) -> anyhow::Result<HashMap<String, Arc<Vec<BankAccount>>>> {
+        // From the callers' connections to their accounts through (user_id, connection_id): one
+        // index probe per connection rather than one per account.
         let sql = format!(
-            "select a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, a.mask, \
-             a.account_type, a.subtype, c.status, c.history_ready_at, c.transactions_synced_at \
-             from bank_accounts a join bank_connections c on c.id = a.connection_id \
-             where {} order by c.created_at, c.id, a.position, a.id",
-            w.sql()
+            "select c.user_id, a.id, a.connection_id, c.plaid_item_id, c.institution_name, a.plaid_account_id, a.name, \
+             a.mask, a.account_type, a.subtype, c.status, c.history_ready_at, c.transactions_synced_at \
+             from bank_connections c join bank_accounts a on a.user_id = c.user_id and a.connection_id = c.id \
+             where {} and a.removed_at is null and c.removed_at is null \
+             order by c.user_id, c.created_at, c.id, a.position, a.id",
+            db.dialect().in_json_strings("c.user_id", 1)
         );
-        let rows: Vec<AccountRead> = self
-            .db
+        let list = serde_json::to_string(&users)?;
+        let rows: Vec<AccountRead> = db
             .read_with(move |conn| {
-                Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
+                Box::pin(async move { Ok(sqlx::query_as(&sql).bind(list).fetch_all(conn).await?) })
             })
             .await?;
-        Ok(rows.into_iter().map(BankAccount::from).collect())
+        let mut out: HashMap<String, Arc<Vec<BankAccount>>> = HashMap::with_capacity(users.len());
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.next() {
+            let user = first.user_id.clone();
+            let mut accounts = vec![BankAccount::from(first)];
+            while let Some(next) = rows.next_if(|r| r.user_id == user) {
+                accounts.push(next.into());
+            }
+            out.insert(user, Arc::new(accounts));
+        }
+        Ok(out)
     }
 
     /// The latest stored balance of each of the caller's live accounts, filtered.

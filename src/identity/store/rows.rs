@@ -147,6 +147,7 @@ impl PendingItem {
 /// A row of the account read.
 #[derive(sqlx::FromRow)]
 pub(super) struct AccountRead {
+    pub(super) user_id: String,
     id: String,
     connection_id: String,
     plaid_item_id: String,

@@ -1,0 +1,317 @@
+//! Concurrent reads of the same kind, coalesced into one statement.
+//!
+//! Without its cache, every account read is a statement, and most of what a statement costs
+//! the database (a wakeup, the protocol, executor start-up) does not depend on how many callers
+//! it answers. A [`Batcher`] runs at most a few statements at once; a read that arrives while
+//! they are all busy waits in a queue, and the next statement answers everything queued by then
+//! (callers asking for the same key share one answer). Under light load a read runs at once, as
+//! before; under heavy load statements answer many callers each.
+//!
+//! Freshness is that of a direct read: a statement starts only after every read it answers was
+//! asked for, so each answer reflects every write committed before its caller asked. Nothing is
+//! kept after the statement.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+/// What one statement does: the values of the distinct keys it is given (a key it does not
+/// return gets the value's default).
+pub(super) type Run<V> = Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, anyhow::Result<HashMap<String, V>>> + Send + Sync>;
+
+type Answer<V> = Result<V, Arc<anyhow::Error>>;
+
+pub(super) struct Batcher<V> {
+    run: Run<V>,
+    /// Statements running at most at once.
+    max_in_flight: usize,
+    /// Callers one statement answers at most (their keys are the statement's bound list).
+    max_callers: usize,
+    state: Mutex<State<V>>,
+}
+
+struct State<V> {
+    queue: std::collections::VecDeque<(String, oneshot::Sender<Answer<V>>)>,
+    in_flight: usize,
+}
+
+impl<V> std::fmt::Debug for Batcher<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_callers", &self.max_callers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error one statement met, given to each of the callers it was answering.
+#[derive(Debug)]
+struct Shared(Arc<anyhow::Error>);
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Shared {}
+
+impl<V: Clone + Default + Send + 'static> Batcher<V> {
+    pub(super) fn new(max_in_flight: usize, max_callers: usize, run: Run<V>) -> Arc<Self> {
+        assert!(max_in_flight > 0 && max_callers > 0, "a batcher runs at least one statement of one caller");
+        Arc::new(Batcher {
+            run,
+            max_in_flight,
+            max_callers,
+            state: Mutex::new(State { queue: Default::default(), in_flight: 0 }),
+        })
+    }
+
+    /// The value of `key`, read by a statement that starts after this call.
+    pub(super) async fn get(self: &Arc<Self>, key: &str) -> anyhow::Result<V> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.queue.push_back((key.to_owned(), tx));
+            let start = state.in_flight < self.max_in_flight;
+            state.in_flight += usize::from(start);
+            start
+        };
+        if start {
+            // The statements run in a task of their own: a caller that goes away (its client
+            // hung up) does not take the others' answer with it.
+            tokio::spawn(self.clone().drain());
+        }
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(anyhow::Error::new(Shared(e))),
+            Err(_) => Err(anyhow::anyhow!("the batched read ended without an answer")),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<V>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs statements until the queue is empty.
+    async fn drain(self: Arc<Self>) {
+        // Gives the slot back if the task ends early (a panic in `run`).
+        struct Slot<'a, V: Clone + Default + Send + 'static>(&'a Batcher<V>, bool);
+        impl<V: Clone + Default + Send + 'static> Drop for Slot<'_, V> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.lock().in_flight -= 1;
+                }
+            }
+        }
+        let mut slot = Slot(&self, false);
+        loop {
+            let callers: Vec<(String, oneshot::Sender<Answer<V>>)> = {
+                let mut state = self.lock();
+                if state.queue.is_empty() {
+                    // Under the same lock as the check: a read queued after it finds the slot
+                    // free and starts a statement itself.
+                    state.in_flight -= 1;
+                    slot.1 = true;
+                    return;
+                }
+                let n = state.queue.len().min(self.max_callers);
+                state.queue.drain(..n).collect()
+            };
+            let mut keys: Vec<String> = callers.iter().map(|(k, _)| k.clone()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            match (self.run)(keys).await {
+                Ok(values) => {
+                    for (key, tx) in callers {
+                        let _ = tx.send(Ok(values.get(&key).cloned().unwrap_or_default()));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for (_, tx) in callers {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A batcher whose statement answers each key with itself repeated, after `delay`, and
+    /// records the keys of every statement.
+    fn echo(max_in_flight: usize, max_callers: usize, delay: Duration) -> (Arc<Batcher<String>>, Arc<Mutex<Vec<Vec<String>>>>) {
+        let seen: Arc<Mutex<Vec<Vec<String>>>> = Default::default();
+        let log = seen.clone();
+        let run: Run<String> = Arc::new(move |keys: Vec<String>| {
+            log.lock().unwrap().push(keys.clone());
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Ok(keys.into_iter().filter(|k| k != "absent").map(|k| (k.clone(), format!("{k}{k}"))).collect())
+            })
+        });
+        (Batcher::new(max_in_flight, max_callers, run), seen)
+    }
+
+    #[tokio::test]
+    async fn a_lone_read_runs_at_once_and_gets_its_own_answer() {
+        let (b, seen) = echo(2, 64, Duration::ZERO);
+        assert_eq!(b.get("a").await.unwrap(), "aa");
+        assert_eq!(b.get("absent").await.unwrap(), "", "a key the statement does not return gets the default");
+        assert_eq!(*seen.lock().unwrap(), vec![vec!["a".to_string()], vec!["absent".to_string()]]);
+    }
+
+    #[tokio::test]
+    async fn reads_queued_behind_busy_statements_share_the_next_one_and_each_gets_its_own_answer() {
+        let (b, seen) = echo(1, 64, Duration::from_millis(50));
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("first").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let keys: [&'static str; 5] = ["x", "y", "x", "z", "y"];
+        let rest: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let b = b.clone();
+                let k = *k;
+                tokio::spawn(async move { b.get(k).await.unwrap() })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), "firstfirst");
+        for (k, h) in keys.iter().zip(rest) {
+            assert_eq!(h.await.unwrap(), format!("{k}{k}"));
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "one statement for the first read, one for all that queued: {seen:?}");
+        assert_eq!(seen[1], vec!["x", "y", "z"], "distinct keys, once each");
+    }
+
+    #[tokio::test]
+    async fn a_statement_answers_at_most_max_callers_and_the_rest_go_to_the_next() {
+        let (b, seen) = echo(1, 3, Duration::from_millis(30));
+        let blocker = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("blocker").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let all: Vec<_> = (0..7)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(&format!("k{i}")).await.unwrap() })
+            })
+            .collect();
+        blocker.await.unwrap();
+        for (i, h) in all.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), format!("k{i}k{i}"));
+        }
+        let sizes: Vec<usize> = seen.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 3, 3, 1]);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_statements_run_at_once() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+            let (r, p) = (r.clone(), p.clone());
+            Box::pin(async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok(keys.into_iter().map(|k| (k, 1)).collect())
+            })
+        });
+        let b = Batcher::new(2, 4, run);
+        let all: Vec<_> = (0..100)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(&i.to_string()).await.unwrap() })
+            })
+            .collect();
+        for h in all {
+            assert_eq!(h.await.unwrap(), 1);
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(b.lock().in_flight, 0, "every slot is given back");
+    }
+
+    #[tokio::test]
+    async fn a_failed_statement_fails_every_read_it_answered_and_the_next_reads_run_again() {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f = failing.clone();
+        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+            let fail = f.load(Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if fail {
+                    anyhow::bail!("connection reset");
+                }
+                Ok(keys.into_iter().map(|k| (k, 7)).collect())
+            })
+        });
+        let b = Batcher::new(1, 64, run);
+        let all: Vec<_> = (0..5)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(&i.to_string()).await })
+            })
+            .collect();
+        for h in all {
+            let e = h.await.unwrap().unwrap_err();
+            assert!(format!("{e:#}").contains("connection reset"), "{e:#}");
+        }
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(b.get("again").await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_stop_the_statement_for_the_others() {
+        let (b, _) = echo(1, 64, Duration::from_millis(40));
+        let blocker = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("blocker").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let leaving = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("gone").await }
+        });
+        let staying = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("stays").await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        leaving.abort();
+        blocker.await.unwrap();
+        assert_eq!(staying.await.unwrap(), "staysstays");
+        assert_eq!(b.get("after").await.unwrap(), "afterafter");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_statement_gives_its_slot_back() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+            let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                assert!(!first, "a bug in the statement");
+                Ok(keys.into_iter().map(|k| (k, 3)).collect())
+            })
+        });
+        let b = Batcher::new(1, 64, run);
+        assert!(b.get("a").await.is_err());
+        assert_eq!(b.get("b").await.unwrap(), 3);
+    }
+}
