@@ -347,7 +347,8 @@ async fn compare(other: &str, rounds: usize, secs: u64) {
             match t {
                 None => raw = load(&raw_url, None, ACCOUNTS, 32, secs).await.rps,
                 Some(i) => {
-                    let cpu = || [cpu_seconds(targets[i].1.0.id()), postgres_cpu_seconds(), cpu_seconds(std::process::id())];
+                    let cpu =
+                        || [cpu_seconds(targets[i].1.0.id()), postgres_cpu_seconds(), cpu_seconds(std::process::id())];
                     let before = cpu();
                     let run = load(&targets[i].2, Some(&targets[i].3), ACCOUNTS, 32, secs).await;
                     let after = cpu();

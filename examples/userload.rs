@@ -333,8 +333,7 @@ async fn users_compare(other: &str, n: usize, rounds: usize, secs: u64) {
         Arc::new(move |_, _| (None, b.clone()))
     };
     let targets = [("other build", other_server.0.id(), other_url), ("this build", this_server.0.id(), this_url)];
-    let scenarios: [(&str, Scenario); 2] =
-        [("accounts of a random caller per request", many_users), ("mixed", mixed)];
+    let scenarios: [(&str, Scenario); 2] = [("accounts of a random caller per request", many_users), ("mixed", mixed)];
     // Per (scenario, target): per round [req/s, p99, share of the round's ceiling, server µs,
     // PostgreSQL µs, load generator µs].
     let mut results: Vec<Vec<Vec<[f64; 6]>>> = vec![vec![Vec::new(); targets.len()]; scenarios.len()];
@@ -362,7 +361,14 @@ async fn users_compare(other: &str, n: usize, rounds: usize, secs: u64) {
         }
         for (s, t, mut m) in measured {
             m[2] = m[0] / raw;
-            eprintln!("round {}: {}, {}: {:.0} req/s p99 {:.2} ms", round + 1, targets[t].0, scenarios[s].0, m[0], m[1]);
+            eprintln!(
+                "round {}: {}, {}: {:.0} req/s p99 {:.2} ms",
+                round + 1,
+                targets[t].0,
+                scenarios[s].0,
+                m[0],
+                m[1]
+            );
             results[s][t].push(m);
         }
     }

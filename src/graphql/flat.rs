@@ -55,7 +55,8 @@ impl<T: FlatObject> OutputType for FlatList<T> {
         let type_name = T::type_name();
         let mut list = Vec::with_capacity(self.0.len());
         for item in &self.0 {
-            let mut object = IndexMap::new();
+            // Sized for the selection, so the map does not grow field by field.
+            let mut object = IndexMap::with_capacity(ctx.item.node.items.len());
             collect(ctx, &type_name, item, &mut object)?;
             list.push(Value::Object(object));
         }

@@ -37,13 +37,14 @@ impl IdentityService for PlaidIdentity {
 
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
         let all = self.cached_accounts(user_id).await?;
-        Ok(all
-            .iter()
-            .filter(|a| filter.plaid_item_id.as_ref().is_none_or(|v| *v == a.plaid_item_id))
-            .filter(|a| filter.connection_id.as_ref().is_none_or(|v| *v == a.connection_id))
-            .filter(|a| filter.account_id.as_ref().is_none_or(|v| *v == a.id))
-            .cloned()
-            .collect())
+        // Cache off and nobody sharing the read, the list is this request's own: no copy.
+        let mut all = std::sync::Arc::unwrap_or_clone(all);
+        all.retain(|a| {
+            filter.plaid_item_id.as_ref().is_none_or(|v| *v == a.plaid_item_id)
+                && filter.connection_id.as_ref().is_none_or(|v| *v == a.connection_id)
+                && filter.account_id.as_ref().is_none_or(|v| *v == a.id)
+        });
+        Ok(all)
     }
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {

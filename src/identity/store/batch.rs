@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 
 /// What one statement does: the values of the distinct keys it is given (a key it does not
 /// return gets the value's default).
-pub(super) type Run<V> = Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, anyhow::Result<HashMap<String, V>>> + Send + Sync>;
+pub(super) type Run<V> =
+    Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, anyhow::Result<HashMap<String, V>>> + Send + Sync>;
 
 type Answer<V> = Result<V, Arc<anyhow::Error>>;
 
@@ -120,18 +121,30 @@ impl<V: Clone + Default + Send + 'static> Batcher<V> {
                 let n = state.queue.len().min(self.max_callers);
                 state.queue.drain(..n).collect()
             };
-            let mut keys: Vec<String> = callers.iter().map(|(k, _)| k.clone()).collect();
+            // The callers by key: each key is read once, and its last caller gets the value
+            // itself rather than a clone (so an `Arc` answer is that caller's alone).
+            let mut by_key: HashMap<String, Vec<oneshot::Sender<Answer<V>>>> = HashMap::new();
+            for (key, tx) in callers {
+                by_key.entry(key).or_default().push(tx);
+            }
+            let mut keys: Vec<String> = by_key.keys().cloned().collect();
             keys.sort_unstable();
-            keys.dedup();
             match (self.run)(keys).await {
-                Ok(values) => {
-                    for (key, tx) in callers {
-                        let _ = tx.send(Ok(values.get(&key).cloned().unwrap_or_default()));
+                Ok(mut values) => {
+                    for (key, mut waiting) in by_key {
+                        let value = values.remove(&key).unwrap_or_default();
+                        let last = waiting.pop();
+                        for tx in waiting {
+                            let _ = tx.send(Ok(value.clone()));
+                        }
+                        if let Some(tx) = last {
+                            let _ = tx.send(Ok(value));
+                        }
                     }
                 }
                 Err(e) => {
                     let e = Arc::new(e);
-                    for (_, tx) in callers {
+                    for tx in by_key.into_values().flatten() {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }
@@ -147,10 +160,13 @@ mod tests {
 
     use super::*;
 
+    /// The keys of every statement a test batcher ran.
+    type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+
     /// A batcher whose statement answers each key with itself repeated, after `delay`, and
     /// records the keys of every statement.
-    fn echo(max_in_flight: usize, max_callers: usize, delay: Duration) -> (Arc<Batcher<String>>, Arc<Mutex<Vec<Vec<String>>>>) {
-        let seen: Arc<Mutex<Vec<Vec<String>>>> = Default::default();
+    fn echo(max_in_flight: usize, max_callers: usize, delay: Duration) -> (Arc<Batcher<String>>, Seen) {
+        let seen: Seen = Default::default();
         let log = seen.clone();
         let run: Run<String> = Arc::new(move |keys: Vec<String>| {
             log.lock().unwrap().push(keys.clone());
@@ -216,6 +232,16 @@ mod tests {
         }
         let sizes: Vec<usize> = seen.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 3, 3, 1]);
+    }
+
+    #[tokio::test]
+    async fn the_last_caller_of_a_key_gets_the_value_itself_not_a_shared_copy() {
+        let run: Run<Arc<Vec<u8>>> = Arc::new(|keys: Vec<String>| {
+            Box::pin(async move { Ok(keys.into_iter().map(|k| (k, Arc::new(vec![1, 2, 3]))).collect()) })
+        });
+        let b = Batcher::new(1, 64, run);
+        let v = b.get("a").await.unwrap();
+        assert_eq!(Arc::strong_count(&v), 1, "a lone read owns its answer, so it is used without a copy");
     }
 
     #[tokio::test]

@@ -135,18 +135,6 @@ impl Where {
     }
 }
 
-impl Where {
-    /// The bound values, in placeholder order.
-    fn arguments(&self) -> anyhow::Result<sqlx::any::AnyArguments<'_>> {
-        use sqlx::Arguments;
-        let mut args = sqlx::any::AnyArguments::default();
-        for a in &self.args {
-            args.add(a.as_deref()).map_err(|e| anyhow::anyhow!("binding a filter: {e}"))?;
-        }
-        Ok(args)
-    }
-}
-
 /// The identity service's SQL.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -16,7 +16,10 @@ impl Store {
     }
 
     /// The live accounts of each of `users` (distinct), in one statement.
-    pub(super) async fn accounts_of(db: &Db, users: Vec<String>) -> anyhow::Result<HashMap<String, Arc<Vec<BankAccount>>>> {
+    pub(super) async fn accounts_of(
+        db: &Db,
+        users: Vec<String>,
+    ) -> anyhow::Result<HashMap<String, Arc<Vec<BankAccount>>>> {
         // From the callers' connections to their accounts through (user_id, connection_id): one
         // index probe per connection rather than one per account.
         let sql = format!(
@@ -27,12 +30,9 @@ impl Store {
              order by c.user_id, c.created_at, c.id, a.position, a.id",
             db.dialect().in_json_strings("c.user_id", 1)
         );
-        let list = serde_json::to_string(&users)?;
-        let rows: Vec<AccountRead> = db
-            .read_with(move |conn| {
-                Box::pin(async move { Ok(sqlx::query_as(&sql).bind(list).fetch_all(conn).await?) })
-            })
-            .await?;
+        let args = [Some(serde_json::to_string(&users)?)];
+        let rows: Vec<AccountRead> =
+            db.read_with(move |mut conn| Box::pin(async move { Ok(conn.fetch_all(&sql, &args).await?) })).await?;
         let mut out: HashMap<String, Arc<Vec<BankAccount>>> = HashMap::with_capacity(users.len());
         let mut rows = rows.into_iter().peekable();
         while let Some(first) = rows.next() {
@@ -63,9 +63,7 @@ impl Store {
         );
         let rows: Vec<BalanceRead> = self
             .db
-            .read_with(move |conn| {
-                Box::pin(async move { Ok(sqlx::query_as_with(&sql, w.arguments()?).fetch_all(conn).await?) })
-            })
+            .read_with(move |mut conn| Box::pin(async move { Ok(conn.fetch_all(&sql, &w.args).await?) }))
             .await?;
         let mut out: Vec<Balance> = Vec::with_capacity(rows.len());
         for r in rows {
@@ -140,10 +138,10 @@ impl Store {
         );
         let (total, rows): (i64, Vec<TransactionRead>) = self
             .db
-            .read_with(move |conn| {
+            .read_with(move |mut conn| {
                 Box::pin(async move {
-                    let total: i64 = sqlx::query_scalar_with(&count_sql, c.arguments()?).fetch_one(&mut *conn).await?;
-                    let rows = sqlx::query_as_with(&page_sql, w.arguments()?).fetch_all(&mut *conn).await?;
+                    let total = conn.fetch_i64(&count_sql, &c.args).await?;
+                    let rows = conn.fetch_all(&page_sql, &w.args).await?;
                     Ok((total, rows))
                 })
             })

@@ -36,6 +36,37 @@ impl<'r> Decode<'r, Any> for Ts {
     }
 }
 
+/// `Type` and `Decode` of a column type for the typed backends of the hot reads (`db::hot`):
+/// the column is read as `$via` (its `Type` as `$as`: `str` for borrowed text) and converted
+/// with `$convert`.
+macro_rules! typed_decode {
+    ($ty:ty, $as:ty, $via:ty, $convert:expr) => {
+        typed_decode!(@one $ty, $as, $via, $convert, sqlx::Postgres);
+        typed_decode!(@one $ty, $as, $via, $convert, sqlx::Sqlite);
+    };
+    (@one $ty:ty, $as:ty, $via:ty, $convert:expr, $db:ty) => {
+        impl Type<$db> for $ty {
+            fn type_info() -> <$db as sqlx::Database>::TypeInfo {
+                <$as as Type<$db>>::type_info()
+            }
+            fn compatible(ty: &<$db as sqlx::Database>::TypeInfo) -> bool {
+                <$as as Type<$db>>::compatible(ty)
+            }
+        }
+
+        impl<'r> Decode<'r, $db> for $ty {
+            fn decode(value: <$db as sqlx::Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let convert: fn($via) -> Result<$ty, BoxDynError> = $convert;
+                convert(<$via as Decode<'r, $db>>::decode(value)?)
+            }
+        }
+    };
+}
+
+typed_decode!(Ts, str, &'r str, |s| Ok(Ts(parse_ts(s)?)));
+typed_decode!(Money, str, &'r str, Money::parse);
+typed_decode!(Flag, i64, i64, |n| Ok(Flag(n != 0)));
+
 /// A stored amount of money: decimal text, never a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money(pub Decimal);
@@ -49,10 +80,15 @@ impl Type<Any> for Money {
     }
 }
 
+impl Money {
+    fn parse(s: &str) -> Result<Money, BoxDynError> {
+        Ok(Money(Decimal::from_str(s).map_err(|e| format!("stored amount {s:?} is malformed: {e}"))?))
+    }
+}
+
 impl<'r> Decode<'r, Any> for Money {
     fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
-        let s = <String as Decode<Any>>::decode(value)?;
-        Ok(Money(Decimal::from_str(&s).map_err(|e| format!("stored amount {s:?} is malformed: {e}"))?))
+        Money::parse(<&str as Decode<Any>>::decode(value)?)
     }
 }
 

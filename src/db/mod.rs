@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyPool, Executor};
+
+pub mod hot;
+
+pub use hot::HotConn;
 
 /// Which database is behind the pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,65 +100,66 @@ pub struct Db {
     pub backend: Backend,
     /// The URL, for a migration connection of its own.
     url: String,
-    /// Connections the hot reads keep between requests (see [`Readers`]).
-    readers: std::sync::Arc<Readers>,
+    /// The hot reads' own typed pool (see [`hot`]).
+    hot: std::sync::Arc<hot::Hot>,
 }
 
-/// The connections the hot read paths (accounts, balances, transaction pages) keep between
-/// requests. sqlx 0.8 pings a connection every time it goes back to its pool: a second round
-/// trip to PostgreSQL for every one-statement read, measured on the wire. A read here takes a
-/// connection it used moments ago and keeps it afterwards, so a read costs one round trip. At
-/// most half the pool is kept (writes and background work always find connections); one kept
-/// past [`PING_WHEN_IDLE_FOR`] goes back to the pool (pinged there) rather than being trusted;
-/// one whose read did not finish (its request was cancelled) goes back to the pool, whose
-/// ping drains it.
-#[derive(Debug)]
-struct Readers {
-    idle: std::sync::Mutex<Vec<(sqlx::pool::PoolConnection<sqlx::Any>, std::time::Instant)>>,
-    keep: usize,
-}
-
-/// A read connection; call [`Reader::done`] once its statement has completed, so it is kept.
-pub struct Reader<'a> {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
-    readers: &'a Readers,
-    done: bool,
-}
-
-impl Reader<'_> {
-    /// The statement completed: the connection is clean and may be kept.
-    pub fn done(mut self) {
-        self.done = true;
-    }
-}
-
-impl std::ops::Deref for Reader<'_> {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        self.conn.as_ref().expect("a reader holds its connection until dropped")
-    }
-}
-
-impl std::ops::DerefMut for Reader<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.conn.as_mut().expect("a reader holds its connection until dropped")
-    }
-}
-
-impl Drop for Reader<'_> {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.done {
-            let mut idle = self.readers.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < self.readers.keep {
-                idle.push((conn, std::time::Instant::now()));
-            }
-        }
-    }
-}
-
-/// PostgreSQL connections per process.
+/// PostgreSQL connections per process: the hot reads' typed pool and the rest.
 const POOL_SIZE: u32 = 16;
+
+/// SQLite reading connections of the general pool (the hot reads have their own).
+const SQLITE_READERS: u32 = 4;
+
+/// Every SQLite connection's settings.
+const SQLITE_PRAGMAS: &str =
+    "pragma journal_mode = wal; pragma busy_timeout = 10000; pragma foreign_keys = on; pragma synchronous = normal;";
+
+/// The options of a SQLite pool of `size` connections, whatever its driver.
+fn sqlite_pool_options<DB: sqlx::Database>(size: u32) -> sqlx::pool::PoolOptions<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    sqlx::pool::PoolOptions::new().max_connections(size).acquire_timeout(Duration::from_secs(30)).after_connect(
+        |conn: &mut DB::Connection, _| {
+            Box::pin(async move {
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Ok(())
+            })
+        },
+    )
+}
+
+/// The options of a PostgreSQL pool of `size` connections, whatever its driver: each
+/// connection cancels a statement running longer than `statement_timeout`.
+fn postgres_pool_options<DB: sqlx::Database>(size: u32, statement_timeout: Duration) -> sqlx::pool::PoolOptions<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let millis = statement_timeout.as_millis().max(1);
+    sqlx::pool::PoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings every connection it hands out by default: a round trip per request before
+        // the statement. A connection in use moments ago is known to work (and sqlx pings it
+        // when it comes back); one idle longer is pinged, so a database restart during a quiet
+        // spell still costs no request.
+        .test_before_acquire(false)
+        .before_acquire(|conn: &mut DB::Connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_connect(move |conn: &mut DB::Connection, _| {
+            Box::pin(async move {
+                conn.execute(format!("set statement_timeout = {millis}").as_str()).await?;
+                Ok(())
+            })
+        })
+}
 
 /// A pooled PostgreSQL connection idle at least this long is pinged before it is used.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(5);
@@ -183,103 +188,44 @@ impl Db {
             create_private_sqlite_file(url)?;
             let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
             let options = AnyConnectOptions::from_str(&url).context("DATABASE_URL is not a valid sqlite URL")?;
-            fn pragmas(
-                conn: &mut sqlx::AnyConnection,
-                _: sqlx::pool::PoolConnectionMetadata,
-            ) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
-                Box::pin(async move {
-                    conn.execute("pragma journal_mode = wal; pragma busy_timeout = 10000; pragma foreign_keys = on; pragma synchronous = normal;")
-                        .await?;
-                    Ok(())
-                })
-            }
-            let write = AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(pragmas)
+            let write = sqlite_pool_options(1)
                 .connect_with(options.clone())
                 .await
                 .context("could not open the SQLite database")?;
-            let read = AnyPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(pragmas)
+            let read = sqlite_pool_options(SQLITE_READERS)
                 .connect_with(options)
                 .await
                 .context("could not open the SQLite database")?;
+            let hot = hot::Hot::sqlite(&url).await.context("could not open the SQLite database")?;
             #[cfg(unix)]
             restrict_sqlite_files(&url);
-            // SQLite runs in the process: its pool costs no round trip, nothing is kept.
-            let readers = std::sync::Arc::new(Readers { idle: Default::default(), keep: 0 });
-            Ok(Db { read, write, backend: Backend::Sqlite, url: url.to_string(), readers })
+            Ok(Db { read, write, backend: Backend::Sqlite, url: url.to_string(), hot: std::sync::Arc::new(hot) })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = AnyConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres URL")?;
-            let millis = statement_timeout.as_millis().max(1);
-            let pool = AnyPoolOptions::new()
-                .max_connections(POOL_SIZE)
-                .acquire_timeout(Duration::from_secs(10))
-                // sqlx pings every connection it hands out by default: a round trip per
-                // request before the statement. A connection in use moments ago is known to
-                // work (and sqlx pings it when it comes back); one idle longer is pinged, so a
-                // database restart during a quiet spell still costs no request.
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
-                            use sqlx::Connection;
-                            conn.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        conn.execute(format!("set statement_timeout = {millis}").as_str()).await?;
-                        Ok(())
-                    })
-                })
+            let pool = postgres_pool_options(POOL_SIZE - hot::POSTGRES_HOT, statement_timeout)
                 .connect_with(options)
                 .await
                 .context("could not connect to PostgreSQL")?;
-            let readers = std::sync::Arc::new(Readers { idle: Default::default(), keep: POOL_SIZE as usize / 2 });
-            Ok(Db { read: pool.clone(), write: pool, backend: Backend::Postgres, url: url.to_string(), readers })
+            let hot = hot::Hot::postgres(url, statement_timeout).await.context("could not connect to PostgreSQL")?;
+            Ok(Db {
+                read: pool.clone(),
+                write: pool,
+                backend: Backend::Postgres,
+                url: url.to_string(),
+                hot: std::sync::Arc::new(hot),
+            })
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
         }
     }
 
-    /// Runs one of the hot reads on a [`Db::reader`] connection, which is kept for the next
-    /// read when `work` succeeds. A read cancelled half-way (its client hung up) sends its
-    /// connection back to the pool, whose ping drains it, so it is reused rather than replaced.
+    /// Runs one of the hot reads (accounts, balances, transaction pages) on a typed connection
+    /// (see [`hot`]), kept for the next read when `work` succeeds.
     pub async fn read_with<T, F>(&self, work: F) -> anyhow::Result<T>
     where
-        F: for<'c> FnOnce(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, anyhow::Result<T>>,
+        F: for<'c> FnOnce(hot::HotConn<'c>) -> futures::future::BoxFuture<'c, anyhow::Result<T>>,
     {
-        let mut conn = self.reader().await?;
-        let out = work(&mut conn).await;
-        if out.is_ok() {
-            conn.done();
-        }
-        out
-    }
-
-    /// A connection for one of the hot reads: one kept from a recent read when there is one,
-    /// else one from the read pool.
-    pub async fn reader(&self) -> Result<Reader<'_>, sqlx::Error> {
-        let kept = loop {
-            let popped = self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            match popped {
-                Some((conn, since)) if since.elapsed() < PING_WHEN_IDLE_FOR => break Some(conn),
-                // Kept too long to be trusted without a ping: back to the pool, which pings it.
-                Some((stale, _)) => drop(stale),
-                None => break None,
-            }
-        };
-        let conn = match kept {
-            Some(c) => c,
-            None => self.read.acquire().await?,
-        };
-        Ok(Reader { conn: Some(conn), readers: &self.readers, done: false })
+        self.hot.read_with(work).await
     }
 
     /// Applies the migrations of this backend (idempotent).
