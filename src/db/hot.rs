@@ -16,6 +16,7 @@
 
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -35,7 +36,14 @@ const SQLITE_HOT: u32 = 8;
 /// The hot reads' pool.
 #[derive(Debug)]
 pub(super) enum Hot {
-    Postgres { pool: PgPool, kept: Mutex<Vec<(PoolConnection<Postgres>, Instant)>> },
+    Postgres {
+        pool: PgPool,
+        kept: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+        /// Reads waiting for (or about to wait for) a connection from the pool: while there
+        /// are any, a finished read gives its connection back to the pool instead of keeping
+        /// it, or they would wait for connections that sit kept.
+        waiting: AtomicUsize,
+    },
     Sqlite(SqlitePool),
 }
 
@@ -97,7 +105,7 @@ impl Hot {
         let pool = postgres_pool_options::<Postgres>(POSTGRES_HOT, statement_timeout)
             .connect_with(PgConnectOptions::from_str(url)?)
             .await?;
-        Ok(Hot::Postgres { pool, kept: Mutex::new(Vec::new()) })
+        Ok(Hot::Postgres { pool, kept: Mutex::new(Vec::new()), waiting: AtomicUsize::new(0) })
     }
 
     pub(super) async fn sqlite(url: &str) -> Result<Hot, sqlx::Error> {
@@ -110,15 +118,20 @@ impl Hot {
         F: for<'c> FnOnce(HotConn<'c>) -> BoxFuture<'c, anyhow::Result<T>>,
     {
         match self {
-            Hot::Postgres { pool, kept } => {
-                let mut conn = match take_kept(kept) {
-                    Some(c) => c,
-                    None => pool.acquire().await?,
+            Hot::Postgres { pool, kept, waiting } => {
+                let mut conn = {
+                    // Counted before looking at the kept ones: a read that finishes after this
+                    // either left its connection where this one finds it or gives it to the pool.
+                    let _waiting = Waiting::new(waiting);
+                    match take_kept(kept) {
+                        Some(c) => c,
+                        None => pool.acquire().await?,
+                    }
                 };
                 let out = work(HotConn::Postgres(&mut conn)).await;
-                // Kept only when the statement completed: the connection is clean. The pool
-                // serves these reads alone, so all of it may be kept.
-                if out.is_ok() {
+                // Kept only when the statement completed (the connection is clean) and nobody
+                // waits for the pool.
+                if out.is_ok() && waiting.load(Ordering::SeqCst) == 0 {
                     kept.lock().unwrap_or_else(|p| p.into_inner()).push((conn, Instant::now()));
                 }
                 out
@@ -128,6 +141,22 @@ impl Hot {
                 work(HotConn::Sqlite(&mut conn)).await
             }
         }
+    }
+}
+
+/// One read counted in `waiting` until dropped (also when its request is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

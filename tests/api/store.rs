@@ -164,3 +164,38 @@ async fn connection_events_follow_real_changes_only_in_commit_order_and_retentio
     let log = store.event_log().await.unwrap();
     assert_eq!((log.last_seq, log.pruned_through), (events[2].seq, events[2].seq));
 }
+
+/// Many more concurrent hot reads than the hot pool has connections: every one is answered,
+/// none waits for a connection that sits kept for the next read (a first version of the
+/// typed pool kept every finished connection, and a read waiting on the pool waited until its
+/// acquire timed out).
+#[tokio::test]
+async fn hot_reads_beyond_the_pool_size_are_all_answered_and_none_waits_on_a_kept_connection() {
+    let db = db().await;
+    let sql = match db.backend {
+        bankgraph::db::Backend::Postgres => "select cast(1 as bigint) from pg_sleep(0.002)",
+        bankgraph::db::Backend::Sqlite => "select cast(1 as bigint)",
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let n = db
+                        .read_with(move |mut conn| Box::pin(async move { Ok(conn.fetch_i64(sql, &[]).await?) }))
+                        .await
+                        .unwrap();
+                    assert_eq!(n, 1);
+                }
+            })
+        })
+        .collect();
+    // Well within the pool's 10 s acquire timeout: 1,280 reads of 2 ms on 8 connections.
+    tokio::time::timeout(Duration::from_secs(8), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("every read is answered; none waits on a connection kept for later");
+}
