@@ -10,12 +10,14 @@
 #        bash bench/load.sh users [--users 2000] [--seconds 5]
 #        (traffic shaped like users, cache on and off, a mixed run, the raw ceiling;
 #        bench/results/users.md; see examples/userload.rs)
+#        bash bench/load.sh users-compare path/to/another/build/bankgraph [--users 2000]
+#        [--rounds 3] [--seconds 3] (that build and this one on the same callers, cache off:
+#        random-caller accounts and mixed traffic; bench/results/users-compare.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = users ]; then
-  shift
+if [ "${1:-}" = users ] || [ "${1:-}" = users-compare ]; then
   cargo build --release --locked --quiet --bin bankgraph --example userload
-  exec target/release/examples/userload users "$@"
+  exec target/release/examples/userload "$@"
 fi
 cargo build --release --locked --quiet --bin bankgraph --example loadtest
 exec target/release/examples/loadtest "$@"

@@ -12,6 +12,11 @@
 //! raw ceiling (an axum handler answering the same bytes from memory) is measured before and
 //! after, in the same run. Writes `bench/results/users.md`.
 //!
+//! `users-compare OTHER [--users 2000] [--rounds 3] [--seconds 3]`: another build and this one,
+//! read cache off, serving the same callers from one database: the random-caller account read
+//! and the mixed traffic, with the raw ceiling, in rotating rounds; CPU per request of the
+//! server, PostgreSQL and the load generator. Writes `bench/results/users-compare.md`.
+//!
 //! `soak [--minutes 30] [--users 200] [--conns 32]`: the account read of random callers with the
 //! cache off for that long, the server's RSS sampled every 10 s into `bench/results/soak.csv`,
 //! then 30 s idle; fails (exit 1) if RSS grows more than 10 MiB after the first minute. Writes
