@@ -53,3 +53,34 @@ async fn a_second_user_sees_nothing_and_can_touch_nothing_of_the_first() {
     let r = app.gql(Some(&alice), CREATE_LINK_TOKEN, json!({"input": {"platformItemId": item}})).await;
     assert_eq!(r["data"]["createPlaidLinkToken"]["mode"], "UPDATE");
 }
+
+/// Concurrent account reads share statements (identity/store/batch.rs): each caller still gets
+/// exactly its own accounts, whatever its `sub` holds (quotes, backslashes, braces, commas,
+/// non-ASCII, the word NULL), however the reads are grouped.
+#[tokio::test]
+async fn concurrent_account_reads_of_many_callers_each_get_their_own_whatever_the_sub() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let subs = ["o\"brien", "back\\slash", "{brace},comma", "用户-ü", "NULL", "[\"json\"]", "plain"];
+    let mut owners = Vec::new();
+    for sub in subs {
+        let token = app.token(sub);
+        let done = app.link(&token).await;
+        owners.push((token, done["platformItemId"].as_str().unwrap().to_string()));
+    }
+    let owners = std::sync::Arc::new(owners);
+    let reads: Vec<_> = (0..140)
+        .map(|i| {
+            let (app, owners) = (app.clone(), owners.clone());
+            tokio::spawn(async move {
+                let (token, item) = &owners[i % owners.len()];
+                let accounts = app.accounts(token, json!({})).await;
+                let accounts = accounts.as_array().unwrap().clone();
+                assert_eq!(accounts.len(), 9, "caller {i}: {accounts:?}");
+                assert!(accounts.iter().all(|a| a["platformItemId"] == item.as_str()), "caller {i} saw another's");
+            })
+        })
+        .collect();
+    for r in reads {
+        r.await.unwrap();
+    }
+}
