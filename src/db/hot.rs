@@ -9,14 +9,14 @@
 //! On PostgreSQL the connections these reads take are kept between requests. sqlx 0.8 pings a
 //! connection every time it goes back to its pool: a second round trip for every
 //! one-statement read, measured on the wire. A read here takes a connection used moments ago
-//! and keeps it afterwards, so a read costs one round trip. A connection kept past
+//! and keeps it afterwards, so a read costs one round trip; nothing is kept while another read
+//! waits for the pool (it would wait for a connection sitting kept). A connection kept past
 //! [`PING_WHEN_IDLE_FOR`] goes back to the pool (pinged there) rather than being trusted; one
 //! whose read did not finish (its request was cancelled) goes back to the pool, whose ping
 //! drains it. SQLite runs in the process: its pool costs no round trip, so nothing is kept.
 
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -36,15 +36,17 @@ const SQLITE_HOT: u32 = 8;
 /// The hot reads' pool.
 #[derive(Debug)]
 pub(super) enum Hot {
-    Postgres {
-        pool: PgPool,
-        kept: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
-        /// Reads waiting for (or about to wait for) a connection from the pool: while there
-        /// are any, a finished read gives its connection back to the pool instead of keeping
-        /// it, or they would wait for connections that sit kept.
-        waiting: AtomicUsize,
-    },
+    Postgres { pool: PgPool, kept: Mutex<Kept> },
     Sqlite(SqlitePool),
+}
+
+/// Connections kept from recent reads, and the reads waiting for the pool. Both under one lock:
+/// a read that finishes either sees a waiting read (and gives its connection to the pool) or
+/// keeps it where every later look finds it, so no read waits for a connection that sits kept.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    conns: Vec<(PoolConnection<Postgres>, Instant)>,
+    waiting: usize,
 }
 
 /// A hot read's connection.
@@ -105,7 +107,7 @@ impl Hot {
         let pool = postgres_pool_options::<Postgres>(POSTGRES_HOT, statement_timeout)
             .connect_with(PgConnectOptions::from_str(url)?)
             .await?;
-        Ok(Hot::Postgres { pool, kept: Mutex::new(Vec::new()), waiting: AtomicUsize::new(0) })
+        Ok(Hot::Postgres { pool, kept: Mutex::new(Kept::default()) })
     }
 
     pub(super) async fn sqlite(url: &str) -> Result<Hot, sqlx::Error> {
@@ -118,21 +120,26 @@ impl Hot {
         F: for<'c> FnOnce(HotConn<'c>) -> BoxFuture<'c, anyhow::Result<T>>,
     {
         match self {
-            Hot::Postgres { pool, kept, waiting } => {
-                let mut conn = {
-                    // Counted before looking at the kept ones: a read that finishes after this
-                    // either left its connection where this one finds it or gives it to the pool.
-                    let _waiting = Waiting::new(waiting);
-                    match take_kept(kept) {
-                        Some(c) => c,
-                        None => pool.acquire().await?,
-                    }
+            Hot::Postgres { pool, kept } => {
+                let mut conn = match take_kept(kept) {
+                    Taken::Kept(conn) => conn,
+                    // Counted as waiting until it has one (or its request is cancelled).
+                    Taken::Wait(_waiting) => pool.acquire().await?,
                 };
                 let out = work(HotConn::Postgres(&mut conn)).await;
-                // Kept only when the statement completed (the connection is clean) and nobody
-                // waits for the pool.
-                if out.is_ok() && waiting.load(Ordering::SeqCst) == 0 {
-                    kept.lock().unwrap_or_else(|p| p.into_inner()).push((conn, Instant::now()));
+                // Kept only when the statement completed (the connection is clean) and no read
+                // waits for the pool; otherwise it goes back to the pool, after the lock.
+                if out.is_ok() {
+                    let give_back = {
+                        let mut kept = lock(kept);
+                        if kept.waiting == 0 {
+                            kept.conns.push((conn, Instant::now()));
+                            None
+                        } else {
+                            Some(conn)
+                        }
+                    };
+                    drop(give_back);
                 }
                 out
             }
@@ -144,31 +151,42 @@ impl Hot {
     }
 }
 
-/// One read counted in `waiting` until dropped (also when its request is cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Waiting(n)
-    }
+fn lock(kept: &Mutex<Kept>) -> std::sync::MutexGuard<'_, Kept> {
+    kept.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+enum Taken<'a> {
+    Kept(PoolConnection<Postgres>),
+    /// None kept: this read is counted as waiting for the pool until this is dropped.
+    Wait(Waiting<'a>),
+}
+
+/// One read counted in `Kept::waiting` until dropped (also when its request is cancelled).
+struct Waiting<'a>(&'a Mutex<Kept>);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        lock(self.0).waiting -= 1;
     }
 }
 
 /// A connection kept from a recent read, if one was kept recently enough to be trusted without a
-/// ping; older ones go back to the pool, which pings them.
-fn take_kept(kept: &Mutex<Vec<(PoolConnection<Postgres>, Instant)>>) -> Option<PoolConnection<Postgres>> {
-    loop {
-        let popped = kept.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match popped {
-            Some((conn, since)) if since.elapsed() < PING_WHEN_IDLE_FOR => return Some(conn),
-            Some((stale, _)) => drop(stale),
-            None => return None,
+/// ping (older ones go back to the pool, which pings them); else this read counts as waiting.
+fn take_kept(kept: &Mutex<Kept>) -> Taken<'_> {
+    let mut stale = Vec::new();
+    let taken = {
+        let mut k = lock(kept);
+        loop {
+            match k.conns.pop() {
+                Some((conn, since)) if since.elapsed() < PING_WHEN_IDLE_FOR => break Taken::Kept(conn),
+                Some((old, _)) => stale.push(old),
+                None => {
+                    k.waiting += 1;
+                    break Taken::Wait(Waiting(kept));
+                }
+            }
         }
-    }
+    };
+    drop(stale);
+    taken
 }
