@@ -60,24 +60,23 @@ pub trait HotRow: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + 
 
 impl<T> HotRow for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
 
+/// `$q` with `$args` bound to its `$n` parameters in order, as text or null.
+macro_rules! bound {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = q.bind(a.as_deref());
+        }
+        q
+    }};
+}
+
 impl HotConn<'_> {
     /// The rows of `sql`, its `$n` parameters bound to `args` as text (or null) in order.
     pub async fn fetch_all<T: HotRow>(&mut self, sql: &str, args: &[Option<String>]) -> Result<Vec<T>, sqlx::Error> {
         match self {
-            HotConn::Postgres(conn) => {
-                let mut q = sqlx::query_as::<Postgres, T>(sql);
-                for a in args {
-                    q = q.bind(a.as_deref());
-                }
-                q.fetch_all(&mut **conn).await
-            }
-            HotConn::Sqlite(conn) => {
-                let mut q = sqlx::query_as::<Sqlite, T>(sql);
-                for a in args {
-                    q = q.bind(a.as_deref());
-                }
-                q.fetch_all(&mut **conn).await
-            }
+            HotConn::Postgres(conn) => bound!(sqlx::query_as::<Postgres, T>(sql), args).fetch_all(&mut **conn).await,
+            HotConn::Sqlite(conn) => bound!(sqlx::query_as::<Sqlite, T>(sql), args).fetch_all(&mut **conn).await,
         }
     }
 
@@ -85,19 +84,9 @@ impl HotConn<'_> {
     pub async fn fetch_i64(&mut self, sql: &str, args: &[Option<String>]) -> Result<i64, sqlx::Error> {
         match self {
             HotConn::Postgres(conn) => {
-                let mut q = sqlx::query_scalar::<Postgres, i64>(sql);
-                for a in args {
-                    q = q.bind(a.as_deref());
-                }
-                q.fetch_one(&mut **conn).await
+                bound!(sqlx::query_scalar::<Postgres, i64>(sql), args).fetch_one(&mut **conn).await
             }
-            HotConn::Sqlite(conn) => {
-                let mut q = sqlx::query_scalar::<Sqlite, i64>(sql);
-                for a in args {
-                    q = q.bind(a.as_deref());
-                }
-                q.fetch_one(&mut **conn).await
-            }
+            HotConn::Sqlite(conn) => bound!(sqlx::query_scalar::<Sqlite, i64>(sql), args).fetch_one(&mut **conn).await,
         }
     }
 }
