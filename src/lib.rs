@@ -13,10 +13,12 @@
 //! - [`jobs`]: durable background work in the database.
 //! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-IP and per-caller limits.
 //! - [`emulator`]: the offline Plaid Sandbox emulator (`bankgraph plaid-emulator`).
+//! - `batch`: concurrent reads coalesced into one call (statements, identity RPCs).
 //! - [`config`], [`app`], [`cli`], [`telemetry`], [`trace`], [`error`]: wiring.
 
 pub mod app;
 pub mod auth;
+pub(crate) mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;

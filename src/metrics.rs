@@ -42,6 +42,8 @@ pub const SYNC_RESTARTS: &str = "bankgraph_sync_restarts_total";
 /// Calls from the gateway to the identity service by `method` and `outcome` (ok, the error
 /// code, or unavailable / refused / timeout when it did not get an answer): a histogram, seconds.
 pub const IDENTITY_RPC_SECONDS: &str = "bankgraph_identity_rpc_duration_seconds";
+/// Gateway requests one batched account read of the identity service answered: a histogram.
+pub const IDENTITY_RPC_BATCH_REQUESTS: &str = "bankgraph_identity_rpc_batch_requests";
 /// Calls to the identity service's RPC listener refused by `reason` (no_token, bad_token).
 pub const IDENTITY_RPC_REFUSED: &str = "bankgraph_identity_rpc_refused_total";
 /// Open GraphQL WebSockets (after `connection_ack`): a gauge.
@@ -65,8 +67,10 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(IDENTITY_RPC_BATCH_REQUESTS.into()), &sizes))
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(h) => {

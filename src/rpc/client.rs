@@ -8,13 +8,20 @@
 //! of the request's deadline. Reads and `CompleteLink` (idempotent by its public token) are
 //! tried once more, on another endpoint when there is one, after a connection failure; other
 //! mutations are not, since the first attempt may have been carried out.
+//!
+//! Account reads of concurrent requests are coalesced (see [`crate::batch`]): while a few
+//! `ListAccountsBatch` calls are in flight, the reads that arrive wait for the next one, which
+//! answers them all. Under light load a read is one call, as before; under heavy load the hop
+//! (two encodings, an HTTP/2 exchange, a wakeup in each process) is paid once per batch rather
+//! than once per request.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -28,7 +35,8 @@ use url::Url;
 use super::convert as c;
 use super::pb;
 use super::pb::identity_service_client::IdentityServiceClient;
-use super::status::{Failure, from_status};
+use super::status::{Failure, detail, from_detail, from_status};
+use crate::batch::Batcher;
 use crate::config::RpcClientConfig;
 use crate::domain::{Address, Balance, BankAccount, ConnectionEvent, RemovalReason};
 use crate::error::{AppError, AppResult};
@@ -36,8 +44,8 @@ use crate::identity::{
     AccountFilter, CompletedLink, DeviceOs, EventWatch, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
     TransactionPage, Watching,
 };
-use crate::metrics::IDENTITY_RPC_SECONDS;
-use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
+use crate::metrics::{IDENTITY_RPC_BATCH_REQUESTS, IDENTITY_RPC_SECONDS};
+use crate::trace::{REQUEST_ID, RequestContext, TRACEPARENT, TraceParent};
 
 /// What a client reads when the identity service cannot be reached.
 pub const UNAVAILABLE: &str = "The service is temporarily unavailable; try again.";
@@ -48,6 +56,22 @@ pub const TOO_SLOW: &str = "The service did not answer in time; try again.";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a down endpoint is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Account-read calls in flight at once, per endpoint; reads that arrive while they all run
+/// wait for the next call, which answers them all. Two per endpoint measured best on 2 cores
+/// (bench/results/split.md).
+const ACCOUNT_READS_IN_FLIGHT_PER_ENDPOINT: usize = 2;
+/// After an identity service answered that it does not know `ListAccountsBatch` (an older
+/// version, during a rolling upgrade), how long account reads go one by one before the batch
+/// is tried again.
+const UNBATCHED_FOR: Duration = Duration::from_secs(60);
+
+/// One account read: the caller's `sub` and its filter (plaid item, connection, account).
+type AccountsKey = (String, Option<String>, Option<String>, Option<String>);
+/// An account read's answer as it crossed the wire, shared by the requests that asked the same.
+type AccountsAnswer = Result<Vec<pb::BankAccount>, pb::ErrorDetail>;
+/// Account reads, coalesced; each caller brings its request's context (deadline, ids).
+type AccountReads = Batcher<AccountsKey, Option<RequestContext>, AccountsAnswer>;
 
 /// HTTP/2 to the identity service: hyper's pooled client (one multiplexed connection per
 /// endpoint, re-established when it breaks), with rustls for mutual TLS. Calls go from the
@@ -77,6 +101,9 @@ enum Lane {
 struct Inner {
     nodes: Vec<Node>,
     next: AtomicUsize,
+    account_reads: Arc<AccountReads>,
+    /// When an endpoint answered that it does not know `ListAccountsBatch`.
+    unbatched_since: Mutex<Option<Instant>>,
     /// `Bearer <IDENTITY_SERVICE_TOKEN>`, marked sensitive.
     authorization: Option<AsciiMetadataValue>,
     /// The deadline of a call made outside a request (readiness checks).
@@ -125,9 +152,30 @@ impl RemoteIdentity {
             }
             None => None,
         };
-        Ok(RemoteIdentity {
-            inner: Arc::new(Inner { nodes, next: AtomicUsize::new(0), authorization, fallback_deadline }),
-        })
+        let in_flight = ACCOUNT_READS_IN_FLIGHT_PER_ENDPOINT * nodes.len();
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let account_reads = Batcher::new(
+                in_flight,
+                super::server::MAX_BATCH,
+                Arc::new(move |keys, callers| {
+                    let inner = weak.upgrade();
+                    Box::pin(async move {
+                        let inner = inner.ok_or_else(|| anyhow::anyhow!("the identity client was dropped"))?;
+                        Ok(RemoteIdentity { inner }.read_accounts(keys, callers).await)
+                    })
+                }),
+            );
+            Inner {
+                nodes,
+                next: AtomicUsize::new(0),
+                account_reads,
+                unbatched_since: Mutex::new(None),
+                authorization,
+                fallback_deadline,
+            }
+        });
+        Ok(RemoteIdentity { inner })
     }
 
     /// The next endpoint not known to be down (any, when all are).
@@ -178,11 +226,13 @@ impl RemoteIdentity {
         F: Fn(IdentityServiceClient<Transport>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        self.call_on(Lane::Call, method, retry, msg, send).await
+        self.call_on(crate::trace::current(), Lane::Call, method, retry, msg, send).await
     }
 
+    /// A call for the request `ctx` describes (none: a call of the gateway's own).
     async fn call_on<Req, Resp, F, Fut>(
         &self,
+        ctx: Option<RequestContext>,
         lane: Lane,
         method: &'static str,
         retry: Retry,
@@ -194,9 +244,7 @@ impl RemoteIdentity {
         F: Fn(IdentityServiceClient<Transport>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let ctx = crate::trace::current();
-        let deadline =
-            ctx.as_ref().map(|c| c.deadline).unwrap_or_else(|| Instant::now() + self.inner.fallback_deadline);
+        let deadline = self.deadline_of(&ctx);
         let attempts = if retry == Retry::Once { 2 } else { 1 };
         let started = Instant::now();
         let record = |outcome: &str| {
@@ -268,6 +316,123 @@ impl RemoteIdentity {
         tracing::warn!(method, "identity service call ran out of time");
         Err(AppError::Upstream(TOO_SLOW.into()))
     }
+
+    /// When a call for the request `ctx` describes must be answered.
+    fn deadline_of(&self, ctx: &Option<RequestContext>) -> Instant {
+        ctx.as_ref().map(|c| c.deadline).unwrap_or_else(|| Instant::now() + self.inner.fallback_deadline)
+    }
+
+    /// Whether account reads go one by one (an endpoint did not know `ListAccountsBatch`).
+    fn unbatched(&self) -> bool {
+        let mut since = self.inner.unbatched_since.lock().unwrap_or_else(|p| p.into_inner());
+        match *since {
+            Some(t) if t.elapsed() < UNBATCHED_FOR => true,
+            Some(_) => {
+                *since = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// One account read, on its own.
+    async fn list_accounts(&self, ctx: Option<RequestContext>, key: AccountsKey) -> AppResult<Vec<pb::BankAccount>> {
+        let msg = pb::ListAccountsRequest { user_id: key.0, filter: Some(c::filter_of(key.1, key.2, key.3)) };
+        let r =
+            self.call_on(ctx, Lane::Call, "ListAccounts", Retry::Once, msg, |mut cl, r| async move {
+                cl.list_accounts(r).await
+            })
+            .await?;
+        Ok(r.accounts)
+    }
+
+    /// The account reads of one batch: every key gets its answer (an error the whole call met
+    /// is each one's answer). The call carries the first caller's request id and trace, every
+    /// caller's request id in its body, and the latest of their deadlines (each caller stops
+    /// waiting at its own).
+    async fn read_accounts(
+        &self,
+        keys: Vec<AccountsKey>,
+        callers: Vec<Option<RequestContext>>,
+    ) -> HashMap<AccountsKey, AccountsAnswer> {
+        metrics::histogram!(IDENTITY_RPC_BATCH_REQUESTS).record(callers.len() as f64);
+        let request_ids = callers.iter().flatten().map(|c| c.request_id.clone()).collect();
+        let ctx = callers.iter().flatten().next().map(|first| RequestContext {
+            deadline: callers.iter().map(|c| self.deadline_of(c)).max().unwrap_or(first.deadline),
+            ..first.clone()
+        });
+        let requests = keys
+            .iter()
+            .map(|(user, p, cn, a)| pb::ListAccountsRequest {
+                user_id: user.clone(),
+                filter: Some(c::filter_of(p.clone(), cn.clone(), a.clone())),
+            })
+            .collect();
+        let msg = pb::ListAccountsBatchRequest { requests, request_ids };
+        let unknown = Arc::new(AtomicBool::new(false));
+        let seen = unknown.clone();
+        let answer = self
+            .call_on(ctx.clone(), Lane::Call, "ListAccountsBatch", Retry::Once, msg, move |mut cl, r| {
+                let seen = seen.clone();
+                async move {
+                    let answer = cl.list_accounts_batch(r).await;
+                    // UNIMPLEMENTED without an ErrorDetail: the service does not know the method.
+                    if let Err(s) = &answer
+                        && s.code() == Code::Unimplemented
+                        && s.details().is_empty()
+                    {
+                        seen.store(true, Ordering::Relaxed);
+                    }
+                    answer
+                }
+            })
+            .await;
+        let results = match answer {
+            Ok(r) if r.results.len() == keys.len() => r.results,
+            Ok(r) => {
+                let e = anyhow::anyhow!(
+                    "ListAccountsBatch answered {} results for {} requests",
+                    r.results.len(),
+                    keys.len()
+                );
+                return every(keys, detail(AppError::internal(e)).1);
+            }
+            Err(_) if unknown.load(Ordering::Relaxed) => {
+                tracing::warn!(
+                    "the identity service does not know ListAccountsBatch (an older version?); reading accounts one by one for a while"
+                );
+                *self.inner.unbatched_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                let reads = keys.into_iter().map(|key| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let answer = self.list_accounts(ctx, key.clone()).await.map_err(|e| detail(e).1);
+                        (key, answer)
+                    }
+                });
+                return futures::future::join_all(reads).await.into_iter().collect();
+            }
+            Err(e) => return every(keys, detail(e).1),
+        };
+        use pb::list_accounts_result::Result as One;
+        keys.into_iter()
+            .zip(results)
+            .map(|(key, r)| {
+                let answer = match r.result {
+                    Some(One::Accounts(a)) => Ok(a.accounts),
+                    Some(One::Error(d)) => Err(d),
+                    None => {
+                        Err(detail(AppError::internal(anyhow::anyhow!("ListAccountsBatch sent an empty result"))).1)
+                    }
+                };
+                (key, answer)
+            })
+            .collect()
+    }
+}
+
+/// The same answer for every key.
+fn every(keys: Vec<AccountsKey>, error: pb::ErrorDetail) -> HashMap<AccountsKey, AccountsAnswer> {
+    keys.into_iter().map(|k| (k, Err(error.clone()))).collect()
 }
 
 /// The pooled HTTP/2 client every endpoint shares: TCP with no delay and a connect timeout,
@@ -369,11 +534,25 @@ impl IdentityService for RemoteIdentity {
         Ok(r.completed.map(c::from_completed))
     }
 
+    /// Coalesced with the account reads of concurrent requests (one by one when the service
+    /// does not know the batch), and bounded by this request's deadline.
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
-        let msg = pb::ListAccountsRequest { user_id: user_id.to_string(), filter: Some(c::filter(filter)) };
-        let r =
-            self.call("ListAccounts", Retry::Once, msg, |mut cl, r| async move { cl.list_accounts(r).await }).await?;
-        r.accounts.into_iter().map(c::from_account).collect()
+        let ctx = crate::trace::current();
+        let key = (user_id.to_string(), filter.plaid_item_id, filter.connection_id, filter.account_id);
+        if self.unbatched() {
+            return self.list_accounts(ctx, key).await?.into_iter().map(c::from_account).collect();
+        }
+        let deadline = self.deadline_of(&ctx);
+        let read = self.inner.account_reads.get(key, ctx);
+        match tokio::time::timeout_at(deadline.into(), read).await {
+            Ok(Ok(Ok(accounts))) => accounts.into_iter().map(c::from_account).collect(),
+            Ok(Ok(Err(d))) => Err(from_detail(d)),
+            Ok(Err(e)) => Err(AppError::internal(e)),
+            Err(_) => {
+                tracing::warn!(method = "ListAccountsBatch", "identity service call ran out of time");
+                Err(AppError::Upstream(TOO_SLOW.into()))
+            }
+        }
     }
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {
@@ -466,9 +645,14 @@ impl RemoteIdentity {
             after,
         };
         let mut stream = self
-            .call_on(Lane::Stream, "WatchConnectionEvents", Retry::Once, msg, |mut cl, r| async move {
-                cl.watch_connection_events(r).await
-            })
+            .call_on(
+                crate::trace::current(),
+                Lane::Stream,
+                "WatchConnectionEvents",
+                Retry::Once,
+                msg,
+                |mut cl, r| async move { cl.watch_connection_events(r).await },
+            )
             .await?;
         let first = tokio::time::timeout(self.inner.fallback_deadline, stream.message()).await;
         match first {

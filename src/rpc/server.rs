@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::convert as c;
 use super::pb;
 use super::pb::identity_service_server::{IdentityService as Rpc, IdentityServiceServer};
-use super::status::to_status;
+use super::status::{detail, to_status};
 use crate::config::RpcServerConfig;
 use crate::error::{AppError, AppResult};
 use crate::identity::{EventWatch, IdentityService, Watching};
@@ -28,6 +28,10 @@ use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
 
 /// Concurrent calls and event streams on one gateway connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
+
+/// Requests one ListAccountsBatch may carry, and request ids it may name.
+pub const MAX_BATCH: usize = 64;
+const MAX_BATCH_REQUEST_IDS: usize = 256;
 
 /// The longest a call may run when the gateway sent no deadline (gateways always send one).
 const MAX_CALL: Duration = Duration::from_secs(60);
@@ -182,6 +186,52 @@ impl Rpc for IdentityRpc {
         .await
     }
 
+    /// Each request as ListAccounts would serve it, concurrently (so the store coalesces their
+    /// reads too), each answered with its accounts or its own error.
+    async fn list_accounts_batch(
+        &self,
+        req: Request<pb::ListAccountsBatchRequest>,
+    ) -> Result<Response<pb::ListAccountsBatchResponse>, Status> {
+        use pb::list_accounts_result::Result as One;
+        self.run("ListAccountsBatch", req, |s, r| async move {
+            if r.requests.len() > MAX_BATCH || r.request_ids.len() > MAX_BATCH_REQUEST_IDS {
+                return Err(AppError::BadInput(format!(
+                    "A batch carries at most {MAX_BATCH} requests and {MAX_BATCH_REQUEST_IDS} request ids."
+                )));
+            }
+            let s = &s;
+            let results = futures::future::join_all(r.requests.into_iter().map(|one| async move {
+                let read = match caller(&one.user_id) {
+                    Ok(user) => s.accounts(user, c::from_filter(one.filter)).await,
+                    Err(e) => Err(e),
+                };
+                let result = match read {
+                    Ok(accounts) => One::Accounts(pb::ListAccountsResponse {
+                        accounts: accounts.into_iter().map(c::account).collect(),
+                    }),
+                    Err(e) => One::Error(detail(e).1),
+                };
+                pb::ListAccountsResult { result: Some(result) }
+            }))
+            .await;
+            // Which requests of the gateway this call answered, to find each in this log.
+            let ids: Vec<&str> = r
+                .request_ids
+                .iter()
+                .map(String::as_str)
+                .filter(|id| crate::http::acceptable_request_id(id.as_bytes()))
+                .collect();
+            let failed = results.iter().filter(|r| matches!(r.result, Some(One::Error(_)))).count();
+            if failed > 0 {
+                tracing::info!(request_ids = ?ids, requests = results.len(), failed, "batched account reads failed");
+            } else {
+                tracing::debug!(request_ids = ?ids, requests = results.len(), "batched account reads");
+            }
+            Ok(pb::ListAccountsBatchResponse { results })
+        })
+        .await
+    }
+
     async fn list_balances(
         &self,
         req: Request<pb::ListBalancesRequest>,
@@ -267,6 +317,14 @@ impl Rpc for IdentityRpc {
     }
 }
 
+/// The contract's gRPC service over `service`, with the message size limits (and without the
+/// service-token check, which [`RpcServer`] adds in front of it).
+pub fn grpc(service: Arc<dyn IdentityService>) -> IdentityServiceServer<IdentityRpc> {
+    IdentityServiceServer::new(IdentityRpc { service })
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES)
+}
+
 /// The RPC listener, bound and ready to serve.
 pub struct RpcServer {
     listener: TcpListener,
@@ -292,10 +350,7 @@ impl RpcServer {
             }
             Ok(req)
         };
-        let service = IdentityServiceServer::new(IdentityRpc { service: self.service })
-            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
-        let service = tonic::service::interceptor::InterceptedService::new(service, check);
+        let service = tonic::service::interceptor::InterceptedService::new(grpc(self.service), check);
         let mut builder = Server::builder()
             .timeout(MAX_CALL)
             .concurrency_limit_per_connection(1024)

@@ -29,6 +29,13 @@ fn grpc_code(app_code: &str) -> Code {
 /// The status for an error of the identity service; an internal one is logged here, with the
 /// detail that does not cross.
 pub fn to_status(e: AppError) -> Status {
+    let (code, detail) = detail(e);
+    Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+}
+
+/// What crosses the wire of an error of the identity service, and its gRPC code; an internal
+/// one is logged here, with the detail that does not cross.
+pub fn detail(e: AppError) -> (Code, pb::ErrorDetail) {
     if let AppError::Internal(inner) = &e {
         tracing::error!(error = %format!("{inner:#}"), "internal error");
     }
@@ -36,7 +43,7 @@ pub fn to_status(e: AppError) -> Status {
     let (message, plaid, retry_after_seconds) = e.public_parts();
     let detail = pb::ErrorDetail {
         code: app_code.to_string(),
-        message: message.clone(),
+        message,
         plaid: plaid.map(|p| pb::PlaidError {
             error_type: p.error_type.clone(),
             error_code: p.error_code.clone(),
@@ -45,7 +52,23 @@ pub fn to_status(e: AppError) -> Status {
         }),
         retry_after_seconds,
     };
-    Status::with_details(grpc_code(app_code), message, detail.encode_to_vec().into())
+    (grpc_code(app_code), detail)
+}
+
+/// The error an `ErrorDetail` describes, as the client of the gateway will see it.
+pub fn from_detail(d: pb::ErrorDetail) -> AppError {
+    let plaid = d.plaid.map(|p| PlaidDetail {
+        error_type: p.error_type,
+        error_code: p.error_code,
+        display_message: p.display_message,
+        request_id: p.request_id,
+    });
+    match d.code.as_str() {
+        code::INTERNAL_SERVER_ERROR => {
+            AppError::internal(anyhow::anyhow!("the identity service failed (its log has the detail)"))
+        }
+        c => AppError::from_code(c, d.message, plaid, d.retry_after_seconds),
+    }
 }
 
 /// What a status the gateway received means.
@@ -66,18 +89,7 @@ pub fn from_status(s: Status) -> Failure {
     if !s.details().is_empty()
         && let Ok(d) = pb::ErrorDetail::decode(s.details())
     {
-        let plaid = d.plaid.map(|p| PlaidDetail {
-            error_type: p.error_type,
-            error_code: p.error_code,
-            display_message: p.display_message,
-            request_id: p.request_id,
-        });
-        return Failure::Answer(match d.code.as_str() {
-            code::INTERNAL_SERVER_ERROR => {
-                AppError::internal(anyhow::anyhow!("the identity service failed (its log has the detail)"))
-            }
-            c => AppError::from_code(c, d.message, plaid, d.retry_after_seconds),
-        });
+        return Failure::Answer(from_detail(d));
     }
     match s.code() {
         // Unknown without a detail is what a broken connection or a failed TLS handshake gives.

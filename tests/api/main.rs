@@ -21,6 +21,7 @@ mod link_web;
 mod operations;
 mod round_trips;
 mod split;
+mod split_batch;
 mod split_processes;
 mod status_rule;
 mod store;

@@ -85,6 +85,20 @@ async fn every_rpc(url: &str, token: Option<&str>) -> Vec<(&'static str, Code)> 
             code(client.list_accounts(req(pb::ListAccountsRequest { user_id: user(), filter: None }, token)).await),
         ),
         (
+            "ListAccountsBatch",
+            code(
+                client
+                    .list_accounts_batch(req(
+                        pb::ListAccountsBatchRequest {
+                            requests: vec![pb::ListAccountsRequest { user_id: user(), filter: None }],
+                            request_ids: vec![],
+                        },
+                        token,
+                    ))
+                    .await,
+            ),
+        ),
+        (
             "ListBalances",
             code(client.list_balances(req(pb::ListBalancesRequest { user_id: user(), filter: None }, token)).await),
         ),
@@ -120,7 +134,26 @@ async fn every_rpc(url: &str, token: Option<&str>) -> Vec<(&'static str, Code)> 
             ),
         ),
         ("Ready", code(client.ready(req(pb::ReadyRequest {}, token)).await)),
+        (
+            "WatchConnectionEvents",
+            code(
+                client
+                    .watch_connection_events(req(
+                        pb::WatchConnectionEventsRequest { user_id: user(), ..Default::default() },
+                        token,
+                    ))
+                    .await,
+            ),
+        ),
     ]
+}
+
+/// How many RPCs the checked-in contract declares.
+fn rpcs_in_contract() -> usize {
+    include_str!("../../proto/bankgraph/identity/v1/identity.proto")
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rpc "))
+        .count()
 }
 
 #[tokio::test]
@@ -129,7 +162,7 @@ async fn every_rpc_refuses_a_caller_without_the_service_token_or_with_a_wrong_on
     let url = app.rpc.clone().unwrap();
     for token in [None, Some("test-service-token-0123456789abcdeX"), Some(""), Some("short")] {
         let codes = every_rpc(&url, token).await;
-        assert_eq!(codes.len(), 10, "every RPC of the contract");
+        assert_eq!(codes.len(), rpcs_in_contract(), "every RPC of the contract");
         for (method, code) in codes {
             assert_eq!(code, Code::Unauthenticated, "{method} with {token:?}");
         }
@@ -137,7 +170,9 @@ async fn every_rpc_refuses_a_caller_without_the_service_token_or_with_a_wrong_on
     // With the token the same calls reach the service, which answers each on its merits.
     let codes = every_rpc(&url, Some(SERVICE_TOKEN)).await;
     assert!(codes.iter().all(|(_, c)| *c != Code::Unauthenticated), "{codes:?}");
-    assert!(codes.contains(&("Ready", Code::Ok)) && codes.contains(&("ListAccounts", Code::Ok)), "{codes:?}");
+    for answered in ["Ready", "ListAccounts", "ListAccountsBatch", "WatchConnectionEvents"] {
+        assert!(codes.contains(&(answered, Code::Ok)), "{answered}: {codes:?}");
+    }
     assert!(codes.contains(&("RemoveConnection", Code::NotFound)), "another user's ids do not exist: {codes:?}");
     // And the gateway, which has the token, serves.
     let t = app.token("split-auth");

@@ -3,7 +3,6 @@
 //! types, never Plaid's JSON. Every read is scoped to a user; every multi-statement write runs
 //! in one transaction.
 
-mod batch;
 mod completions;
 mod connections;
 mod custody;
@@ -144,9 +143,12 @@ pub struct Store {
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Notified after every commit of this process that wrote connection events.
     events_signal: std::sync::Arc<tokio::sync::Notify>,
-    /// Concurrent account reads, coalesced (see [`batch`]).
-    accounts_batch: std::sync::Arc<batch::Batcher<std::sync::Arc<Vec<crate::domain::BankAccount>>>>,
+    /// Concurrent account reads, coalesced (see [`crate::batch`]).
+    accounts_batch: std::sync::Arc<AccountReads>,
 }
+
+/// Account reads by user id, coalesced into statements.
+type AccountReads = crate::batch::Batcher<String, (), std::sync::Arc<Vec<crate::domain::BankAccount>>>;
 
 /// Account-read statements running at once at most; reads arriving while they all run queue
 /// for the next one. Two keep both of this machine's cores busy without splitting the queue
@@ -159,10 +161,10 @@ const ACCOUNT_READ_CALLERS: usize = 64;
 impl Store {
     pub fn new(db: Db) -> Self {
         let reader = db.clone();
-        let accounts_batch = batch::Batcher::new(
+        let accounts_batch = crate::batch::Batcher::new(
             ACCOUNT_READS_IN_FLIGHT,
             ACCOUNT_READ_CALLERS,
-            std::sync::Arc::new(move |users| {
+            std::sync::Arc::new(move |users, _| {
                 let db = reader.clone();
                 Box::pin(async move { Store::accounts_of(&db, users).await })
             }),

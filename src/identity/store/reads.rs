@@ -10,12 +10,13 @@ use crate::domain::{Balance, BankAccount, BankTransaction};
 
 impl Store {
     /// The caller's live accounts, in order: by connection (oldest first), then as the bank
-    /// lists them. Concurrent reads share statements (see [`super::batch`]).
+    /// lists them. Concurrent reads share statements (see [`crate::batch`]).
     pub async fn accounts(&self, user_id: &str) -> anyhow::Result<Arc<Vec<BankAccount>>> {
-        self.accounts_batch.get(user_id).await
+        self.accounts_batch.get(user_id.to_owned(), ()).await
     }
 
-    /// The live accounts of each of `users` (distinct), in one statement.
+    /// The live accounts of each of `users` (distinct), in one statement; a user without any
+    /// has an empty list.
     pub(super) async fn accounts_of(
         db: &Db,
         users: Vec<String>,
@@ -42,6 +43,9 @@ impl Store {
                 accounts.push(next.into());
             }
             out.insert(user, Arc::new(accounts));
+        }
+        for user in users {
+            out.entry(user).or_default();
         }
         Ok(out)
     }

@@ -1,44 +1,48 @@
-//! Concurrent reads of the same kind, coalesced into one statement.
+//! Concurrent reads of the same kind, coalesced into one call.
 //!
-//! Without its cache, every account read is a statement, and most of what a statement costs
-//! the database (a wakeup, the protocol, executor start-up) does not depend on how many callers
-//! it answers. A [`Batcher`] runs at most a few statements at once; a read that arrives while
-//! they are all busy waits in a queue, and the next statement answers everything queued by then
-//! (callers asking for the same key share one answer). Under light load a read runs at once, as
-//! before; under heavy load statements answer many callers each.
+//! Most of what a read costs (a database statement, or an RPC to the identity service: a
+//! wakeup, the protocol, start-up) does not depend on how many callers it answers. A
+//! [`Batcher`] runs at most a few reads at once; a read that arrives while they are all busy
+//! waits in a queue, and the next call answers everything queued by then (callers asking for
+//! the same key share one answer). Under light load a read runs at once, as if there were no
+//! batcher; under heavy load calls answer many callers each.
 //!
-//! Freshness is that of a direct read: a statement starts only after every read it answers was
+//! Freshness is that of a direct read: a call starts only after every read it answers was
 //! asked for, so each answer reflects every write committed before its caller asked. Nothing is
-//! kept after the statement.
+//! kept after the call.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-/// What one statement does: the values of the distinct keys it is given (a key it does not
-/// return gets the value's default).
-pub(super) type Run<V> =
-    Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, anyhow::Result<HashMap<String, V>>> + Send + Sync>;
+/// What one call does: the values of the distinct keys it is given (every one of them), and
+/// what each of its callers brought along (a deadline, a request id) in `extras`.
+pub(crate) type Run<K, X, V> =
+    Arc<dyn Fn(Vec<K>, Vec<X>) -> BoxFuture<'static, anyhow::Result<HashMap<K, V>>> + Send + Sync>;
 
 type Answer<V> = Result<V, Arc<anyhow::Error>>;
 
-pub(super) struct Batcher<V> {
-    run: Run<V>,
-    /// Statements running at most at once.
+/// A waiting caller: its key, what it brought along, and where its answer goes.
+type Waiting<K, X, V> = (K, X, oneshot::Sender<Answer<V>>);
+
+pub(crate) struct Batcher<K, X, V> {
+    run: Run<K, X, V>,
+    /// Calls running at most at once.
     max_in_flight: usize,
-    /// Callers one statement answers at most (their keys are the statement's bound list).
+    /// Callers one call answers at most.
     max_callers: usize,
-    state: Mutex<State<V>>,
+    state: Mutex<State<K, X, V>>,
 }
 
-struct State<V> {
-    queue: std::collections::VecDeque<(String, oneshot::Sender<Answer<V>>)>,
+struct State<K, X, V> {
+    queue: std::collections::VecDeque<Waiting<K, X, V>>,
     in_flight: usize,
 }
 
-impl<V> std::fmt::Debug for Batcher<V> {
+impl<K, X, V> std::fmt::Debug for Batcher<K, X, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
             .field("max_in_flight", &self.max_in_flight)
@@ -47,7 +51,7 @@ impl<V> std::fmt::Debug for Batcher<V> {
     }
 }
 
-/// An error one statement met, given to each of the callers it was answering.
+/// An error one call met, given to each of the callers it was answering.
 #[derive(Debug)]
 struct Shared(Arc<anyhow::Error>);
 
@@ -59,9 +63,14 @@ impl std::fmt::Display for Shared {
 
 impl std::error::Error for Shared {}
 
-impl<V: Clone + Default + Send + 'static> Batcher<V> {
-    pub(super) fn new(max_in_flight: usize, max_callers: usize, run: Run<V>) -> Arc<Self> {
-        assert!(max_in_flight > 0 && max_callers > 0, "a batcher runs at least one statement of one caller");
+impl<K, X, V> Batcher<K, X, V>
+where
+    K: Eq + Hash + Ord + Clone + Send + 'static,
+    X: Send + 'static,
+    V: Clone + Send + 'static,
+{
+    pub(crate) fn new(max_in_flight: usize, max_callers: usize, run: Run<K, X, V>) -> Arc<Self> {
+        assert!(max_in_flight > 0 && max_callers > 0, "a batcher runs at least one call of one caller");
         Arc::new(Batcher {
             run,
             max_in_flight,
@@ -70,19 +79,19 @@ impl<V: Clone + Default + Send + 'static> Batcher<V> {
         })
     }
 
-    /// The value of `key`, read by a statement that starts after this call.
-    pub(super) async fn get(self: &Arc<Self>, key: &str) -> anyhow::Result<V> {
+    /// The value of `key`, read by a call that starts after this one.
+    pub(crate) async fn get(self: &Arc<Self>, key: K, extra: X) -> anyhow::Result<V> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state = self.lock();
-            state.queue.push_back((key.to_owned(), tx));
+            state.queue.push_back((key, extra, tx));
             let start = state.in_flight < self.max_in_flight;
             state.in_flight += usize::from(start);
             start
         };
         if start {
-            // The statements run in a task of their own: a caller that goes away (its client
-            // hung up) does not take the others' answer with it.
+            // The calls run in a task of their own: a caller that goes away (its client hung
+            // up) does not take the others' answer with it.
             tokio::spawn(self.clone().drain());
         }
         match rx.await {
@@ -92,28 +101,28 @@ impl<V: Clone + Default + Send + 'static> Batcher<V> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<V>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K, X, V>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs statements until the queue is empty.
+    /// Runs calls until the queue is empty.
     async fn drain(self: Arc<Self>) {
         // Gives the slot back if the task ends early (a panic in `run`).
-        struct Slot<'a, V: Clone + Default + Send + 'static>(&'a Batcher<V>, bool);
-        impl<V: Clone + Default + Send + 'static> Drop for Slot<'_, V> {
+        struct Slot<'a, K, X, V>(&'a Mutex<State<K, X, V>>, bool);
+        impl<K, X, V> Drop for Slot<'_, K, X, V> {
             fn drop(&mut self) {
                 if !self.1 {
-                    self.0.lock().in_flight -= 1;
+                    self.0.lock().unwrap_or_else(|p| p.into_inner()).in_flight -= 1;
                 }
             }
         }
-        let mut slot = Slot(&self, false);
+        let mut slot = Slot(&self.state, false);
         loop {
-            let callers: Vec<(String, oneshot::Sender<Answer<V>>)> = {
+            let callers: Vec<Waiting<K, X, V>> = {
                 let mut state = self.lock();
                 if state.queue.is_empty() {
                     // Under the same lock as the check: a read queued after it finds the slot
-                    // free and starts a statement itself.
+                    // free and starts a call itself.
                     state.in_flight -= 1;
                     slot.1 = true;
                     return;
@@ -123,16 +132,25 @@ impl<V: Clone + Default + Send + 'static> Batcher<V> {
             };
             // The callers by key: each key is read once, and its last caller gets the value
             // itself rather than a clone (so an `Arc` answer is that caller's alone).
-            let mut by_key: HashMap<String, Vec<oneshot::Sender<Answer<V>>>> = HashMap::new();
-            for (key, tx) in callers {
+            let mut by_key: HashMap<K, Vec<oneshot::Sender<Answer<V>>>> = HashMap::new();
+            let mut extras = Vec::with_capacity(callers.len());
+            for (key, extra, tx) in callers {
                 by_key.entry(key).or_default().push(tx);
+                extras.push(extra);
             }
-            let mut keys: Vec<String> = by_key.keys().cloned().collect();
+            let mut keys: Vec<K> = by_key.keys().cloned().collect();
             keys.sort_unstable();
-            match (self.run)(keys).await {
+            match (self.run)(keys, extras).await {
                 Ok(mut values) => {
                     for (key, mut waiting) in by_key {
-                        let value = values.remove(&key).unwrap_or_default();
+                        let Some(value) = values.remove(&key) else {
+                            let e =
+                                Arc::new(anyhow::anyhow!("the batched read returned no answer for a key it was given"));
+                            for tx in waiting {
+                                let _ = tx.send(Err(e.clone()));
+                            }
+                            continue;
+                        };
                         let last = waiting.pop();
                         for tx in waiting {
                             let _ = tx.send(Ok(value.clone()));
@@ -165,10 +183,10 @@ mod tests {
 
     /// A batcher whose statement answers each key with itself repeated, after `delay`, and
     /// records the keys of every statement.
-    fn echo(max_in_flight: usize, max_callers: usize, delay: Duration) -> (Arc<Batcher<String>>, Seen) {
+    fn echo(max_in_flight: usize, max_callers: usize, delay: Duration) -> (Arc<Batcher<String, (), String>>, Seen) {
         let seen: Seen = Default::default();
         let log = seen.clone();
-        let run: Run<String> = Arc::new(move |keys: Vec<String>| {
+        let run: Run<String, (), String> = Arc::new(move |keys: Vec<String>, _| {
             log.lock().unwrap().push(keys.clone());
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -181,8 +199,12 @@ mod tests {
     #[tokio::test]
     async fn a_lone_read_runs_at_once_and_gets_its_own_answer() {
         let (b, seen) = echo(2, 64, Duration::ZERO);
-        assert_eq!(b.get("a").await.unwrap(), "aa");
-        assert_eq!(b.get("absent").await.unwrap(), "", "a key the statement does not return gets the default");
+        assert_eq!(b.get("a".to_string(), ()).await.unwrap(), "aa");
+        let e = b.get("absent".to_string(), ()).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no answer"),
+            "a key the call does not answer is an error, not a guess: {e:#}"
+        );
         assert_eq!(*seen.lock().unwrap(), vec![vec!["a".to_string()], vec!["absent".to_string()]]);
     }
 
@@ -191,7 +213,7 @@ mod tests {
         let (b, seen) = echo(1, 64, Duration::from_millis(50));
         let first = tokio::spawn({
             let b = b.clone();
-            async move { b.get("first").await.unwrap() }
+            async move { b.get("first".to_string(), ()).await.unwrap() }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let keys: [&'static str; 5] = ["x", "y", "x", "z", "y"];
@@ -200,7 +222,7 @@ mod tests {
             .map(|k| {
                 let b = b.clone();
                 let k = *k;
-                tokio::spawn(async move { b.get(k).await.unwrap() })
+                tokio::spawn(async move { b.get(k.to_string(), ()).await.unwrap() })
             })
             .collect();
         assert_eq!(first.await.unwrap(), "firstfirst");
@@ -213,17 +235,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_caller_brings_its_extra_to_the_call_even_when_its_key_is_shared() {
+        type Calls = Arc<Mutex<Vec<(Vec<String>, Vec<u32>)>>>;
+        let calls: Calls = Default::default();
+        let log = calls.clone();
+        let run: Run<String, u32, u32> = Arc::new(move |keys: Vec<String>, extras: Vec<u32>| {
+            log.lock().unwrap().push((keys.clone(), extras));
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(keys.into_iter().map(|k| (k, 1)).collect())
+            })
+        });
+        let b = Batcher::new(1, 64, run);
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("first".to_string(), 0).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let rest: Vec<_> = [("x", 1), ("x", 2), ("y", 3)]
+            .into_iter()
+            .map(|(k, x)| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(k.to_string(), x).await.unwrap() })
+            })
+            .collect();
+        first.await.unwrap();
+        for h in rest {
+            h.await.unwrap();
+        }
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[1].0, vec!["x", "y"]);
+        assert_eq!(calls[1].1, vec![1, 2, 3], "one extra per caller, in the order they asked");
+    }
+
+    #[tokio::test]
     async fn a_statement_answers_at_most_max_callers_and_the_rest_go_to_the_next() {
         let (b, seen) = echo(1, 3, Duration::from_millis(30));
         let blocker = tokio::spawn({
             let b = b.clone();
-            async move { b.get("blocker").await.unwrap() }
+            async move { b.get("blocker".to_string(), ()).await.unwrap() }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let all: Vec<_> = (0..7)
             .map(|i| {
                 let b = b.clone();
-                tokio::spawn(async move { b.get(&format!("k{i}")).await.unwrap() })
+                tokio::spawn(async move { b.get(format!("k{i}"), ()).await.unwrap() })
             })
             .collect();
         blocker.await.unwrap();
@@ -236,11 +293,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_caller_of_a_key_gets_the_value_itself_not_a_shared_copy() {
-        let run: Run<Arc<Vec<u8>>> = Arc::new(|keys: Vec<String>| {
+        let run: Run<String, (), Arc<Vec<u8>>> = Arc::new(|keys: Vec<String>, _| {
             Box::pin(async move { Ok(keys.into_iter().map(|k| (k, Arc::new(vec![1, 2, 3]))).collect()) })
         });
         let b = Batcher::new(1, 64, run);
-        let v = b.get("a").await.unwrap();
+        let v = b.get("a".to_string(), ()).await.unwrap();
         assert_eq!(Arc::strong_count(&v), 1, "a lone read owns its answer, so it is used without a copy");
     }
 
@@ -249,7 +306,7 @@ mod tests {
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let (r, p) = (running.clone(), peak.clone());
-        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+        let run: Run<String, (), u32> = Arc::new(move |keys: Vec<String>, _| {
             let (r, p) = (r.clone(), p.clone());
             Box::pin(async move {
                 let now = r.fetch_add(1, Ordering::SeqCst) + 1;
@@ -263,7 +320,7 @@ mod tests {
         let all: Vec<_> = (0..100)
             .map(|i| {
                 let b = b.clone();
-                tokio::spawn(async move { b.get(&i.to_string()).await.unwrap() })
+                tokio::spawn(async move { b.get(i.to_string(), ()).await.unwrap() })
             })
             .collect();
         for h in all {
@@ -277,7 +334,7 @@ mod tests {
     async fn a_failed_statement_fails_every_read_it_answered_and_the_next_reads_run_again() {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let f = failing.clone();
-        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+        let run: Run<String, (), u32> = Arc::new(move |keys: Vec<String>, _| {
             let fail = f.load(Ordering::SeqCst);
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -291,7 +348,7 @@ mod tests {
         let all: Vec<_> = (0..5)
             .map(|i| {
                 let b = b.clone();
-                tokio::spawn(async move { b.get(&i.to_string()).await })
+                tokio::spawn(async move { b.get(i.to_string(), ()).await })
             })
             .collect();
         for h in all {
@@ -299,7 +356,7 @@ mod tests {
             assert!(format!("{e:#}").contains("connection reset"), "{e:#}");
         }
         failing.store(false, Ordering::SeqCst);
-        assert_eq!(b.get("again").await.unwrap(), 7);
+        assert_eq!(b.get("again".to_string(), ()).await.unwrap(), 7);
     }
 
     #[tokio::test]
@@ -307,29 +364,29 @@ mod tests {
         let (b, _) = echo(1, 64, Duration::from_millis(40));
         let blocker = tokio::spawn({
             let b = b.clone();
-            async move { b.get("blocker").await.unwrap() }
+            async move { b.get("blocker".to_string(), ()).await.unwrap() }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         let leaving = tokio::spawn({
             let b = b.clone();
-            async move { b.get("gone").await }
+            async move { b.get("gone".to_string(), ()).await }
         });
         let staying = tokio::spawn({
             let b = b.clone();
-            async move { b.get("stays").await.unwrap() }
+            async move { b.get("stays".to_string(), ()).await.unwrap() }
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
         leaving.abort();
         blocker.await.unwrap();
         assert_eq!(staying.await.unwrap(), "staysstays");
-        assert_eq!(b.get("after").await.unwrap(), "afterafter");
+        assert_eq!(b.get("after".to_string(), ()).await.unwrap(), "afterafter");
     }
 
     #[tokio::test]
     async fn a_panicking_statement_gives_its_slot_back() {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        let run: Run<u32> = Arc::new(move |keys: Vec<String>| {
+        let run: Run<String, (), u32> = Arc::new(move |keys: Vec<String>, _| {
             let first = c.fetch_add(1, Ordering::SeqCst) == 0;
             Box::pin(async move {
                 assert!(!first, "a bug in the statement");
@@ -337,7 +394,7 @@ mod tests {
             })
         });
         let b = Batcher::new(1, 64, run);
-        assert!(b.get("a").await.is_err());
-        assert_eq!(b.get("b").await.unwrap(), 3);
+        assert!(b.get("a".to_string(), ()).await.is_err());
+        assert_eq!(b.get("b".to_string(), ()).await.unwrap(), 3);
     }
 }
