@@ -68,8 +68,9 @@ const UNBATCHED_FOR: Duration = Duration::from_secs(60);
 
 /// One account read: the caller's `sub` and its filter (plaid item, connection, account).
 type AccountsKey = (String, Option<String>, Option<String>, Option<String>);
-/// An account read's answer as it crossed the wire, shared by the requests that asked the same.
-type AccountsAnswer = Result<Vec<pb::BankAccount>, pb::ErrorDetail>;
+/// An account read's answer, decoded once and shared by the requests that asked the same (the
+/// last of them takes the list itself); an error as it crossed the wire.
+type AccountsAnswer = Result<Arc<Vec<BankAccount>>, Arc<pb::ErrorDetail>>;
 /// Account reads, coalesced; each caller brings its request's context (deadline, ids).
 type AccountReads = Batcher<AccountsKey, Option<RequestContext>, AccountsAnswer>;
 
@@ -395,7 +396,7 @@ impl RemoteIdentity {
                     r.results.len(),
                     keys.len()
                 );
-                return every(keys, detail(AppError::internal(e)).1);
+                return every(keys, lost(AppError::internal(e)));
             }
             Err(_) if unknown.load(Ordering::Relaxed) => {
                 tracing::warn!(
@@ -405,24 +406,22 @@ impl RemoteIdentity {
                 let reads = keys.into_iter().map(|key| {
                     let ctx = ctx.clone();
                     async move {
-                        let answer = self.list_accounts(ctx, key.clone()).await.map_err(|e| detail(e).1);
-                        (key, answer)
+                        let answer = self.list_accounts(ctx, key.clone()).await;
+                        (key, decoded(answer))
                     }
                 });
                 return futures::future::join_all(reads).await.into_iter().collect();
             }
-            Err(e) => return every(keys, detail(e).1),
+            Err(e) => return every(keys, lost(e)),
         };
         use pb::list_accounts_result::Result as One;
         keys.into_iter()
             .zip(results)
             .map(|(key, r)| {
                 let answer = match r.result {
-                    Some(One::Accounts(a)) => Ok(a.accounts),
-                    Some(One::Error(d)) => Err(d),
-                    None => {
-                        Err(detail(AppError::internal(anyhow::anyhow!("ListAccountsBatch sent an empty result"))).1)
-                    }
+                    Some(One::Accounts(a)) => decoded(Ok(a.accounts)),
+                    Some(One::Error(d)) => Err(Arc::new(d)),
+                    None => Err(lost(AppError::internal(anyhow::anyhow!("ListAccountsBatch sent an empty result")))),
                 };
                 (key, answer)
             })
@@ -430,8 +429,19 @@ impl RemoteIdentity {
     }
 }
 
+/// Accounts as the domain has them, once for every request that shares them.
+fn decoded(read: AppResult<Vec<pb::BankAccount>>) -> AccountsAnswer {
+    let accounts = read.and_then(|a| a.into_iter().map(c::from_account).collect::<AppResult<Vec<_>>>());
+    accounts.map(Arc::new).map_err(lost)
+}
+
+/// An error as every request that shares it gets it.
+fn lost(e: AppError) -> Arc<pb::ErrorDetail> {
+    Arc::new(detail(e).1)
+}
+
 /// The same answer for every key.
-fn every(keys: Vec<AccountsKey>, error: pb::ErrorDetail) -> HashMap<AccountsKey, AccountsAnswer> {
+fn every(keys: Vec<AccountsKey>, error: Arc<pb::ErrorDetail>) -> HashMap<AccountsKey, AccountsAnswer> {
     keys.into_iter().map(|k| (k, Err(error.clone()))).collect()
 }
 
@@ -545,8 +555,8 @@ impl IdentityService for RemoteIdentity {
         let deadline = self.deadline_of(&ctx);
         let read = self.inner.account_reads.get(key, ctx);
         match tokio::time::timeout_at(deadline.into(), read).await {
-            Ok(Ok(Ok(accounts))) => accounts.into_iter().map(c::from_account).collect(),
-            Ok(Ok(Err(d))) => Err(from_detail(d)),
+            Ok(Ok(Ok(accounts))) => Ok(Arc::unwrap_or_clone(accounts)),
+            Ok(Ok(Err(d))) => Err(from_detail(Arc::unwrap_or_clone(d))),
             Ok(Err(e)) => Err(AppError::internal(e)),
             Err(_) => {
                 tracing::warn!(method = "ListAccountsBatch", "identity service call ran out of time");
