@@ -139,7 +139,7 @@ async fn main() {
         eprintln!("{name}: bankgraph wrote {lines} log lines");
         if *name == "PostgreSQL" {
             // The same database and caller, served by the two services apart.
-            let (identity, gateway, graphql) = split(&bin, db, &emulator_url, &tmp);
+            let (identity, gateway, graphql, _) = split(&bin, db, &emulator_url, &tmp);
             let label = format!("split (gateway + identity), {name}");
             let pids = [identity.0.id(), gateway.0.id()];
             account_levels(&label, &pids, &graphql, &reader, &levels, secs, &mut rows, &mut cpu).await;
@@ -254,8 +254,11 @@ fn workers(var: &str) -> Vec<(&'static str, String)> {
 
 /// `bankgraph identity` on `db` and a `bankgraph gateway` calling it, as the split deployment
 /// runs; returns both and the gateway's GraphQL URL.
-fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Proc, Proc, String) {
+/// The split deployment: (identity, gateway, its GraphQL URL, its internal listener's address).
+fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Proc, Proc, String, String) {
     let key = common::load::KEY;
+    // A free port for the gateway's internal listener, whose metrics the report reads.
+    let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let token = "bench-service-token-0123456789abcdef-0123";
     let (identity, rpc) = start(
         Command::new(bin)
@@ -282,7 +285,7 @@ fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Pro
             .args([
                 "gateway",
                 "--bind-addr=127.0.0.1:0",
-                "--internal-bind-addr=127.0.0.1:0",
+                &format!("--internal-bind-addr={internal}"),
                 &format!("--jwt-secret={SECRET}"),
                 &format!("--identity-url=http://{rpc}"),
                 &format!("--identity-service-token={token}"),
@@ -296,7 +299,16 @@ fn split(bin: &str, db: &str, emulator_url: &str, tmp: &std::path::Path) -> (Pro
         "GraphQL and GraphiQL: ",
         Some(&tmp.join("gateway.log")),
     );
-    (identity, gateway, graphql)
+    (identity, gateway, graphql, internal)
+}
+
+/// The sum and count of the gateway's account-read batches (requests answered, calls made).
+async fn batches(http: &reqwest::Client, internal: &str) -> (f64, f64) {
+    let text = http.get(format!("http://{internal}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    (value("bankgraph_identity_rpc_batch_requests_sum "), value("bankgraph_identity_rpc_batch_requests_count "))
 }
 
 /// This build and `other` side by side: both serve the account read from their own database
@@ -421,7 +433,7 @@ async fn split_compare(rounds: usize, secs: u64) {
     let (one, one_url) = serve(&bin, &db, &emulator_url, &tmp.join("serve.log"));
     let reader = token(&bin, "bench-reader", &db);
     seed(&http, &one_url, &emulator_url, &reader, 50).await;
-    let (identity, gateway, split_url) = split(&bin, &db, &emulator_url, &tmp);
+    let (identity, gateway, split_url, gateway_internal) = split(&bin, &db, &emulator_url, &tmp);
     let (_raw, raw_url) = start_raw(&one_url, &reader, ACCOUNTS, &tmp).await;
     let pids = [vec![one.0.id()], vec![identity.0.id(), gateway.0.id()]];
     let urls = [one_url.clone(), split_url.clone()];
@@ -429,6 +441,9 @@ async fn split_compare(rounds: usize, secs: u64) {
     // Per topology and round: (req/s, p50, p99, CPU µs per request, share of the round's ceiling).
     type Measured = (f64, f64, f64, f64, f64);
     let mut results: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new()];
+    // Per split round: the gateway's and the identity service's CPU µs per request, and the
+    // requests one account-read call answered on average.
+    let mut split_parts: Vec<(f64, f64, f64)> = Vec::new();
     for round in 0..rounds {
         let mut order: Vec<Option<usize>> = vec![None, Some(0), Some(1)];
         order.rotate_left(round % 3);
@@ -439,9 +454,20 @@ async fn split_compare(rounds: usize, secs: u64) {
                 None => raw = load(&raw_url, None, ACCOUNTS, 32, secs).await.rps,
                 Some(i) => {
                     let before = cpu(i);
+                    let parts_before = (cpu_seconds(pids[1][1]), cpu_seconds(pids[1][0]));
+                    let batches_before = batches(&http, &gateway_internal).await;
                     let run = load(&urls[i], Some(&reader), ACCOUNTS, 32, secs).await;
-                    let per = (cpu(i) - before) / (run.rps * (secs + 1) as f64) * 1e6;
+                    let requests = run.rps * (secs + 1) as f64;
+                    let per = (cpu(i) - before) / requests * 1e6;
                     assert_eq!(run.errors, 0);
+                    if i == 1 {
+                        let b = batches(&http, &gateway_internal).await;
+                        split_parts.push((
+                            (cpu_seconds(pids[1][1]) - parts_before.0) / requests * 1e6,
+                            (cpu_seconds(pids[1][0]) - parts_before.1) / requests * 1e6,
+                            (b.0 - batches_before.0) / (b.1 - batches_before.1).max(1.0),
+                        ));
+                    }
                     measured.push((i, run, per));
                 }
             }
@@ -488,6 +514,18 @@ async fn split_compare(rounds: usize, secs: u64) {
         median(1, |r| r.3) / median(0, |r| r.3),
         median(1, |r| r.3) - median(0, |r| r.3),
         single[1].p50_ms - single[0].p50_ms
+    ));
+    let mid = |f: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = split_parts.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    report.push_str(&format!(
+        "Split, by process: the gateway {:.0} µs and the identity service {:.0} µs of CPU per request; one account-read call \
+         to the identity service answered {:.1} requests on average.\n",
+        mid(|p| p.0),
+        mid(|p| p.1),
+        mid(|p| p.2)
     ));
     println!("{report}");
     drop((one, identity, gateway));
