@@ -133,15 +133,7 @@ pub fn from_completed(c: pb::CompletedLink) -> CompletedLink {
 }
 
 pub fn filter(f: AccountFilter) -> pb::AccountFilter {
-    filter_of(f.plaid_item_id, f.connection_id, f.account_id)
-}
-
-pub fn filter_of(
-    plaid_item_id: Option<String>,
-    connection_id: Option<String>,
-    account_id: Option<String>,
-) -> pb::AccountFilter {
-    pb::AccountFilter { plaid_item_id, connection_id, account_id }
+    pb::AccountFilter { plaid_item_id: f.plaid_item_id, connection_id: f.connection_id, account_id: f.account_id }
 }
 
 pub fn from_filter(f: Option<pb::AccountFilter>) -> AccountFilter {

@@ -92,6 +92,12 @@ fn caller(user_id: &str) -> AppResult<&str> {
     Ok(user_id)
 }
 
+/// One ListAccounts, alone or as part of a batch.
+async fn list_accounts(s: &dyn IdentityService, r: pb::ListAccountsRequest) -> AppResult<pb::ListAccountsResponse> {
+    let accounts = s.accounts(caller(&r.user_id)?, c::from_filter(r.filter)).await?;
+    Ok(pb::ListAccountsResponse { accounts: accounts.into_iter().map(c::account).collect() })
+}
+
 /// An opened event stream (a named type, so `run` can carry it like any answer).
 struct Opened(Watching);
 
@@ -179,11 +185,7 @@ impl Rpc for IdentityRpc {
         &self,
         req: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        self.run("ListAccounts", req, |s, r| async move {
-            let accounts = s.accounts(caller(&r.user_id)?, c::from_filter(r.filter)).await?;
-            Ok(pb::ListAccountsResponse { accounts: accounts.into_iter().map(c::account).collect() })
-        })
-        .await
+        self.run("ListAccounts", req, |s, r| async move { list_accounts(&*s, r).await }).await
     }
 
     /// Each request as ListAccounts would serve it, concurrently (so the store coalesces their
@@ -201,14 +203,8 @@ impl Rpc for IdentityRpc {
             }
             let s = &s;
             let results = futures::future::join_all(r.requests.into_iter().map(|one| async move {
-                let read = match caller(&one.user_id) {
-                    Ok(user) => s.accounts(user, c::from_filter(one.filter)).await,
-                    Err(e) => Err(e),
-                };
-                let result = match read {
-                    Ok(accounts) => One::Accounts(pb::ListAccountsResponse {
-                        accounts: accounts.into_iter().map(c::account).collect(),
-                    }),
+                let result = match list_accounts(&**s, one).await {
+                    Ok(accounts) => One::Accounts(accounts),
                     Err(e) => One::Error(detail(e).1),
                 };
                 pb::ListAccountsResult { result: Some(result) }

@@ -9,19 +9,16 @@
 //! tried once more, on another endpoint when there is one, after a connection failure; other
 //! mutations are not, since the first attempt may have been carried out.
 //!
-//! Account reads of concurrent requests are coalesced (see [`crate::batch`]): while a few
-//! `ListAccountsBatch` calls are in flight, the reads that arrive wait for the next one, which
-//! answers them all. Under light load a read is one call, as before; under heavy load the hop
-//! (two encodings, an HTTP/2 exchange, a wakeup in each process) is paid once per batch rather
-//! than once per request.
+//! Account reads of concurrent requests share calls ([`accounts`]); event streams reopen
+//! themselves when they break ([`events`]).
 
-use std::collections::HashMap;
+mod accounts;
+mod events;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-
-use futures::StreamExt;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -35,16 +32,15 @@ use url::Url;
 use super::convert as c;
 use super::pb;
 use super::pb::identity_service_client::IdentityServiceClient;
-use super::status::{Failure, detail, from_detail, from_status};
-use crate::batch::Batcher;
+use super::status::{Failure, from_status};
 use crate::config::RpcClientConfig;
-use crate::domain::{Address, Balance, BankAccount, ConnectionEvent, RemovalReason};
+use crate::domain::{Address, Balance, BankAccount, RemovalReason};
 use crate::error::{AppError, AppResult};
 use crate::identity::{
     AccountFilter, CompletedLink, DeviceOs, EventWatch, IdentityService, LinkToken, RefreshOutcome, TransactionFilter,
     TransactionPage, Watching,
 };
-use crate::metrics::{IDENTITY_RPC_BATCH_REQUESTS, IDENTITY_RPC_SECONDS};
+use crate::metrics::IDENTITY_RPC_SECONDS;
 use crate::trace::{REQUEST_ID, RequestContext, TRACEPARENT, TraceParent};
 
 /// What a client reads when the identity service cannot be reached.
@@ -56,23 +52,6 @@ pub const TOO_SLOW: &str = "The service did not answer in time; try again.";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a down endpoint is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
-
-/// Account-read calls in flight at once, per endpoint; reads that arrive while they all run
-/// wait for the next call, which answers them all. Two per endpoint measured best on 2 cores
-/// (bench/results/split.md).
-const ACCOUNT_READS_IN_FLIGHT_PER_ENDPOINT: usize = 2;
-/// After an identity service answered that it does not know `ListAccountsBatch` (an older
-/// version, during a rolling upgrade), how long account reads go one by one before the batch
-/// is tried again.
-const UNBATCHED_FOR: Duration = Duration::from_secs(60);
-
-/// One account read: the caller's `sub` and its filter (plaid item, connection, account).
-type AccountsKey = (String, Option<String>, Option<String>, Option<String>);
-/// An account read's answer, decoded once and shared by the requests that asked the same (the
-/// last of them takes the list itself); an error as it crossed the wire.
-type AccountsAnswer = Result<Arc<Vec<BankAccount>>, Arc<pb::ErrorDetail>>;
-/// Account reads, coalesced; each caller brings its request's context (deadline, ids).
-type AccountReads = Batcher<AccountsKey, Option<RequestContext>, AccountsAnswer>;
 
 /// HTTP/2 to the identity service: hyper's pooled client (one multiplexed connection per
 /// endpoint, re-established when it breaks), with rustls for mutual TLS. Calls go from the
@@ -102,9 +81,8 @@ enum Lane {
 struct Inner {
     nodes: Vec<Node>,
     next: AtomicUsize,
-    account_reads: Arc<AccountReads>,
-    /// When an endpoint answered that it does not know `ListAccountsBatch`.
-    unbatched_since: Mutex<Option<Instant>>,
+    /// Account reads, coalesced across requests.
+    accounts: accounts::AccountReads,
     /// `Bearer <IDENTITY_SERVICE_TOKEN>`, marked sensitive.
     authorization: Option<AsciiMetadataValue>,
     /// The deadline of a call made outside a request (readiness checks).
@@ -153,28 +131,13 @@ impl RemoteIdentity {
             }
             None => None,
         };
-        let in_flight = ACCOUNT_READS_IN_FLIGHT_PER_ENDPOINT * nodes.len();
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
-            let account_reads = Batcher::new(
-                in_flight,
-                super::server::MAX_BATCH,
-                Arc::new(move |keys, callers| {
-                    let inner = weak.upgrade();
-                    Box::pin(async move {
-                        let inner = inner.ok_or_else(|| anyhow::anyhow!("the identity client was dropped"))?;
-                        Ok(RemoteIdentity { inner }.read_accounts(keys, callers).await)
-                    })
-                }),
-            );
-            Inner {
-                nodes,
-                next: AtomicUsize::new(0),
-                account_reads,
-                unbatched_since: Mutex::new(None),
-                authorization,
-                fallback_deadline,
-            }
+        let endpoints = nodes.len();
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            nodes,
+            next: AtomicUsize::new(0),
+            accounts: accounts::AccountReads::new(weak.clone(), endpoints),
+            authorization,
+            fallback_deadline,
         });
         Ok(RemoteIdentity { inner })
     }
@@ -322,127 +285,6 @@ impl RemoteIdentity {
     fn deadline_of(&self, ctx: &Option<RequestContext>) -> Instant {
         ctx.as_ref().map(|c| c.deadline).unwrap_or_else(|| Instant::now() + self.inner.fallback_deadline)
     }
-
-    /// Whether account reads go one by one (an endpoint did not know `ListAccountsBatch`).
-    fn unbatched(&self) -> bool {
-        let mut since = self.inner.unbatched_since.lock().unwrap_or_else(|p| p.into_inner());
-        match *since {
-            Some(t) if t.elapsed() < UNBATCHED_FOR => true,
-            Some(_) => {
-                *since = None;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// One account read, on its own.
-    async fn list_accounts(&self, ctx: Option<RequestContext>, key: AccountsKey) -> AppResult<Vec<pb::BankAccount>> {
-        let msg = pb::ListAccountsRequest { user_id: key.0, filter: Some(c::filter_of(key.1, key.2, key.3)) };
-        let r =
-            self.call_on(ctx, Lane::Call, "ListAccounts", Retry::Once, msg, |mut cl, r| async move {
-                cl.list_accounts(r).await
-            })
-            .await?;
-        Ok(r.accounts)
-    }
-
-    /// The account reads of one batch: every key gets its answer (an error the whole call met
-    /// is each one's answer). The call carries the first caller's request id and trace, every
-    /// caller's request id in its body, and the latest of their deadlines (each caller stops
-    /// waiting at its own).
-    async fn read_accounts(
-        &self,
-        keys: Vec<AccountsKey>,
-        callers: Vec<Option<RequestContext>>,
-    ) -> HashMap<AccountsKey, AccountsAnswer> {
-        metrics::histogram!(IDENTITY_RPC_BATCH_REQUESTS).record(callers.len() as f64);
-        let request_ids = callers.iter().flatten().map(|c| c.request_id.clone()).collect();
-        let ctx = callers.iter().flatten().next().map(|first| RequestContext {
-            deadline: callers.iter().map(|c| self.deadline_of(c)).max().unwrap_or(first.deadline),
-            ..first.clone()
-        });
-        let requests = keys
-            .iter()
-            .map(|(user, p, cn, a)| pb::ListAccountsRequest {
-                user_id: user.clone(),
-                filter: Some(c::filter_of(p.clone(), cn.clone(), a.clone())),
-            })
-            .collect();
-        let msg = pb::ListAccountsBatchRequest { requests, request_ids };
-        let unknown = Arc::new(AtomicBool::new(false));
-        let seen = unknown.clone();
-        let answer = self
-            .call_on(ctx.clone(), Lane::Call, "ListAccountsBatch", Retry::Once, msg, move |mut cl, r| {
-                let seen = seen.clone();
-                async move {
-                    let answer = cl.list_accounts_batch(r).await;
-                    // UNIMPLEMENTED without an ErrorDetail: the service does not know the method.
-                    if let Err(s) = &answer
-                        && s.code() == Code::Unimplemented
-                        && s.details().is_empty()
-                    {
-                        seen.store(true, Ordering::Relaxed);
-                    }
-                    answer
-                }
-            })
-            .await;
-        let results = match answer {
-            Ok(r) if r.results.len() == keys.len() => r.results,
-            Ok(r) => {
-                let e = anyhow::anyhow!(
-                    "ListAccountsBatch answered {} results for {} requests",
-                    r.results.len(),
-                    keys.len()
-                );
-                return every(keys, lost(AppError::internal(e)));
-            }
-            Err(_) if unknown.load(Ordering::Relaxed) => {
-                tracing::warn!(
-                    "the identity service does not know ListAccountsBatch (an older version?); reading accounts one by one for a while"
-                );
-                *self.inner.unbatched_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                let reads = keys.into_iter().map(|key| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let answer = self.list_accounts(ctx, key.clone()).await;
-                        (key, decoded(answer))
-                    }
-                });
-                return futures::future::join_all(reads).await.into_iter().collect();
-            }
-            Err(e) => return every(keys, lost(e)),
-        };
-        use pb::list_accounts_result::Result as One;
-        keys.into_iter()
-            .zip(results)
-            .map(|(key, r)| {
-                let answer = match r.result {
-                    Some(One::Accounts(a)) => decoded(Ok(a.accounts)),
-                    Some(One::Error(d)) => Err(Arc::new(d)),
-                    None => Err(lost(AppError::internal(anyhow::anyhow!("ListAccountsBatch sent an empty result")))),
-                };
-                (key, answer)
-            })
-            .collect()
-    }
-}
-
-/// Accounts as the domain has them, once for every request that shares them.
-fn decoded(read: AppResult<Vec<pb::BankAccount>>) -> AccountsAnswer {
-    let accounts = read.and_then(|a| a.into_iter().map(c::from_account).collect::<AppResult<Vec<_>>>());
-    accounts.map(Arc::new).map_err(lost)
-}
-
-/// An error as every request that shares it gets it.
-fn lost(e: AppError) -> Arc<pb::ErrorDetail> {
-    Arc::new(detail(e).1)
-}
-
-/// The same answer for every key.
-fn every(keys: Vec<AccountsKey>, error: Arc<pb::ErrorDetail>) -> HashMap<AccountsKey, AccountsAnswer> {
-    keys.into_iter().map(|k| (k, Err(error.clone()))).collect()
 }
 
 /// The pooled HTTP/2 client every endpoint shares: TCP with no delay and a connect timeout,
@@ -544,25 +386,9 @@ impl IdentityService for RemoteIdentity {
         Ok(r.completed.map(c::from_completed))
     }
 
-    /// Coalesced with the account reads of concurrent requests (one by one when the service
-    /// does not know the batch), and bounded by this request's deadline.
+    /// See [`accounts`]: coalesced with the account reads of concurrent requests.
     async fn accounts(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<BankAccount>> {
-        let ctx = crate::trace::current();
-        let key = (user_id.to_string(), filter.plaid_item_id, filter.connection_id, filter.account_id);
-        if self.unbatched() {
-            return self.list_accounts(ctx, key).await?.into_iter().map(c::from_account).collect();
-        }
-        let deadline = self.deadline_of(&ctx);
-        let read = self.inner.account_reads.get(key, ctx);
-        match tokio::time::timeout_at(deadline.into(), read).await {
-            Ok(Ok(Ok(accounts))) => Ok(Arc::unwrap_or_clone(accounts)),
-            Ok(Ok(Err(d))) => Err(from_detail(Arc::unwrap_or_clone(d))),
-            Ok(Err(e)) => Err(AppError::internal(e)),
-            Err(_) => {
-                tracing::warn!(method = "ListAccountsBatch", "identity service call ran out of time");
-                Err(AppError::Upstream(TOO_SLOW.into()))
-            }
-        }
+        self.read_accounts(user_id, filter).await
     }
 
     async fn balances(&self, user_id: &str, filter: AccountFilter) -> AppResult<Vec<Balance>> {
@@ -618,128 +444,8 @@ impl IdentityService for RemoteIdentity {
         Ok(())
     }
 
-    /// Opens the stream (within the request's deadline, retried once like a read). When it
-    /// breaks, it is opened again after the last event received, so a restart or a dead
-    /// endpoint of the identity service loses nothing; when it cannot be reopened within
-    /// [`RESUME_WITHIN`], the subscriber gets UPSTREAM_UNAVAILABLE (and resumes itself).
+    /// See [`events`]: the stream reopens itself after the last event when it breaks.
     async fn connection_events(&self, user_id: &str, watch: EventWatch) -> AppResult<Watching> {
-        let (start, stream) = self.open_events(user_id, &watch, watch.after).await?;
-        let resume = Resume {
-            remote: self.clone(),
-            user_id: user_id.to_string(),
-            watch,
-            last: start,
-            stream: Some(stream),
-            done: false,
-        };
-        let events = futures::stream::unfold(resume, |mut r| async move { r.next().await.map(|e| (e, r)) }).boxed();
-        Ok(Watching { start, events })
-    }
-}
-
-/// How long a broken event stream may take to reopen before the subscriber is told.
-const RESUME_WITHIN: Duration = Duration::from_secs(10);
-
-impl RemoteIdentity {
-    /// Opens an event stream and reads its first message, the position it starts from.
-    async fn open_events(
-        &self,
-        user_id: &str,
-        watch: &EventWatch,
-        after: Option<i64>,
-    ) -> AppResult<(i64, tonic::Streaming<pb::WatchedEvent>)> {
-        let msg = pb::WatchConnectionEventsRequest {
-            user_id: user_id.to_string(),
-            platform_item_id: watch.plaid_item_id.clone(),
-            connection_id: watch.connection_id.clone(),
-            after,
-        };
-        let mut stream = self
-            .call_on(
-                crate::trace::current(),
-                Lane::Stream,
-                "WatchConnectionEvents",
-                Retry::Once,
-                msg,
-                |mut cl, r| async move { cl.watch_connection_events(r).await },
-            )
-            .await?;
-        let first = tokio::time::timeout(self.inner.fallback_deadline, stream.message()).await;
-        match first {
-            Ok(Ok(Some(pb::WatchedEvent { cursor, event: None }))) => Ok((cursor, stream)),
-            Ok(Ok(_)) => Err(AppError::internal(anyhow::anyhow!(
-                "identity RPC: an event stream did not start with its position"
-            ))),
-            Ok(Err(status)) => Err(match from_status(status) {
-                Failure::Answer(e) => e,
-                _ => AppError::Upstream(UNAVAILABLE.into()),
-            }),
-            Err(_) => Err(AppError::Upstream(TOO_SLOW.into())),
-        }
-    }
-}
-
-/// An event stream that reopens itself after the last event it delivered.
-struct Resume {
-    remote: RemoteIdentity,
-    user_id: String,
-    watch: EventWatch,
-    /// The stream's position: the last event delivered, or where it started.
-    last: i64,
-    stream: Option<tonic::Streaming<pb::WatchedEvent>>,
-    /// An error was delivered: the stream is over.
-    done: bool,
-}
-
-impl Resume {
-    async fn next(&mut self) -> Option<AppResult<ConnectionEvent>> {
-        let event = self.next_event().await;
-        if matches!(event, Some(Err(_))) {
-            self.done = true;
-        }
-        event
-    }
-
-    async fn next_event(&mut self) -> Option<AppResult<ConnectionEvent>> {
-        if self.done {
-            return None;
-        }
-        let mut broken_since: Option<Instant> = None;
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                let since = *broken_since.get_or_insert_with(Instant::now);
-                match self.remote.open_events(&self.user_id, &self.watch, Some(self.last)).await {
-                    Ok((_, s)) => {
-                        tracing::info!(after = self.last, "identity event stream reopened");
-                        self.stream = Some(s);
-                    }
-                    Err(AppError::Upstream(_)) if since.elapsed() < RESUME_WITHIN => {
-                        tokio::time::sleep(PROBE_EVERY).await;
-                    }
-                    Err(e) => return Some(Err(e)),
-                }
-                continue;
-            };
-            match stream.message().await {
-                Ok(Some(pb::WatchedEvent { cursor, event: Some(e) })) => {
-                    let event = c::from_event(e, &self.user_id);
-                    if event.is_ok() {
-                        self.last = cursor;
-                    }
-                    return Some(event);
-                }
-                Ok(Some(pb::WatchedEvent { event: None, .. })) => {}
-                // The service ended it (it is shutting down): reopen, elsewhere when it can.
-                Ok(None) => self.stream = None,
-                Err(status) => match from_status(status) {
-                    Failure::Answer(e) => return Some(Err(e)),
-                    Failure::Connection(_) | Failure::Other(_) => {
-                        tracing::warn!(after = self.last, "identity event stream broke; reopening");
-                        self.stream = None;
-                    }
-                    Failure::Refused(_) => return Some(Err(AppError::Upstream(UNAVAILABLE.into()))),
-                },
-            }
-        }
+        self.watch_events(user_id, watch).await
     }
 }
