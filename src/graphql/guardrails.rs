@@ -78,7 +78,7 @@ impl Guardrails {
             return Ok(p);
         }
         check_nesting(query)?;
-        let document = async_graphql::parser::parse_query(query).map_err(parse_error)?;
+        let document = parse_bounded(query)?;
         check_fragments(&document)?;
         let fields = self.check(&document)?;
         let name = match &document.operations {
@@ -149,9 +149,9 @@ impl Guardrails {
 /// The deepest bracket nesting (`{`, `[`, `(`) a document may have. It stands in for the
 /// recursion limit async-graphql's parser lacks: the parser caps nested selection sets at 64
 /// (`MAX_RECURSION_DEPTH` in async-graphql-parser's `parse/executable.rs`), but list and object
-/// values (`a: [[[…]]]`, also in variable defaults) recurse without a limit, and about 1,500
-/// levels overflow a worker's stack and abort the process. 128 leaves room for the 64 selection
-/// sets plus any argument value this schema takes.
+/// values (`a: [[[…]]]`, also in variable defaults) and list types (`$v: [[[Int]]]`) recurse
+/// without a limit, and about 1,500 levels overflow a worker's stack and abort the process.
+/// 128 leaves room for the 64 selection sets plus any argument value this schema takes.
 pub const MAX_NESTING: usize = 128;
 /// Fragments in one document, and spreads of them.
 pub const MAX_FRAGMENTS: usize = 64;
@@ -162,11 +162,66 @@ pub const MAX_SPREADS: usize = 256;
 /// the one below twice) needs 2^n and is refused here, before anything walks it.
 pub const MAX_EXPANDED_SELECTIONS: u64 = 5_000;
 
-/// Refuses a document nested deeper than [`MAX_NESTING`], before the parser sees it. Brackets
-/// inside strings, block strings and comments do not count. One pass over the bytes.
+/// Stack the parser runs on: a base, plus an upper bound of what one nesting level costs the
+/// parser (pest's rules, then async-graphql's conversion of its pairs, in an unoptimised build)
+/// for every opening bracket in the text. A document cannot nest deeper than it has opening
+/// brackets, so however the text reads, parsing it cannot run out of stack: a disagreement
+/// between [`bracket_depth`] and the grammar costs a refusal, never the process. The memory is
+/// reserved, not touched: only the levels a document really has use any. The test
+/// `parsing_cannot_overflow_whatever_the_text_nests` parses documents as deep as they are long.
+const PARSE_STACK_BASE: usize = 1 << 20;
+const PARSE_STACK_PER_BRACKET: usize = 8 * 1024;
+/// A document with more opening brackets than this is refused unparsed (it would need more
+/// than 1 GiB of reserved stack); the default `MAX_QUERY_LENGTH` keeps well below it.
+pub const MAX_BRACKETS: usize = ((1 << 30) - PARSE_STACK_BASE) / PARSE_STACK_PER_BRACKET;
+
+/// Parses a document on a stack sized for its brackets (see [`PARSE_STACK_PER_BRACKET`]), and
+/// refuses it there when its parsed form nests deeper than [`MAX_NESTING`]: everything that
+/// recurses on the document later (the checks here, async-graphql's validation and execution,
+/// dropping it) then works on a bounded depth, on an ordinary worker's stack.
+pub fn parse_bounded(query: &str) -> Result<ExecutableDocument, ServerError> {
+    let brackets = query.bytes().filter(|b| matches!(b, b'{' | b'[' | b'(')).count();
+    if brackets > MAX_BRACKETS {
+        let message = format!("The document has more than {MAX_BRACKETS} brackets.");
+        return Err(with_code(ServerError::new(message, None), code::GRAPHQL_PARSE_FAILED));
+    }
+    stacker::grow(PARSE_STACK_BASE + brackets * PARSE_STACK_PER_BRACKET, || {
+        let document = async_graphql::parser::parse_query(query).map_err(parse_error)?;
+        if document_depth(&document) > MAX_NESTING {
+            // Dropped here, on the large stack: dropping a deep document recurses too.
+            drop(document);
+            return Err(too_deep());
+        }
+        Ok(document)
+    })
+}
+
+fn too_deep() -> ServerError {
+    let message = format!("The document nests brackets more than {MAX_NESTING} deep.");
+    with_code(ServerError::new(message, None), code::GRAPHQL_PARSE_FAILED)
+}
+
+/// Refuses a document nested deeper than [`MAX_NESTING`], before the parser sees it: a cheap
+/// first refusal of the obvious attack. [`parse_bounded`] checks the parsed document again, so
+/// this scan is an optimisation, not the defence.
 pub fn check_nesting(query: &str) -> Result<(), ServerError> {
+    if bracket_depth(query) > MAX_NESTING { Err(too_deep()) } else { Ok(()) }
+}
+
+/// The deepest nesting of `{`, `[` and `(` in a document's text, reading strings, block
+/// strings and comments as async-graphql-parser's grammar does (`graphql.pest`), so that on
+/// every document the parser accepts it equals [`document_depth`] of the parsed document (the
+/// `graphql_nesting` fuzz target checks exactly that). One pass over the bytes.
+///
+/// The grammar's rules that matter: a comment runs from `#` to a line terminator (`\n` or
+/// `\r`); a block string runs from `"""` to the next `"""` not escaped as `\"""`, and when
+/// there is none the grammar backtracks and reads `""` as an empty string (the third quote
+/// then opens an ordinary string); an ordinary string ends at `"` and its escapes are two
+/// bytes (`\u` is followed by hex digits, which are plain text here). Where a string is not
+/// valid the parser stops there, so what the scan does after it does not matter.
+pub fn bracket_depth(query: &str) -> usize {
     let b = query.as_bytes();
-    let (mut i, mut depth) = (0usize, 0usize);
+    let (mut i, mut depth, mut deepest) = (0usize, 0usize, 0usize);
     while i < b.len() {
         match b[i] {
             b'#' => {
@@ -174,33 +229,117 @@ pub fn check_nesting(query: &str) -> Result<(), ServerError> {
                     i += 1;
                 }
             }
-            b'"' if b[i..].starts_with(b"\"\"\"") => {
-                // A block string ends at the next unescaped `"""`.
-                i += 3;
-                while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
-                    i += if b[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
-                }
-                i += 2;
-            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => match block_string_end(b, i + 3) {
+                // `i` at the last quote of the closing delimiter.
+                Some(end) => i = end + 2,
+                // No closing delimiter: `""`, an empty string; the third quote comes next.
+                None => i += 1,
+            },
             b'"' => {
                 i += 1;
-                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' && b[i] != b'\r' {
                     i += if b[i] == b'\\' { 2 } else { 1 };
                 }
             }
             b'{' | b'[' | b'(' => {
                 depth += 1;
-                if depth > MAX_NESTING {
-                    let message = format!("The document nests brackets more than {MAX_NESTING} deep.");
-                    return Err(with_code(ServerError::new(message, None), code::GRAPHQL_PARSE_FAILED));
-                }
+                deepest = deepest.max(depth);
             }
             b'}' | b']' | b')' => depth = depth.saturating_sub(1),
             _ => {}
         }
         i += 1;
     }
-    Ok(())
+    deepest
+}
+
+/// Where the block string whose content starts at `from` ends: the index of its closing
+/// `"""`, skipping `\"""` (an escaped delimiter); `None` if it is not closed.
+fn block_string_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < b.len() {
+        if b[i..].starts_with(b"\\\"\"\"") {
+            i += 4;
+        } else if b[i..].starts_with(b"\"\"\"") {
+            return Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The deepest bracket nesting of a parsed document, counted as its text would be: a
+/// selection set, an argument list, a variable list, a list or object value and a list type
+/// each open one level.
+pub fn document_depth(doc: &ExecutableDocument) -> usize {
+    use async_graphql::parser::types::{Directive, VariableDefinition};
+
+    fn directives(ds: &[async_graphql::Positioned<Directive>], at: usize) -> usize {
+        ds.iter().flat_map(|d| d.node.arguments.iter()).map(|(_, v)| at + 1 + value_depth(&v.node)).max().unwrap_or(at)
+    }
+    fn variables(vs: &[async_graphql::Positioned<VariableDefinition>]) -> usize {
+        vs.iter()
+            .map(|v| {
+                let v = &v.node;
+                let ty = 1 + type_depth(&v.var_type.node);
+                let default = v.default_value.as_ref().map_or(0, |d| 1 + const_depth(&d.node));
+                ty.max(default).max(directives(&v.directives, 1))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+    fn set(s: &SelectionSet, at: usize) -> usize {
+        if s.items.is_empty() {
+            return at;
+        }
+        let inner = at + 1;
+        s.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(f) => {
+                    let f = &f.node;
+                    let args = f.arguments.iter().map(|(_, v)| inner + 1 + value_depth(&v.node)).max().unwrap_or(inner);
+                    args.max(directives(&f.directives, inner)).max(set(&f.selection_set.node, inner))
+                }
+                Selection::FragmentSpread(s) => directives(&s.node.directives, inner),
+                Selection::InlineFragment(i) => {
+                    directives(&i.node.directives, inner).max(set(&i.node.selection_set.node, inner))
+                }
+            })
+            .fold(inner, usize::max)
+    }
+    let operations = doc.operations.iter().map(|(_, op)| {
+        let op = &op.node;
+        variables(&op.variable_definitions).max(directives(&op.directives, 0)).max(set(&op.selection_set.node, 0))
+    });
+    let fragments =
+        doc.fragments.values().map(|f| directives(&f.node.directives, 0).max(set(&f.node.selection_set.node, 0)));
+    operations.chain(fragments).max().unwrap_or(0)
+}
+
+fn value_depth(v: &async_graphql_value::Value) -> usize {
+    use async_graphql_value::Value as V;
+    match v {
+        V::List(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        V::Object(fields) => 1 + fields.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn const_depth(v: &Value) -> usize {
+    match v {
+        Value::List(items) => 1 + items.iter().map(const_depth).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(const_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn type_depth(t: &async_graphql::parser::types::Type) -> usize {
+    match &t.base {
+        async_graphql::parser::types::BaseType::Named(_) => 0,
+        async_graphql::parser::types::BaseType::List(inner) => 1 + type_depth(inner),
+    }
 }
 
 /// Refuses a document with too many fragments or spreads, a fragment cycle, or more than
@@ -513,6 +652,87 @@ mod tests {
         }
         // An unterminated string or comment does not hide what follows from the parser.
         assert!(check_nesting("{ a(b: \"x").is_ok());
+    }
+
+    /// The payload that bypassed the first scanner: an unclosed `"""` that the grammar reads
+    /// as `""` followed by an ordinary string, so the brackets after it are parsed.
+    fn unclosed_block_string(levels: usize) -> String {
+        format!("{{ __typename(a: [\"\"\" \" {}{} ]) }}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn an_unclosed_block_string_is_read_as_the_grammar_reads_it() {
+        let q = unclosed_block_string(1500);
+        assert_eq!(bracket_depth(&q), 1503);
+        let e = check_nesting(&q).unwrap_err();
+        assert_eq!(code(&e), "GRAPHQL_PARSE_FAILED");
+        // The same text with the block string closed: the brackets are its content.
+        let closed = format!("{{ __typename(a: [\"\"\" {} \"\"\"]) }}", "[".repeat(1500));
+        assert_eq!(bracket_depth(&closed), 3);
+        // Four quotes and no closing delimiter: `""` then `""`, two empty strings.
+        assert_eq!(bracket_depth("{ a(b: [\"\"\"\" [[1]]]) }"), 5);
+        // A comment ends at `\r` as at `\n`.
+        assert_eq!(bracket_depth("{ a # [[[[\r(b: [1]) }"), 3);
+        // Through every transport the whole check runs on a worker's stack without crashing.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let g = guardrails(15, 10, true);
+                assert_eq!(code(&g.prepare(&q).err().expect("refused")), "GRAPHQL_PARSE_FAILED");
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+    }
+
+    /// Without the scanner in front, the parser itself runs on a stack sized for the text:
+    /// documents as deep as they are long (the default `MAX_QUERY_LENGTH`, 20,000) of every
+    /// construct that recurses are refused after parsing, from a worker-sized stack. A
+    /// per-bracket stack bound too small for this build would abort the test.
+    #[test]
+    fn parsing_cannot_overflow_whatever_the_text_nests() {
+        let n = 20_000;
+        let cases = [
+            format!("{{ a(b: {}{}) }}", "[".repeat(n), "]".repeat(n)),
+            format!("{{ a(b: {}1{}) }}", "{a: ".repeat(n / 4), "}".repeat(n / 4)),
+            format!("query($v: {}Int{}) {{ a }}", "[".repeat(n), "]".repeat(n)),
+            format!("query($v: Int = {}{}) {{ a }}", "[".repeat(n), "]".repeat(n)),
+            format!("{{ a @d(b: {}{}) }}", "[".repeat(n), "]".repeat(n)),
+            format!("{{ {} }}", "a { ".repeat(n / 4) + "b" + &" }".repeat(n / 4)),
+            unclosed_block_string(n),
+        ];
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for q in &cases {
+                    let e = parse_bounded(q).err().unwrap_or_else(|| panic!("accepted: {}", &q[..40]));
+                    assert_eq!(code(&e), "GRAPHQL_PARSE_FAILED", "{}", e.message);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        let many = "[".repeat(MAX_BRACKETS + 1);
+        assert!(parse_bounded(&many).unwrap_err().message.contains("brackets"));
+    }
+
+    /// The scanner and the parsed document agree on documents with every kind of bracket,
+    /// string and comment (the `graphql_nesting` fuzz target searches for the rest).
+    #[test]
+    fn the_scan_and_the_parsed_document_agree() {
+        let docs = [
+            "{ a }",
+            "query Q($a: [[Int!]!] = [[1]], $b: In = {x: {y: [2]}}) @d(x: [[[3]]]) { a }",
+            "{ a(b: \"[[[\\\"[[\", c: \"\"\"{{{ \\\"\"\" (((\"\"\") { b { c { d(e: {}) } } } }",
+            "{ ... on Q @s(x: [{a: [1]}]) { a } ...F @i(if: true) } fragment F on Q @f(a: [[[[1]]]]) { x { y } }",
+            "# {{{{\n{ a(b: [] c: {}) # ((((\n }",
+            "mutation { a(x: [\"\"\"\" \"[\"]) }",
+            "{ a(b: [\"\"\" \" [[1]] ]) }",
+        ];
+        for q in docs {
+            let doc = async_graphql::parser::parse_query(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert_eq!(bracket_depth(q), document_depth(&doc), "{q}");
+        }
     }
 
     #[test]

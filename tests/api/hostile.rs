@@ -320,3 +320,117 @@ async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_for
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(!logs.contains("QzQzQzQz") && !logs.contains("WvWvWvWv"), "no client text of that size in the log");
 }
+
+/// Round two of the nesting attack: an unclosed `"""` that the first scanner read as a block
+/// string to the end, while the grammar reads `""` and a string and then parses the brackets
+/// (`{ __typename(a: [""" " [[[…]]] ]) }`, 3,028 bytes, no token, aborted the process). Also in
+/// variable defaults, object values and list types, over POST, GET and WebSocket.
+fn hidden_nesting(levels: usize) -> Vec<String> {
+    let hide = |open: &str, inner: &str, close: &str| {
+        format!("[\"\"\" \" {}{inner}{} ]", open.repeat(levels), close.repeat(levels))
+    };
+    vec![
+        format!("{{ __typename(a: {}) }}", hide("[", "", "]")),
+        format!("query($v: Int = {}) {{ __typename }}", hide("[", "", "]")),
+        format!("{{ __typename(a: {{x: {}}}) }}", hide("{a: ", "1", "}")),
+        format!("{{ __typename @include(if: {}) }}", hide("[", "", "]")),
+        format!("query($v: [Int] = [\"\"\" \"], $w: {}Int{}) {{ __typename }}", "[".repeat(levels), "]".repeat(levels)),
+    ]
+}
+
+/// Sends every hidden-nesting payload over POST, GET and a WebSocket to `graphql`: each is
+/// refused as a document that did not parse (never executed), and the server keeps serving.
+async fn hidden_nesting_is_refused(http: &reqwest::Client, graphql: &str, token: &str) {
+    // 500 levels are enough to overflow an unoptimised build's worker (at 1,500 pest's own
+    // stack guard answers first there); 1,500 overflowed the release build.
+    for q in hidden_nesting(500).into_iter().chain(hidden_nesting(1_500)) {
+        let r = http.post(graphql).json(&json!({"query": q})).send().await.expect("the server answers a POST");
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(code(&b).as_deref(), Some("GRAPHQL_PARSE_FAILED"), "POST {b}");
+        let r = http.get(graphql).query(&[("query", &q)]).send().await.expect("the server answers a GET");
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(code(&b).as_deref(), Some("GRAPHQL_PARSE_FAILED"), "GET {b}");
+    }
+    // Deeper over the socket, where the probe went 6,000 levels (within MAX_QUERY_LENGTH).
+    for q in hidden_nesting(500).into_iter().chain(hidden_nesting(6_000)).filter(|q| q.len() <= 20_000) {
+        let mut socket = Socket::connect(graphql, token).await;
+        socket.subscribe("1", &q, json!({})).await;
+        let answer = socket.recv().await.expect("an answer on the socket");
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert_eq!(answer["payload"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED", "{answer}");
+    }
+    // At the limit, each construct still parses, validates and executes on a worker's stack.
+    let at_limit = [
+        format!("{{ __typename(a: {}1{}) }}", "[".repeat(126), "]".repeat(126)),
+        format!("query($v: Int = {}1{}) {{ __typename }}", "{a: ".repeat(127), "}".repeat(127)),
+        format!("query($v: {}Int{}) {{ __typename }}", "[".repeat(127), "]".repeat(127)),
+    ];
+    for q in at_limit {
+        let r = http.post(graphql).json(&json!({"query": q})).send().await.expect("the server answers");
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        assert_ne!(code(&b).as_deref(), Some("GRAPHQL_PARSE_FAILED"), "{b}");
+        assert!(b.is_object(), "an answer, not a dropped connection");
+    }
+}
+
+#[tokio::test]
+async fn nesting_hidden_behind_an_unclosed_block_string_is_refused_on_both_topologies() {
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let token = probe.token("hidden-nesting");
+
+    let server = Server::start(&probe.database_url, &probe.emulator.url(), &[], &[]);
+    hidden_nesting_is_refused(&http, &server.graphql, &token).await;
+    still_serving(&http, &server, &token).await;
+
+    // The split deployment: the gateway process parses what clients send.
+    let dir = std::env::temp_dir().join(format!("bankgraph-hostile-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+    let plaid_url = probe.emulator.url();
+    let identity = Process::start(
+        &["identity"],
+        &[
+            ("IDENTITY_BIND_ADDR", "127.0.0.1:0"),
+            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
+            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
+            ("DATABASE_URL", &probe.database_url),
+            ("TOKEN_ENCRYPTION_KEY", &key),
+            ("PLAID_CLIENT_ID", bankgraph::emulator::DEFAULT_CLIENT_ID),
+            ("PLAID_SECRET", bankgraph::emulator::DEFAULT_SECRET),
+            ("PLAID_BASE_URL", &plaid_url),
+        ],
+        &dir.join("identity.log"),
+        &["identity RPC:"],
+    );
+    let gateway = Process::start(
+        &["gateway"],
+        &[
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("IDENTITY_URL", &format!("http://{}", identity.values[0])),
+            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
+            ("RATE_LIMIT_PER_IP", "0"),
+            ("RATE_LIMIT_PER_USER", "0"),
+        ],
+        &dir.join("gateway.log"),
+        &["GraphQL and GraphiQL: "],
+    );
+    let graphql = gateway.values[0].clone();
+    hidden_nesting_is_refused(&http, &graphql, &token).await;
+    let r: Value = http
+        .post(&graphql)
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ getPlaidBankAccounts { bankAccountId } }"}))
+        .send()
+        .await
+        .expect("the gateway still answers")
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"]["getPlaidBankAccounts"].is_array(), "{r}");
+    drop(gateway);
+    drop(identity);
+    let _ = std::fs::remove_dir_all(&dir);
+}
