@@ -508,11 +508,13 @@ impl StoreSettings {
                 })
                 .collect::<Result<_, ConfigError>>()?,
         };
-        Ok(TokenKeys {
+        let keys = TokenKeys {
             current: key(current),
             current_id: nonempty(&self.token_encryption_key_id).map(str::to_string),
             previous,
-        })
+        };
+        values::check_key_ids(&keys)?;
+        Ok(keys)
     }
 
     fn plaid(&self, real_plaid: bool) -> Result<PlaidTarget, ConfigError> {
