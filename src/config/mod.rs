@@ -283,6 +283,7 @@ impl PublicSettings {
                 init_timeout: Duration::from_secs(self.ws_init_timeout_seconds),
                 ping_interval: Duration::from_secs(self.ws_ping_interval_seconds),
                 idle_timeout: Duration::from_secs(self.ws_idle_timeout_seconds),
+                send_timeout: Duration::from_secs(self.ws_send_timeout_seconds),
             },
             rate: RateLimits {
                 per_ip_per_second: self.rate_limit_per_ip,

@@ -160,6 +160,10 @@ pub struct PublicSettings {
     /// Seconds without anything from the client (not even a pong) before its WebSocket is closed.
     #[arg(long, env = "WS_IDLE_TIMEOUT_SECONDS", default_value = "45", value_parser = value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_seconds: u64,
+    /// Seconds one message may wait to be written to a WebSocket client before the socket is
+    /// closed (1008) as not reading.
+    #[arg(long, env = "WS_SEND_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=300))]
+    pub ws_send_timeout_seconds: u64,
     /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
