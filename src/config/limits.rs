@@ -60,4 +60,6 @@ pub struct WsLimits {
     pub init_timeout: Duration,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// How long one message may wait to be written before the client counts as not reading.
+    pub send_timeout: Duration,
 }

@@ -193,6 +193,10 @@ pub struct JobsConfig {
     pub read_cache: Duration,
     /// How long connection events are kept for subscribers that resume.
     pub event_retention: Duration,
+    /// How often a running completion renews its claim on its public token.
+    pub completion_heartbeat: Duration,
+    /// How long after its last renewal a completion's claim is dead and may be taken over.
+    pub completion_stale: Duration,
 }
 
 /// Where the demo app is served; offline, `bankgraph serve` makes it the OAuth redirect URI.
@@ -283,6 +287,7 @@ impl PublicSettings {
                 init_timeout: Duration::from_secs(self.ws_init_timeout_seconds),
                 ping_interval: Duration::from_secs(self.ws_ping_interval_seconds),
                 idle_timeout: Duration::from_secs(self.ws_idle_timeout_seconds),
+                send_timeout: Duration::from_secs(self.ws_send_timeout_seconds),
             },
             rate: RateLimits {
                 per_ip_per_second: self.rate_limit_per_ip,
@@ -446,6 +451,12 @@ impl StoreSettings {
         dev: &DevKeys,
         dev_secrets_path: Option<PathBuf>,
     ) -> Result<IdentityConfig, ConfigError> {
+        if self.link_completion_stale_seconds <= self.link_completion_heartbeat_seconds {
+            return Err(bad(
+                "LINK_COMPLETION_STALE_SECONDS",
+                "must be more than LINK_COMPLETION_HEARTBEAT_SECONDS (a running completion would be taken over)",
+            ));
+        }
         Ok(IdentityConfig {
             internal: listener.internal_bind_addr,
             db: DbConfig {
@@ -464,6 +475,8 @@ impl StoreSettings {
                 reconcile_interval: Duration::from_secs(self.reconcile_interval_seconds),
                 read_cache: Duration::from_secs(self.read_cache_seconds),
                 event_retention: Duration::from_secs(self.event_retention_hours * 3600),
+                completion_heartbeat: Duration::from_secs(self.link_completion_heartbeat_seconds),
+                completion_stale: Duration::from_secs(self.link_completion_stale_seconds),
             },
             listener: listener.limits(),
             dev_secrets_path,
@@ -508,11 +521,13 @@ impl StoreSettings {
                 })
                 .collect::<Result<_, ConfigError>>()?,
         };
-        Ok(TokenKeys {
+        let keys = TokenKeys {
             current: key(current),
             current_id: nonempty(&self.token_encryption_key_id).map(str::to_string),
             previous,
-        })
+        };
+        values::check_key_ids(&keys)?;
+        Ok(keys)
     }
 
     fn plaid(&self, real_plaid: bool) -> Result<PlaidTarget, ConfigError> {

@@ -160,6 +160,10 @@ pub struct PublicSettings {
     /// Seconds without anything from the client (not even a pong) before its WebSocket is closed.
     #[arg(long, env = "WS_IDLE_TIMEOUT_SECONDS", default_value = "45", value_parser = value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_seconds: u64,
+    /// Seconds one message may wait to be written to a WebSocket client before the socket is
+    /// closed (1008) as not reading.
+    #[arg(long, env = "WS_SEND_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=300))]
+    pub ws_send_timeout_seconds: u64,
     /// Comma-separated origins allowed by CORS (empty: no cross-origin access).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
@@ -261,6 +265,13 @@ pub struct StoreSettings {
     /// dropped by the reconciler, and resuming from one of them is refused with EVENTS_EXPIRED.
     #[arg(long, env = "EVENT_RETENTION_HOURS", default_value = "24", value_parser = value_parser!(u64).range(1..=8760))]
     pub event_retention_hours: u64,
+    /// Seconds between renewals of a running completePlaidLink's claim on its public token.
+    #[arg(long, env = "LINK_COMPLETION_HEARTBEAT_SECONDS", default_value = "15", value_parser = value_parser!(u64).range(1..=3600))]
+    pub link_completion_heartbeat_seconds: u64,
+    /// Seconds without a renewal after which a completion's claim is dead (its process was
+    /// killed) and a retry takes it over; more than LINK_COMPLETION_HEARTBEAT_SECONDS.
+    #[arg(long, env = "LINK_COMPLETION_STALE_SECONDS", default_value = "45", value_parser = value_parser!(u64).range(2..=86_400))]
+    pub link_completion_stale_seconds: u64,
     /// Seconds between two runs of the reconciler.
     #[arg(long, env = "RECONCILE_INTERVAL_SECONDS", default_value = "3600", value_parser = value_parser!(u64).range(1..))]
     pub reconcile_interval_seconds: u64,

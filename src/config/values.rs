@@ -56,3 +56,34 @@ pub(super) fn https_or_local(var: &str, v: &str) -> Result<Url, ConfigError> {
     }
     Ok(url)
 }
+
+/// Refuses custody keys where one key id names two different keys: a token sealed under that
+/// id could then be opened by only one of them (and which one would depend on order). Each
+/// key is known by its given id, if any, and by the id derived from it; the same key given
+/// twice is harmless.
+pub(super) fn check_key_ids(keys: &super::TokenKeys) -> Result<(), ConfigError> {
+    use secrecy::ExposeSecret;
+    let mut named: Vec<(String, &[u8; 32], String)> = Vec::new();
+    let current =
+        ("TOKEN_ENCRYPTION_KEY_ID".to_string(), "TOKEN_ENCRYPTION_KEY".to_string(), &keys.current_id, &keys.current);
+    let previous = keys.previous.iter().enumerate().map(|(i, (id, k))| {
+        let entry = format!("TOKEN_ENCRYPTION_PREVIOUS_KEYS entry {}", i + 1);
+        (entry.clone(), entry, id, k)
+    });
+    for (given_in, key_in, id, k) in std::iter::once(current).chain(previous) {
+        let k = k.expose_secret();
+        let ids = id.iter().map(|given| (given.clone(), given_in.clone()));
+        let derived = std::iter::once((crate::identity::crypto::key_id_of(k), format!("the id derived from {key_in}")));
+        for (id, place) in ids.chain(derived) {
+            if let Some((_, _, first)) = named.iter().find(|(known, other, _)| *known == id && *other != k) {
+                return Err(ConfigError(format!(
+                    "key id {id} names two different keys ({first}; {place}): every key needs an id of its own. \
+                     When the key changes, give it a new TOKEN_ENCRYPTION_KEY_ID and keep the old key in \
+                     TOKEN_ENCRYPTION_PREVIOUS_KEYS under the id it had (id:base64key)"
+                )));
+            }
+            named.push((id, k, place));
+        }
+    }
+    Ok(())
+}

@@ -53,7 +53,9 @@ impl Mutation {
     }
 
     /// Completes Link: stores the connection, its accounts and balances, and starts the first
-    /// transaction sync. Idempotent per public token.
+    /// transaction sync. Idempotent per public token. `LINK_RESTART_REQUIRED` when the public
+    /// token was exchanged but the connection could not be stored (a failure, or a process
+    /// killed mid-completion that a retry took over): the token is spent; run Link again.
     #[graphql(guard = "RequireScope(MANAGE_PAYMENT)", complexity = "PLAID_FIELD_COST + child_complexity")]
     async fn complete_plaid_link(
         &self,

@@ -57,10 +57,7 @@ impl StoredError {
     }
 }
 
-/// How often a running completion renews its claim (a claim is stale after two minutes).
-const CLAIM_HEARTBEAT: Duration = Duration::from_secs(20);
-
-fn sha256_hex(s: &str) -> String {
+pub(super) fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
@@ -90,9 +87,14 @@ impl PlaidIdentity {
         let hash = sha256_hex(public_token.expose_secret());
         let store = &self.inner.store;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (heartbeat, stale) = (self.inner.schedule.completion_heartbeat, self.inner.schedule.completion_stale);
+        let stale = chrono::Duration::from_std(stale).map_err(AppError::internal)?;
         loop {
-            match store.claim_completion(user_id, &hash, Utc::now(), chrono::Duration::minutes(2)).await? {
-                Claim::Mine => break,
+            match store.claim_completion(user_id, &hash, Utc::now(), stale).await? {
+                Claim::Mine | Claim::TakenOver { exchanged_item: None } => break,
+                Claim::TakenOver { exchanged_item: Some(item) } => {
+                    return self.resume_spent(user_id, &hash, &item).await;
+                }
                 Claim::Done(json) => return serde_json::from_str(&json).map_err(AppError::internal),
                 Claim::Failed(json) => {
                     let stored: StoredError = serde_json::from_str(&json).map_err(AppError::internal)?;
@@ -119,7 +121,7 @@ impl PlaidIdentity {
                     let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
                     tokio::spawn(async move {
                         loop {
-                            tokio::time::sleep(CLAIM_HEARTBEAT).await;
+                            tokio::time::sleep(heartbeat).await;
                             if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
                                 tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
                             }
@@ -128,21 +130,7 @@ impl PlaidIdentity {
                 };
                 let outcome = this.complete(&user, public_token, platform_item_id).await;
                 heartbeat.abort();
-                let now = Utc::now();
-                let recorded = match &outcome {
-                    Ok(done) => match serde_json::to_string(done) {
-                        Ok(json) => this.inner.store.finish_completion(&user, &hash, true, &json, now).await,
-                        Err(e) => Err(e.into()),
-                    },
-                    Err(e) if transient(e) => this.inner.store.release_completion(&user, &hash).await,
-                    Err(e) => match serde_json::to_string(&StoredError::of(e)) {
-                        Ok(json) => this.inner.store.finish_completion(&user, &hash, false, &json, now).await,
-                        Err(e) => Err(e.into()),
-                    },
-                };
-                if let Err(e) = recorded {
-                    tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
-                }
+                this.record(&user, &hash, &outcome).await;
                 outcome
             }
             // Its log lines name the request that started it (request id, trace), even after the
@@ -150,5 +138,45 @@ impl PlaidIdentity {
             .instrument(tracing::Span::current()),
         );
         work.await.map_err(AppError::internal)?
+    }
+
+    /// A retry took over the claim of a completion that died after exchanging its public
+    /// token for `item_id`. The token is spent: if no connection holds the item (it waits for
+    /// its pending removal), the user must run Link again; if the dead attempt
+    /// stored the connection, its answer is that connection. Either answer is recorded, so
+    /// every later retry agrees.
+    async fn resume_spent(&self, user_id: &str, hash: &str, item_id: &str) -> AppResult<CompletedLink> {
+        let store = &self.inner.store;
+        tracing::warn!(item_id = %item_id, "took over the claim of a completion that died after the exchange");
+        // A connection holding the item keeps it from its pending removal (the removal job
+        // checks), so only an item nobody holds is lost to this token.
+        let held = matches!(store.connection_by_plaid_item(item_id).await?, Some(c) if c.user_id == user_id);
+        let outcome = if held {
+            self.complete(user_id, SecretString::from(String::new()), Some(item_id.into())).await
+        } else {
+            Err(super::link::restart_link())
+        };
+        self.record(user_id, hash, &outcome).await;
+        outcome
+    }
+
+    /// Records a claimed completion's outcome: its answer, or its final error; a transient
+    /// error releases the claim so the same token may be tried again.
+    async fn record(&self, user_id: &str, hash: &str, outcome: &AppResult<CompletedLink>) {
+        let (store, now) = (&self.inner.store, Utc::now());
+        let recorded = match outcome {
+            Ok(done) => match serde_json::to_string(done) {
+                Ok(json) => store.finish_completion(user_id, hash, true, &json, now).await,
+                Err(e) => Err(e.into()),
+            },
+            Err(e) if transient(e) => store.release_completion(user_id, hash).await,
+            Err(e) => match serde_json::to_string(&StoredError::of(e)) {
+                Ok(json) => store.finish_completion(user_id, hash, false, &json, now).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        if let Err(e) = recorded {
+            tracing::error!(error = %format!("{e:#}"), "could not record a link completion");
+        }
     }
 }

@@ -8,8 +8,9 @@ use crate::jobs::JobKind;
 
 impl PlaidIdentity {
     /// Fails when a stored access token was sealed under a key id this process has no key
-    /// for (it could never be opened: refresh, relink and removal would fail), and queues a
-    /// re-seal when tokens are sealed under an older key.
+    /// for, or when the key it has for that id does not open one of its tokens (the id was
+    /// kept while the key changed): either way refresh, relink and removal would fail. Queues
+    /// a re-seal when tokens are sealed under an older key.
     pub async fn check_token_keys(&self) -> anyhow::Result<()> {
         let ids = self.inner.store.token_key_ids().await?;
         let missing: Vec<String> = ids
@@ -22,6 +23,25 @@ impl PlaidIdentity {
                 "TOKEN_ENCRYPTION_PREVIOUS_KEYS has no key for the key id(s) {} that sealed stored access tokens; \
                  add each as id:base64key",
                 missing.join(", ")
+            ))
+            .into());
+        }
+        // One token per key id is tried: a key either opens every token sealed under its id
+        // or none (tokens differ only in their nonce and bound user and item).
+        let mut unopened = Vec::new();
+        for (id, n) in &ids {
+            if let Some((user_id, item_id, sealed)) = self.inner.store.a_token_sealed_under(id).await?
+                && self.inner.cipher.open(&sealed, &user_id, &item_id).is_err()
+            {
+                unopened.push(format!("{id} ({n} tokens)"));
+            }
+        }
+        if !unopened.is_empty() {
+            return Err(crate::config::ConfigError(format!(
+                "stored access tokens sealed under the key id(s) {} cannot be opened with the key configured under \
+                 that id: a key id was kept while its key changed. Put the key that sealed them in \
+                 TOKEN_ENCRYPTION_PREVIOUS_KEYS as id:base64key, and give a new key a new TOKEN_ENCRYPTION_KEY_ID",
+                unopened.join(", ")
             ))
             .into());
         }

@@ -189,6 +189,10 @@ impl PlaidIdentity {
         let exchanged = self.inner.plaid.item_public_token_exchange(&public_token).await?;
         let item_id = exchanged.item_id.clone();
         tracing::info!(item_id = %item_id, "public token exchanged");
+        let hash = super::completion::sha256_hex(secrecy::ExposeSecret::expose_secret(&public_token));
+        if let Err(e) = store.note_exchanged_item(user_id, &hash, &item_id).await {
+            tracing::warn!(item_id = %item_id, error = %format!("{e:#}"), "could not note the exchanged item on its completion");
+        }
         // An update-mode public token sent without platformItemId exchanges to an item we
         // already hold: that is a relink, never a new link (which would dedupe the connection
         // onto its own item and remove it).

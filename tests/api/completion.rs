@@ -176,3 +176,88 @@ async fn accounts_that_need_manual_micro_deposit_verification_are_refused_and_th
     assert_eq!(app.emu_get(&format!("/emulator/items/{item}")).await["removed"], true);
     assert_eq!(app.accounts(&t, json!({})).await, json!([]));
 }
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    let r =
+        http.post(url).bearer_auth(token).json(&json!({"query": query, "variables": variables})).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// Short claim intervals, so a dead completion is found out in seconds, not 45.
+const SHORT_CLAIMS: [(&str, &str); 2] =
+    [("LINK_COMPLETION_HEARTBEAT_SECONDS", "1"), ("LINK_COMPLETION_STALE_SECONDS", "3")];
+
+#[tokio::test]
+async fn a_completion_killed_after_the_exchange_answers_link_restart_required_once_its_heartbeat_stops() {
+    // The test's app supplies the emulator and a fresh database; the server under test is a
+    // separate process on the same database, killed mid-completion.
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let emulator = probe.emulator.url();
+    let http = reqwest::Client::new();
+    let t = probe.token("killed-completion");
+    let mut server = Server::start(&probe.database_url, &emulator, &[], &SHORT_CLAIMS);
+    let r = post(&http, &server.graphql, &t, CREATE_LINK_TOKEN, json!({"input": {}})).await;
+    let link_token =
+        r["data"]["createPlaidLinkToken"]["linkToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let done = probe.emu_post("/emulator/link/complete", json!({"link_token": link_token})).await;
+    let public_token = done["public_token"].as_str().unwrap().to_string();
+    // The step after the exchange hangs, so the process dies with the item exchanged and
+    // recorded for removal, and the claim left PENDING.
+    probe
+        .emu_post("/emulator/faults", json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 30000, "times": 1}))
+        .await;
+    let completing = {
+        let (http, url, t, pt) = (http.clone(), server.graphql.clone(), t.clone(), public_token.clone());
+        tokio::spawn(async move { post(&http, &url, &t, COMPLETE_LINK, json!({"input": {"publicToken": pt}})).await })
+    };
+    probe
+        .eventually("the token is exchanged and its item awaits removal", || async {
+            probe.db_i64("select count(*) from pending_item_removals").await == 1
+        })
+        .await;
+    server.kill();
+    completing.abort();
+
+    // A retry on a new process: once the dead claim's heartbeat is stale it is taken over, and
+    // since the spent token's item is waiting for its removal, the answer is to run Link again.
+    let server = Server::start(&probe.database_url, &emulator, &[], &SHORT_CLAIMS);
+    let started = std::time::Instant::now();
+    let input = json!({"input": {"publicToken": public_token}});
+    let r = post(&http, &server.graphql, &t, COMPLETE_LINK, input.clone()).await;
+    assert_eq!(code(&r).as_deref(), Some("LINK_RESTART_REQUIRED"), "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("run Plaid Link again"), "{r}");
+    assert!(started.elapsed() < Duration::from_secs(15), "answered in {:?}", started.elapsed());
+    // The same answer again, and nothing exchanged or stored twice.
+    assert_eq!(post(&http, &server.graphql, &t, COMPLETE_LINK, input).await, r);
+    assert_eq!(probe.db_i64("select count(*) from bank_connections").await, 0);
+    assert_eq!(probe.db_i64("select count(*) from pending_item_removals").await, 1, "its removal is still due");
+}
+
+#[tokio::test]
+async fn a_running_completion_keeps_its_claim_fresh_and_is_never_taken_over() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--link-completion-heartbeat-seconds=1".into(), "--link-completion-stale-seconds=2".into()],
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("slow-completion");
+    let (pt, _) = app.link_session(&t, json!({}), json!({})).await;
+    // Longer than the claim's staleness: only its heartbeat keeps a retry from taking over.
+    app.emu_post("/emulator/faults", json!({"endpoint": "/accounts/get", "kind": "latency", "ms": 5000, "times": 1}))
+        .await;
+    let first = app.complete(&t, &pt, None);
+    let retry = async {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        app.complete(&t, &pt, None).await
+    };
+    let (a, b) = tokio::join!(first, retry);
+    assert!(a["errors"].is_null(), "{a}");
+    assert_eq!(a, b, "the retry waited for the running completion");
+    assert_eq!(app.accounts(&t, json!({})).await.as_array().unwrap().len(), 9, "one connection");
+}

@@ -20,6 +20,7 @@ mod leaks;
 mod link_web;
 mod operations;
 mod round_trips;
+mod slow_readers;
 mod split;
 mod split_batch;
 mod split_processes;

@@ -6,7 +6,9 @@
 //! public socket needs what that one leaves out: the protocol's close codes (4400 bad message,
 //! 4401 subscribe before ack, 4403 refused or expired token, 4408 no `connection_init` in time,
 //! 4409 duplicate id, 4429 a second init), a bound on subscriptions per socket, the gateway's
-//! guardrails on every document, server pings with an idle timeout, and a close at shutdown.
+//! guardrails on every document, server pings with an idle timeout, a bounded writer that
+//! closes a client that does not read (1008, `WS_SEND_TIMEOUT_SECONDS`; see `writer.rs`), and
+//! a close at shutdown.
 //! Execution is still async-graphql's (`Schema::execute_stream`).
 //!
 //! Bounds, before any of the protocol runs: the `Origin` (same origin or `CORS_ALLOWED_ORIGINS`;
@@ -23,8 +25,8 @@ use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -32,9 +34,11 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
 mod sockets;
+mod writer;
 
 pub use sockets::Sockets;
 use sockets::{Full, Place};
+use writer::{NotSent, Outbox};
 
 use super::AppState;
 use super::refusal::Refusal;
@@ -153,8 +157,11 @@ pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: S
         .max_message_size(max)
         .max_frame_size(max)
         // Small buffers: an idle socket should cost little (they grow for a large message).
+        // Every message is written through at once, and what waits unwritten is bounded: one
+        // message (a pong may echo up to MAX_BODY_BYTES) and a little more.
         .read_buffer_size(4096)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(2).saturating_add(64 * 1024));
     ws.on_upgrade(move |socket| {
         let session = Session { state, place, request_id: Arc::from(request_id), shutdown };
         sockets.tasks.track_future(session.run(socket))
@@ -213,20 +220,18 @@ type Answers = BoxStream<'static, Option<async_graphql::Response>>;
 
 impl Session {
     async fn run(mut self, socket: WebSocket) {
-        let (mut tx, mut rx) = socket.split();
-        let closing = self.serve(&mut tx, &mut rx).await;
+        let (tx, mut rx) = socket.split();
+        let limits = self.state.sockets.limits.clone();
+        let out = Outbox::start(tx, limits.send_timeout);
+        let closing = self.serve(&out, &mut rx).await;
         let Closing(code, reason, metric) = closing;
         metrics::counter!(WS_CLOSED, "reason" => metric).increment(1);
-        let frame = CloseFrame { code, reason: reason.into() };
-        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
+        out.close(CloseFrame { code, reason: reason.into() }, Duration::from_secs(1)).await;
+        drop(rx);
         drop(self.place);
     }
 
-    async fn serve(
-        &mut self,
-        tx: &mut futures::stream::SplitSink<WebSocket, Message>,
-        rx: &mut futures::stream::SplitStream<WebSocket>,
-    ) -> Closing {
+    async fn serve(&mut self, out: &Outbox, rx: &mut futures::stream::SplitStream<WebSocket>) -> Closing {
         let limits = self.state.sockets.limits.clone();
         // connection_init, within the init timeout.
         let init = tokio::select! {
@@ -249,8 +254,8 @@ impl Session {
         if !self.place.claim_user(&caller.user_id) {
             return Closing(close::TOO_MANY_INITS, "Too many GraphQL WebSockets for this user.", "user_limit");
         }
-        if send(tx, json!({"type": "connection_ack"})).await.is_err() {
-            return Closing(close::GOING_AWAY, "", "gone");
+        if let Err(e) = send(out, json!({"type": "connection_ack"})) {
+            return not_sent(e);
         }
         // Capped, so a token without a lifetime limit cannot overflow the clock.
         let left = (caller.expires_at - chrono::Utc::now().timestamp()).clamp(0, MAX_TOKEN_WAIT_SECS);
@@ -262,6 +267,8 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Closing(close::GOING_AWAY, "The server is shutting down.", "shutdown"),
+                _ = out.stalled.cancelled() => return not_sent(NotSent::Full),
+                _ = out.failed.cancelled() => return not_sent(NotSent::Closed),
                 _ = tokio::time::sleep_until(expires) => {
                     return Closing(close::FORBIDDEN, "Forbidden: the token has expired.", "token_expired");
                 }
@@ -269,22 +276,22 @@ impl Session {
                     if heard.elapsed() >= limits.idle_timeout {
                         return Closing(close::POLICY, "Idle timeout.", "idle");
                     }
-                    if tx.send(Message::Ping(Default::default())).await.is_err() {
-                        return Closing(close::GOING_AWAY, "", "gone");
-                    }
+                    out.offer(Message::Ping(Default::default()));
                 }
-                Some((id, answer)) = active.next(), if !active.is_empty() => {
+                // Only while the writer has room: events wait in their streams (bounded by
+                // the event bus) rather than in this socket's memory.
+                Some((id, answer)) = active.next(), if !active.is_empty() && out.has_room() => {
                     let sent = match answer {
                         // Every event goes to every subscriber: written straight to text, not
                         // through a JSON value tree first.
-                        Some(response) => send_text(tx, &Next { kind: "next", id: &id, payload: &response }).await,
+                        Some(response) => send_text(out, &Next { kind: "next", id: &id, payload: &response }),
                         None => {
                             active.remove(&id);
-                            send(tx, json!({"type": "complete", "id": id})).await
+                            send(out, json!({"type": "complete", "id": id}))
                         }
                     };
-                    if sent.is_err() {
-                        return Closing(close::GOING_AWAY, "", "gone");
+                    if let Err(e) = sent {
+                        return not_sent(e);
                     }
                 }
                 frame = rx.next() => {
@@ -309,8 +316,8 @@ impl Session {
                                 Some(p) => json!({"type": "pong", "payload": p}),
                                 None => json!({"type": "pong"}),
                             };
-                            if send(tx, pong).await.is_err() {
-                                return Closing(close::GOING_AWAY, "", "gone");
+                            if let Ok(text) = serde_json::to_string(&pong) {
+                                out.offer(Message::Text(text.into()));
                             }
                         }
                         ClientMessage::Pong { .. } => {}
@@ -327,8 +334,8 @@ impl Session {
                                 }
                                 Err(errors) => {
                                     let message = json!({"type": "error", "id": id, "payload": errors});
-                                    if send(tx, message).await.is_err() {
-                                        return Closing(close::GOING_AWAY, "", "gone");
+                                    if let Err(e) = send(out, message) {
+                                        return not_sent(e);
                                     }
                                 }
                             }
@@ -441,16 +448,23 @@ struct Next<'a> {
     payload: &'a async_graphql::Response,
 }
 
-async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: serde_json::Value) -> Result<(), ()> {
-    send_text(tx, &message).await
+fn send(out: &Outbox, message: serde_json::Value) -> Result<(), NotSent> {
+    send_text(out, &message)
 }
 
-async fn send_text(
-    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
-    message: &impl serde::Serialize,
-) -> Result<(), ()> {
-    let text = serde_json::to_string(message).map_err(|_| ())?;
-    tx.send(Message::Text(text.into())).await.map_err(|_| ())
+fn send_text(out: &Outbox, message: &impl serde::Serialize) -> Result<(), NotSent> {
+    // Serialising these types cannot fail (string keys, no custom serialiser that errs).
+    let text = serde_json::to_string(message).map_err(|_| NotSent::Closed)?;
+    out.push(Message::Text(text.into()))
+}
+
+/// How a socket ends when a message could not be queued: 1008 for a client that does not
+/// read in time (its place is freed), else the peer is gone.
+fn not_sent(e: NotSent) -> Closing {
+    match e {
+        NotSent::Full => Closing(close::POLICY, "The client does not read its messages in time.", "slow_reader"),
+        NotSent::Closed => Closing(close::GOING_AWAY, "", "gone"),
+    }
 }
 
 /// How a socket whose read failed ends: 1009 for a message over `MAX_BODY_BYTES`, else the

@@ -66,8 +66,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Claims a public token for processing. A `PENDING` claim older than `stale_after` is
-    /// taken over (its process died); a failed one whose error may pass is retried.
+    /// Claims a public token for processing. A `PENDING` claim not renewed for `stale_after`
+    /// is taken over (its process died); a failed one whose error may pass is retried.
     pub async fn claim_completion(
         &self,
         user_id: &str,
@@ -89,8 +89,9 @@ impl Store {
         if inserted == 1 {
             return Ok(Claim::Mine);
         }
-        let (state, result, updated): (String, Option<String>, Ts) = sqlx::query_as(
-            "select state, result, updated_at from link_completions where user_id = $1 and public_token_sha256 = $2",
+        let (state, result, updated, exchanged_item): (String, Option<String>, Ts, Option<String>) = sqlx::query_as(
+            "select state, result, updated_at, exchanged_item_id from link_completions \
+             where user_id = $1 and public_token_sha256 = $2",
         )
         .bind(user_id)
         .bind(token_hash)
@@ -112,7 +113,7 @@ impl Store {
                 .execute(&self.db.write)
                 .await?
                 .rows_affected();
-                Ok(if taken == 1 { Claim::Mine } else { Claim::Busy })
+                Ok(if taken == 1 { Claim::TakenOver { exchanged_item } } else { Claim::Busy })
             }
             _ => Ok(Claim::Busy),
         }
@@ -151,6 +152,21 @@ impl Store {
         .bind(if done { "DONE" } else { "FAILED" })
         .bind(result)
         .bind(ts(now))
+        .bind(user_id)
+        .bind(token_hash)
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Notes, on a claimed completion, the item its public token was exchanged for: the token
+    /// is spent, which a retry taking over the claim must know.
+    pub async fn note_exchanged_item(&self, user_id: &str, token_hash: &str, item_id: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "update link_completions set exchanged_item_id = $1 where user_id = $2 and public_token_sha256 = $3 \
+             and state = 'PENDING'",
+        )
+        .bind(item_id)
         .bind(user_id)
         .bind(token_hash)
         .execute(&self.db.write)

@@ -17,6 +17,25 @@ impl Store {
         .await?)
     }
 
+    /// One stored token sealed under `key_id` (a connection's, else a pending item's), with the
+    /// user and item it is bound to, to try the key on.
+    pub async fn a_token_sealed_under(&self, key_id: &str) -> anyhow::Result<Option<(String, String, Sealed)>> {
+        let mut row: Option<PendingItem> = None;
+        for table in ["bank_connections", "pending_item_removals"] {
+            if row.is_none() {
+                let sql = format!(
+                    "select plaid_item_id, user_id, access_token_sealed, access_token_key_id from {table} \
+                     where access_token_key_id = $1 limit 1"
+                );
+                row = sqlx::query_as(&sql).bind(key_id).fetch_optional(&self.db.read).await?;
+            }
+        }
+        Ok(row.map(|r| {
+            let sealed = r.sealed();
+            (r.user_id, r.plaid_item_id, sealed)
+        }))
+    }
+
     /// Up to `limit` connections with an id after `after` whose token was sealed under another
     /// key than `current`, by id.
     pub async fn connections_sealed_under_other_keys(

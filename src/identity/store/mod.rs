@@ -73,6 +73,9 @@ pub struct NewConnection {
 pub enum Claim {
     /// Ours to process.
     Mine,
+    /// Ours, taken over from a completion whose claim was no longer renewed (its process
+    /// died), with the item it had exchanged its public token for, if it got that far.
+    TakenOver { exchanged_item: Option<String> },
     /// Another request is processing it.
     Busy,
     /// Already done: the stored result.
