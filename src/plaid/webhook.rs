@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 use super::client::PlaidClient;
 use super::error::PlaidError;
-use super::key_gate::{KeyLookupPolicy, LookupGate, Looked};
+use super::key_gate::{KeyLookupPolicy, Looked, LookupGate};
 use super::wire::Jwk;
 
 /// The header Plaid signs webhooks in (matched case-insensitively).
