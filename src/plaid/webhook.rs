@@ -266,7 +266,8 @@ impl WebhookVerifier {
         let admitted = self.gate().admit(kid, held, Instant::now());
         if let Err(throttle) = admitted {
             metrics::counter!(crate::metrics::WEBHOOK_KEY_LOOKUPS_THROTTLED, "reason" => throttle.label()).increment(1);
-            tracing::warn!(reason = throttle.label(), "webhook key lookup throttled");
+            // The rejection is logged once by the caller; this says why at debug level.
+            tracing::debug!(reason = throttle.label(), "webhook key lookup throttled");
             return Err(WebhookRejection::LookupThrottled);
         }
         let jwk = match self.fetch(kid).await {
