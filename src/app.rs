@@ -124,8 +124,10 @@ impl IdentityNode {
         };
         let plaid = PlaidClient::new(plaid_config)?;
         let cipher = Arc::new(TokenCipher::from_keys(&config.custody));
-        let identity = PlaidIdentity::new(db, plaid, cipher, config.link.clone(), config.jobs.clone());
+        let identity =
+            PlaidIdentity::new(db, plaid, cipher, config.link.clone(), config.jobs.clone(), &config.webhook_keys);
         identity.check_token_keys().await?;
+        identity.load_webhook_keys().await?;
         crate::metrics::handle();
         Ok(IdentityNode { internal, identity, emulator, config })
     }

@@ -25,6 +25,12 @@ pub const PLAID_ERRORS: &str = "bankgraph_plaid_errors_total";
 pub const WEBHOOKS_RECEIVED: &str = "bankgraph_webhooks_received_total";
 /// Webhooks refused by `reason` (the verification failure).
 pub const WEBHOOKS_REJECTED: &str = "bankgraph_webhooks_rejected_total";
+/// Lookups of Plaid's webhook keys not made, by `reason`: `rate` (the never-seen kids' budget
+/// is spent: forged kids, or a flood) or `backoff` (the key endpoint failed recently). Each is a
+/// 503 to Plaid, which delivers again; a steady rate deserves an alert.
+pub const WEBHOOK_KEY_LOOKUPS_THROTTLED: &str = "bankgraph_webhook_key_lookups_throttled_total";
+/// Lookups of Plaid's webhook keys that got no answer (outage, timeout, rate limit).
+pub const WEBHOOK_KEY_LOOKUP_FAILURES: &str = "bankgraph_webhook_key_lookup_failures_total";
 /// Jobs finished by `kind` and `outcome` (done, retry, failed).
 pub const JOBS_FINISHED: &str = "bankgraph_jobs_finished_total";
 /// Jobs in the shared queue by `kind` and `state` (queued, running, failed), read from the

@@ -11,11 +11,14 @@ mod split;
 mod values;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
+
+use crate::plaid::KeyLookupPolicy;
 
 pub use dev_secrets::dev_secrets_path;
 pub use limits::{GraphqlLimits, HttpLimits, RateLimits, TrustedDocuments, WsLimits};
@@ -74,6 +77,8 @@ pub struct IdentityConfig {
     pub plaid: PlaidTarget,
     pub link: LinkConfig,
     pub jobs: JobsConfig,
+    /// How lookups of Plaid's webhook keys are rationed.
+    pub webhook_keys: KeyLookupPolicy,
     pub listener: ListenerLimits,
     /// Where generated development secrets live, when they are used.
     pub dev_secrets_path: Option<PathBuf>,
@@ -477,6 +482,14 @@ impl StoreSettings {
                 event_retention: Duration::from_secs(self.event_retention_hours * 3600),
                 completion_heartbeat: Duration::from_secs(self.link_completion_heartbeat_seconds),
                 completion_stale: Duration::from_secs(self.link_completion_stale_seconds),
+            },
+            webhook_keys: KeyLookupPolicy {
+                // clap refuses 0 for both.
+                burst: NonZeroU32::new(self.webhook_key_lookup_burst).unwrap_or(NonZeroU32::MIN),
+                per_minute: NonZeroU32::new(self.webhook_key_lookups_per_minute).unwrap_or(NonZeroU32::MIN),
+                unknown_kid_ttl: Duration::from_secs(self.webhook_unknown_kid_seconds),
+                backoff_min: Duration::from_millis(self.webhook_key_backoff_min_ms),
+                backoff_max: Duration::from_secs(self.webhook_key_backoff_max_seconds),
             },
             listener: listener.limits(),
             dev_secrets_path,

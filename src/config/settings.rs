@@ -281,6 +281,22 @@ pub struct StoreSettings {
     /// The reconciler checks each item with Plaid (/item/get) this often, in seconds.
     #[arg(long, env = "ITEM_CHECK_INTERVAL_SECONDS", default_value = "86400", value_parser = value_parser!(u64).range(1..))]
     pub item_check_interval_seconds: u64,
+    /// Webhooks signed by never-seen kids whose key is looked up at once before lookups are
+    /// throttled (503; Plaid delivers again); a kid's redelivery has as many of its own.
+    #[arg(long, env = "WEBHOOK_KEY_LOOKUP_BURST", default_value = "3", value_parser = value_parser!(u32).range(1..=1000))]
+    pub webhook_key_lookup_burst: u32,
+    /// Lookups of never-seen kids regained per minute (and as many for redeliveries).
+    #[arg(long, env = "WEBHOOK_KEY_LOOKUPS_PER_MINUTE", default_value = "3", value_parser = value_parser!(u32).range(1..=6000))]
+    pub webhook_key_lookups_per_minute: u32,
+    /// Seconds Plaid's answer that it does not know a kid is believed.
+    #[arg(long, env = "WEBHOOK_UNKNOWN_KID_SECONDS", default_value = "600", value_parser = value_parser!(u64).range(1..=86_400))]
+    pub webhook_unknown_kid_seconds: u64,
+    /// Milliseconds without key lookups after the key endpoint fails; doubles with each further
+    /// failure (with jitter), up to WEBHOOK_KEY_BACKOFF_MAX_SECONDS.
+    #[arg(long, env = "WEBHOOK_KEY_BACKOFF_MIN_MS", default_value = "1000", value_parser = value_parser!(u64).range(1..=600_000))]
+    pub webhook_key_backoff_min_ms: u64,
+    #[arg(long, env = "WEBHOOK_KEY_BACKOFF_MAX_SECONDS", default_value = "300", value_parser = value_parser!(u64).range(1..=86_400))]
+    pub webhook_key_backoff_max_seconds: u64,
 }
 
 /// Where the identity service listens for gateways (`bankgraph identity`).

@@ -21,7 +21,7 @@ use crate::domain::ConnectionStatus;
 use crate::error::AppResult;
 use crate::jobs::{JobKind, Jobs};
 use crate::plaid::wire::PlaidErrorBody;
-use crate::plaid::{PlaidClient, PlaidError, WebhookVerifier};
+use crate::plaid::{KeyLookupPolicy, PlaidClient, PlaidError, WebhookVerifier};
 
 /// The identity service: Plaid, the store, and the cipher of access tokens. Cheap to clone.
 #[derive(Clone)]
@@ -90,11 +90,20 @@ pub fn item_error_status(error_type: &str, error_code: &str) -> Option<Connectio
 }
 
 impl PlaidIdentity {
-    /// The identity service on `db`; its store and job queue share the database.
-    pub fn new(db: Db, plaid: PlaidClient, cipher: Arc<TokenCipher>, link: LinkConfig, schedule: JobsConfig) -> Self {
+    /// The identity service on `db`; its store and job queue share the database, and so do the
+    /// webhook keys Plaid gave (see [`PlaidIdentity::load_webhook_keys`]).
+    pub fn new(
+        db: Db,
+        plaid: PlaidClient,
+        cipher: Arc<TokenCipher>,
+        link: LinkConfig,
+        schedule: JobsConfig,
+        webhook_keys: &KeyLookupPolicy,
+    ) -> Self {
         let jobs = Jobs::new(db.clone(), schedule.lease);
-        let verifier = WebhookVerifier::new(plaid.clone());
         let store = Store::new(db);
+        let verifier =
+            WebhookVerifier::new(plaid.clone()).with_policy(webhook_keys).with_shelf(Arc::new(store.clone()));
         PlaidIdentity {
             inner: Arc::new(Inner {
                 events: EventHub::new(store.clone()),

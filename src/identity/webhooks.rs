@@ -2,6 +2,7 @@
 //! job in one transaction, acknowledged; processed by a job that applies what Plaid said.
 //! Unverifiable requests are stored nowhere (a log line and a counter).
 
+use anyhow::Context;
 use chrono::Utc;
 
 use super::service::PlaidIdentity;
@@ -28,6 +29,14 @@ fn envelope(body: &[u8]) -> Result<WebhookEnvelope, WebhookError> {
 }
 
 impl PlaidIdentity {
+    /// Takes the webhook keys Plaid gave before (at start), so webhooks signed by them verify
+    /// without asking Plaid again.
+    pub async fn load_webhook_keys(&self) -> anyhow::Result<()> {
+        let n = self.inner.verifier.load().await.context("could not read the stored webhook keys")?;
+        tracing::info!(keys = n, "webhook keys loaded");
+        Ok(())
+    }
+
     /// Verifies, stores and queues one webhook request (headers and raw body as received).
     pub async fn receive_webhook(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Received, WebhookError> {
         if let Err(rejection) = self.inner.verifier.verify(headers, body).await {

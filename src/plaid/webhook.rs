@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use tokio::sync::Mutex;
 
 use super::client::PlaidClient;
 use super::error::PlaidError;
+use super::key_gate::{KeyLookupPolicy, Looked, LookupGate};
 use super::wire::Jwk;
 
 /// The header Plaid signs webhooks in (matched case-insensitively).
@@ -45,7 +47,7 @@ pub enum WebhookRejection {
     BodyMismatch,
     #[error("the verification key could not be fetched: {0}")]
     KeyUnavailable(PlaidError),
-    #[error("a new signing key was looked up less than a minute ago; deliver again later")]
+    #[error("key lookups are throttled now; deliver again later")]
     LookupThrottled,
 }
 
@@ -83,38 +85,39 @@ struct Claims {
 
 struct CachedKey {
     jwk: Jwk,
-    fetched: Instant,
+    /// When Plaid gave it, unix seconds.
+    fetched_at: i64,
 }
 
-/// What the verifier knows of Plaid's keys. Held only for map operations, never across a call
-/// to Plaid.
-#[derive(Default)]
-struct KeyBook {
-    keys: HashMap<String, CachedKey>,
-    /// Kids Plaid said it does not know, and when: refused without asking again for a while.
-    unknown: HashMap<String, Instant>,
+/// A key of Plaid's as it is kept across restarts: the JWK (with its `expired_at`) and when
+/// Plaid gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    pub jwk: Jwk,
+    pub fetched_at: DateTime<Utc>,
 }
 
-/// How long Plaid's "no such key" is believed.
-const UNKNOWN_KID_TTL: Duration = Duration::from_secs(10 * 60);
-/// Kids remembered as unknown, at most (forged ones are random).
-const UNKNOWN_KIDS_MAX: usize = 1024;
-/// After Plaid answers "no such key" for a never-seen kid, no other never-seen kid is looked
-/// up for this long: forged kids cost Plaid (and us) one call a minute whatever an attacker
-/// sends. A genuine new kid met meanwhile gets 503, so Plaid delivers the webhook again.
-const NEW_KID_LOOKUP_INTERVAL: Duration = Duration::from_secs(60);
+/// Where verified keys outlive the process (the identity store's `webhook_keys`), so a restart
+/// needs no lookup for a kid it already verified.
+#[async_trait::async_trait]
+pub trait KeyShelf: Send + Sync {
+    async fn load(&self) -> anyhow::Result<Vec<StoredKey>>;
+    async fn save(&self, key: &StoredKey) -> anyhow::Result<()>;
+    async fn forget(&self, kid: &str) -> anyhow::Result<()>;
+}
 
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Verifies Plaid webhooks, fetching and caching Plaid's keys.
 pub struct WebhookVerifier {
     plaid: PlaidClient,
-    book: std::sync::Mutex<KeyBook>,
+    /// Plaid's keys we hold, by kid. Held only for map operations, never across a call.
+    keys: std::sync::Mutex<HashMap<String, CachedKey>>,
     /// One lookup per kid at a time: concurrent requests for a kid wait for the first.
     flights: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Never-seen kids are looked up one at a time; holds when Plaid last said a kid is unknown.
-    new_kids: Mutex<Option<Instant>>,
-    new_kid_interval: Duration,
+    /// Which lookups may happen now (see [`super::key_gate`]).
+    gate: std::sync::Mutex<LookupGate>,
+    shelf: Option<Arc<dyn KeyShelf>>,
     max_age: Duration,
     key_ttl: Duration,
     now: Clock,
@@ -124,19 +127,25 @@ impl WebhookVerifier {
     pub fn new(plaid: PlaidClient) -> Self {
         WebhookVerifier {
             plaid,
-            book: std::sync::Mutex::new(KeyBook::default()),
+            keys: std::sync::Mutex::new(HashMap::new()),
             flights: std::sync::Mutex::new(HashMap::new()),
-            new_kids: Mutex::new(None),
-            new_kid_interval: NEW_KID_LOOKUP_INTERVAL,
+            gate: std::sync::Mutex::new(LookupGate::new(&KeyLookupPolicy::default())),
+            shelf: None,
             max_age: Duration::from_secs(5 * 60),
             key_ttl: Duration::from_secs(24 * 60 * 60),
             now: Arc::new(|| chrono::Utc::now().timestamp()),
         }
     }
 
-    /// How long after an unknown kid no never-seen kid is looked up (default one minute).
-    pub fn with_new_kid_interval(mut self, interval: Duration) -> Self {
-        self.new_kid_interval = interval;
+    /// How lookups of keys are rationed (default [`KeyLookupPolicy::default`]).
+    pub fn with_policy(mut self, policy: &KeyLookupPolicy) -> Self {
+        self.gate = std::sync::Mutex::new(LookupGate::new(policy));
+        self
+    }
+
+    /// Keeps the keys Plaid gives on `shelf`; [`WebhookVerifier::load`] reads them back.
+    pub fn with_shelf(mut self, shelf: Arc<dyn KeyShelf>) -> Self {
+        self.shelf = Some(shelf);
         self
     }
 
@@ -144,6 +153,25 @@ impl WebhookVerifier {
     pub fn with_clock(mut self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         self.now = Arc::new(now);
         self
+    }
+
+    /// Takes the keys kept on the shelf (at start). One older than the cache allows is held as
+    /// a known kid: refreshed from Plaid when met, without drawing on the never-seen budget.
+    /// Returns how many were taken.
+    pub async fn load(&self) -> anyhow::Result<usize> {
+        let Some(shelf) = &self.shelf else { return Ok(0) };
+        let stored = shelf.load().await?;
+        let mut keys = self.keys();
+        let mut taken = 0;
+        for k in stored {
+            let fetched_at = k.fetched_at.timestamp();
+            let held = keys.get(&k.jwk.kid).is_some_and(|c| c.fetched_at >= fetched_at);
+            if !held {
+                keys.insert(k.jwk.kid.clone(), CachedKey { jwk: k.jwk, fetched_at });
+                taken += 1;
+            }
+        }
+        Ok(taken)
     }
 
     /// Verifies one request from its headers and its raw body, exactly as received.
@@ -186,17 +214,25 @@ impl WebhookVerifier {
         Ok(Verified { kid, issued_at: claims.iat })
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, KeyBook> {
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, LookupGate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a key Plaid gave at `fetched_at` may still be used without asking again.
+    fn fresh(&self, fetched_at: i64) -> bool {
+        (self.now)().saturating_sub(fetched_at) < self.key_ttl.as_secs() as i64
     }
 
     /// A fresh cached key, or whether the kid is known to be unknown.
     fn cached(&self, kid: &str) -> Option<Result<Jwk, WebhookRejection>> {
-        let book = self.book();
-        if let Some(k) = book.keys.get(kid).filter(|k| k.fetched.elapsed() < self.key_ttl) {
+        if let Some(k) = self.keys().get(kid).filter(|k| self.fresh(k.fetched_at)) {
             return Some(Ok(k.jwk.clone()));
         }
-        if book.unknown.get(kid).is_some_and(|at| at.elapsed() < UNKNOWN_KID_TTL) {
+        if self.gate().is_unknown(kid, Instant::now()) {
             return Some(Err(WebhookRejection::UnknownKey));
         }
         None
@@ -224,64 +260,74 @@ impl WebhookVerifier {
         looked_up
     }
 
-    /// Asks Plaid for a key (one caller per kid at a time).
+    /// Asks Plaid for a key (one caller per kid at a time), if the gate allows it now.
     async fn look_up(&self, kid: &str) -> Result<Jwk, WebhookRejection> {
-        let new = !self.book().keys.contains_key(kid);
-        let mut gate = if new {
-            let gate = self.new_kids.lock().await;
-            if gate.is_some_and(|at| at.elapsed() < self.new_kid_interval) {
-                return Err(WebhookRejection::LookupThrottled);
-            }
-            if let Some(known) = self.cached(kid) {
-                return known;
-            }
-            Some(gate)
-        } else {
-            None
-        };
-        let jwk = match self.plaid.webhook_verification_key_get(kid).await {
-            Ok(r) => r.key,
-            Err(e) if e.code() == Some("INVALID_WEBHOOK_VERIFICATION_KEY_ID") => {
-                if let Some(gate) = gate.as_mut() {
-                    **gate = Some(Instant::now());
-                }
-                let mut book = self.book();
-                if book.unknown.len() >= UNKNOWN_KIDS_MAX {
-                    book.unknown.retain(|_, at| at.elapsed() < UNKNOWN_KID_TTL);
-                    if book.unknown.len() >= UNKNOWN_KIDS_MAX {
-                        book.unknown.clear();
-                    }
-                }
-                book.unknown.insert(kid.to_string(), Instant::now());
-                book.keys.remove(kid);
-                return Err(WebhookRejection::UnknownKey);
-            }
+        let held = self.keys().contains_key(kid);
+        let admitted = self.gate().admit(kid, held, Instant::now());
+        if let Err(throttle) = admitted {
+            metrics::counter!(crate::metrics::WEBHOOK_KEY_LOOKUPS_THROTTLED, "reason" => throttle.label()).increment(1);
+            // The rejection is logged once by the caller; this says why at debug level.
+            tracing::debug!(reason = throttle.label(), "webhook key lookup throttled");
+            return Err(WebhookRejection::LookupThrottled);
+        }
+        let jwk = match self.fetch(kid).await {
+            Ok(Some(jwk)) => jwk,
+            Ok(None) => return Err(WebhookRejection::UnknownKey),
             Err(e) => return Err(WebhookRejection::KeyUnavailable(e)),
         };
-        self.book().keys.insert(kid.to_string(), CachedKey { jwk: jwk.clone(), fetched: Instant::now() });
-        drop(gate);
-        if new {
+        if !held {
             // Plaid: when a new kid appears, also refresh the keys we hold that have not
             // expired, so a rotation (their `expired_at`) is noticed.
             let others: Vec<String> = self
-                .book()
-                .keys
+                .keys()
                 .iter()
                 .filter(|(k, v)| k.as_str() != kid && v.jwk.expired_at.is_none())
                 .map(|(k, _)| k.clone())
                 .collect();
             for other in others {
-                match self.plaid.webhook_verification_key_get(&other).await {
-                    Ok(r) => {
-                        self.book().keys.insert(other, CachedKey { jwk: r.key, fetched: Instant::now() });
-                    }
-                    Err(e) if e.code() == Some("INVALID_WEBHOOK_VERIFICATION_KEY_ID") => {
-                        self.book().keys.remove(&other);
-                    }
-                    Err(e) => tracing::warn!(kid = %other, error = %e, "could not refresh a cached webhook key"),
+                if self.gate().admit(&other, true, Instant::now()).is_err() {
+                    break;
+                }
+                if let Err(e) = self.fetch(&other).await {
+                    tracing::warn!(kid = %other, error = %e, "could not refresh a cached webhook key");
                 }
             }
         }
         Ok(jwk)
+    }
+
+    /// One call to Plaid for `kid`: the key (kept, in memory and on the shelf), `None` when
+    /// Plaid does not know it (forgotten), or why there was no answer.
+    async fn fetch(&self, kid: &str) -> Result<Option<Jwk>, PlaidError> {
+        match self.plaid.webhook_verification_key_get(kid).await {
+            Ok(r) => {
+                self.gate().looked_up(kid, Looked::Found, Instant::now());
+                let fetched_at = (self.now)();
+                self.keys().insert(kid.to_string(), CachedKey { jwk: r.key.clone(), fetched_at });
+                if let Some(shelf) = &self.shelf {
+                    let at = DateTime::from_timestamp(fetched_at, 0).unwrap_or_else(Utc::now);
+                    if let Err(e) = shelf.save(&StoredKey { jwk: r.key.clone(), fetched_at: at }).await {
+                        tracing::warn!(kid = %kid, error = %format!("{e:#}"), "could not keep a webhook key");
+                    }
+                }
+                Ok(Some(r.key))
+            }
+            Err(e) if e.code() == Some("INVALID_WEBHOOK_VERIFICATION_KEY_ID") => {
+                self.gate().looked_up(kid, Looked::Unknown, Instant::now());
+                if self.keys().remove(kid).is_some()
+                    && let Some(shelf) = &self.shelf
+                    && let Err(e) = shelf.forget(kid).await
+                {
+                    tracing::warn!(kid = %kid, error = %format!("{e:#}"), "could not forget a webhook key");
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.gate().looked_up(kid, Looked::Failed, Instant::now());
+                metrics::counter!(crate::metrics::WEBHOOK_KEY_LOOKUP_FAILURES).increment(1);
+                tracing::warn!(kid = %kid, error = %e, "webhook key lookup failed; backing off");
+                Err(e)
+            }
+        }
     }
 }

@@ -27,4 +27,5 @@ mod split_processes;
 mod status_rule;
 mod store;
 mod sync_replay;
+mod webhook_keys;
 mod webhooks;

@@ -199,3 +199,43 @@ async fn hot_reads_beyond_the_pool_size_are_all_answered_and_none_waits_on_a_kep
     .await
     .expect("every read is answered; none waits on a connection kept for later");
 }
+
+#[tokio::test]
+async fn webhook_keys_are_kept_with_their_expiry_read_back_exactly_and_forgotten() {
+    use bankgraph::plaid::webhook::{KeyShelf, StoredKey};
+    use bankgraph::plaid::wire::Jwk;
+    let url = fresh_database().await;
+    let db = Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    let store = Store::new(db);
+    let jwk = |kid: &str, expired_at: Option<i64>| Jwk {
+        alg: "ES256".into(),
+        crv: "P-256".into(),
+        kid: kid.into(),
+        kty: "EC".into(),
+        key_use: "sig".into(),
+        x: "x-coordinate".into(),
+        y: "y-coordinate".into(),
+        created_at: 1_700_000_000,
+        expired_at,
+    };
+    let at = chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap();
+    store.save(&StoredKey { jwk: jwk("k1", None), fetched_at: at }).await.unwrap();
+    store.save(&StoredKey { jwk: jwk("k2", None), fetched_at: at }).await.unwrap();
+    // A refresh after a rotation records Plaid's expiry on the same row.
+    let later = at + chrono::Duration::hours(1);
+    store.save(&StoredKey { jwk: jwk("k1", Some(1_700_003_000)), fetched_at: later }).await.unwrap();
+    let mut keys = store.load().await.unwrap();
+    keys.sort_by(|a, b| a.jwk.kid.cmp(&b.jwk.kid));
+    assert_eq!(
+        keys,
+        vec![
+            StoredKey { jwk: jwk("k1", Some(1_700_003_000)), fetched_at: later },
+            StoredKey { jwk: jwk("k2", None), fetched_at: at },
+        ]
+    );
+    let n = "select count(*) from webhook_keys where expired_at is not null";
+    assert_eq!(TestApp::count_in(&url, n).await, 1, "expired_at is a column too");
+    store.forget("k2").await.unwrap();
+    assert_eq!(store.load().await.unwrap().len(), 1);
+}

@@ -11,6 +11,7 @@ mod reads;
 mod rows;
 mod sync_page;
 mod webhook_events;
+mod webhook_keys;
 
 use chrono::{DateTime, Utc};
 
