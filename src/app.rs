@@ -67,7 +67,7 @@ fn internal_limits(listener: &crate::config::ListenerLimits) -> http::Connection
         idle_timeout: listener.idle_timeout,
         max_connections: 256,
         max_connections_per_ip: 256,
-        trusted_proxies: TrustedProxies::new(vec![]),
+        trusted_proxies: TrustedProxies::default(),
         grace: listener.shutdown_grace,
     }
 }
@@ -205,7 +205,7 @@ impl GatewayNode {
             limits: Arc::new(config.http.clone()),
             graphql_limits: Arc::new(config.graphql.clone()),
             limiters,
-            proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
+            proxies: TrustedProxies::new(config.http.trusted_proxies.clone(), config.http.trusted_proxy_header),
             sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
             demo,
         };

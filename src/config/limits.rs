@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::TrustedMode;
+use super::{ProxyHeader, TrustedMode};
 
 /// What the listeners accept.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct HttpLimits {
     pub max_connections_per_ip: usize,
     /// Load balancers whose `Forwarded` / `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those balancers name the client in.
+    pub trusted_proxy_header: ProxyHeader,
     pub cors_origins: Vec<String>,
     pub shutdown_grace: Duration,
 }

@@ -22,7 +22,7 @@ pub use limits::{GraphqlLimits, HttpLimits, RateLimits, TrustedDocuments, WsLimi
 pub use settings::{
     DEFAULT_DATABASE_URL, DatabaseUrl, GatewaySettings, IdentitySettings, JwtAlgorithm, ListenerSettings, LogFormat,
     PlaidEnv, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings, StoreSettings,
-    TrustedMode, otlp_endpoint,
+    ProxyHeader, TrustedMode, otlp_endpoint,
 };
 
 pub use split::{
@@ -432,6 +432,7 @@ impl PublicSettings {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
+            trusted_proxy_header: self.trusted_proxy_header,
             cors_origins,
             shutdown_grace: Duration::from_secs(listener.shutdown_grace_seconds),
         })

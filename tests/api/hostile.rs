@@ -288,6 +288,65 @@ async fn behind_a_trusted_balancer_each_client_has_its_own_rate_limit_and_spoofi
 }
 
 #[tokio::test]
+async fn behind_a_balancer_that_appends_x_forwarded_for_a_clients_own_forwarded_header_picks_no_bucket() {
+    let q = json!({"query": "{ __typename }"});
+    // The balancer (127.0.0.1) appends the client's address to X-Forwarded-For and passes the
+    // client's own `Forwarded` through untouched.
+    let send = |app: &TestApp, forwarded: String, xff: &'static str| {
+        let (http, url, q) = (app.http.clone(), app.graphql.clone(), q.clone());
+        async move {
+            let r = http.post(url).header("forwarded", forwarded).header("x-forwarded-for", xff).json(&q).send();
+            r.await.unwrap().status().as_u16()
+        }
+    };
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--rate-limit-per-ip=5".into(), "--trusted-proxies=127.0.0.1/32".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = vec![];
+    for n in 0..20 {
+        statuses.push(send(&app, format!("for=198.51.100.{n}"), "203.0.113.7").await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "one bucket, the appended address's: {statuses:?}");
+
+    // An operator whose balancer writes `Forwarded` names it; then X-Forwarded-For is ignored.
+    let app = TestApp::spawn_with(Options {
+        args: vec![
+            "--rate-limit-per-ip=5".into(),
+            "--trusted-proxies=127.0.0.1/32".into(),
+            "--trusted-proxy-header=forwarded".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let spoofs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut statuses = vec![];
+    for xff in spoofs {
+        statuses.push(send(&app, "for=203.0.113.7".into(), xff).await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(send(&app, "for=203.0.113.8".into(), "10.0.0.1").await, 200, "another client has its own");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_has_its_own_share_of_websockets() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--ws-max-sockets-per-ip=2".into(), "--trusted-proxies=127.0.0.1/32".into()],
+        ..Default::default()
+    })
+    .await;
+    // Sockets that never send connection_init count too.
+    let one = [("x-forwarded-for", "198.51.100.1")];
+    let _held = (app.ws_raw(&one).await.unwrap(), app.ws_raw(&one).await.unwrap());
+    match app.ws_raw(&one).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected a 429 for the third socket of one client, got {:?}", other.map(|_| ())),
+    }
+    app.ws_raw(&[("x-forwarded-for", "198.51.100.2")]).await.expect("another client behind the balancer opens one");
+}
+
+#[tokio::test]
 async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
     let database_url = fresh_database().await;
     if !database_url.starts_with("postgres") {
