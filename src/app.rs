@@ -67,6 +67,7 @@ fn internal_limits(listener: &crate::config::ListenerLimits) -> http::Connection
         idle_timeout: listener.idle_timeout,
         max_connections: 256,
         max_connections_per_ip: 256,
+        ipv6_prefix: listener.ipv6_prefix,
         trusted_proxies: TrustedProxies::default(),
         grace: listener.shutdown_grace,
     }
@@ -227,6 +228,7 @@ impl GatewayNode {
             idle_timeout: limits.idle_timeout,
             max_connections: limits.max_connections.min(descriptors.saturating_sub(512).max(64)),
             max_connections_per_ip: limits.max_connections_per_ip,
+            ipv6_prefix: limits.ipv6_prefix,
             trusted_proxies: self.state.proxies.clone(),
             grace: limits.shutdown_grace,
         };
@@ -455,6 +457,7 @@ impl GatewayApp {
         let stop = Stop::on(shutdown);
         let listener = crate::config::ListenerLimits {
             header_read_timeout: self.gateway.config.http.header_read_timeout,
+            ipv6_prefix: self.gateway.config.http.ipv6_prefix,
             idle_timeout: self.gateway.config.http.idle_timeout,
             shutdown_grace: self.gateway.config.http.shutdown_grace,
         };

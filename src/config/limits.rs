@@ -17,6 +17,8 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Per-address limits count an IPv6 client by this many leading bits.
+    pub ipv6_prefix: u8,
     /// Load balancers whose `Forwarded` / `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// The header those balancers name the client in.
@@ -31,6 +33,8 @@ pub struct RateLimits {
     pub per_ip_per_second: u32,
     pub per_user_per_second: u32,
     pub sensitive_per_minute: u32,
+    /// An IPv6 client is counted by this many leading bits of its address.
+    pub ipv6_prefix: u8,
 }
 
 /// The documents a deployment lets run, by the SHA-256 of their text (hex).

@@ -83,6 +83,8 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     pub header_read_timeout: Duration,
+    /// Per-address limits count an IPv6 client by this many leading bits.
+    pub ipv6_prefix: u8,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -257,6 +259,7 @@ impl ListenerSettings {
     fn limits(&self) -> ListenerLimits {
         ListenerLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            ipv6_prefix: self.rate_limit_ipv6_prefix,
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
         }
@@ -288,6 +291,7 @@ impl PublicSettings {
                 per_ip_per_second: self.rate_limit_per_ip,
                 per_user_per_second: self.rate_limit_per_user,
                 sensitive_per_minute: self.rate_limit_sensitive_per_minute,
+                ipv6_prefix: listener.rate_limit_ipv6_prefix,
             },
             graphql: GraphqlLimits {
                 introspection: self.graphql_introspection,
@@ -431,6 +435,7 @@ impl PublicSettings {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            ipv6_prefix: listener.rate_limit_ipv6_prefix,
             trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
             trusted_proxy_header: self.trusted_proxy_header,
             cors_origins,

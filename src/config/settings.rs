@@ -179,6 +179,10 @@ pub struct ListenerSettings {
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
     pub header_read_timeout_seconds: u64,
+    /// Per-address limits (request rates, connections, WebSockets) count an IPv6 client by this
+    /// many leading bits of its address: one host is usually handed a whole /64.
+    #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value = "64", value_parser = value_parser!(u8).range(1..=128))]
+    pub rate_limit_ipv6_prefix: u8,
     /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
     #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..=3600))]
     pub idle_timeout_seconds: u64,

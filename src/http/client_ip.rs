@@ -66,6 +66,18 @@ impl TrustedProxies {
     }
 }
 
+/// The key an address is counted under in per-address limits: an IPv4 address itself, an IPv6
+/// one by its first `v6_prefix` bits (a host is usually handed a whole /64, so counting each
+/// /128 would give one client 2^64 allowances).
+pub fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, v6_prefix.min(128))
+            .map(|n| IpAddr::V6(n.trunc().addr()))
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -184,6 +196,18 @@ mod tests {
         assert!(t.contains(ip("::ffff:10.0.0.5")));
         assert!(parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::default().client(ip("10.0.0.1"), &spoofed) == ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix_and_ipv4_ones_by_their_address() {
+        let key = |s: &str, prefix: u8| address_key(ip(s), prefix);
+        assert_eq!(key("2001:db8:1:2::1", 64), key("2001:db8:1:2:ffff:ffff:ffff:fffe", 64));
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 64), ip("2001:db8:1:2::"));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:3::1", 48));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("192.0.2.1", 64), ip("192.0.2.1"));
+        assert_eq!(key("::ffff:192.0.2.1", 64), ip("192.0.2.1"), "mapped IPv4 stays one address");
     }
 
     #[test]

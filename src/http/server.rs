@@ -31,6 +31,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections from one client IP (trusted proxies are exempt).
     pub max_connections_per_ip: usize,
+    /// An IPv6 client is counted by this many leading bits of its address.
+    pub ipv6_prefix: u8,
     pub trusted_proxies: TrustedProxies,
     /// After shutdown starts: how long in-flight requests may take before connections close.
     pub grace: Duration,
@@ -73,6 +75,7 @@ impl Census {
         if limits.trusted_proxies.contains(ip) {
             return Some(Admitted { census: self.clone(), ip: None });
         }
+        let ip = super::client_ip::address_key(ip, limits.ipv6_prefix);
         let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = by_ip.entry(ip).or_insert(0);
         if *n >= limits.max_connections_per_ip {
@@ -313,6 +316,32 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_connections_of_one_prefix_share_the_per_address_cap() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 100,
+            max_connections_per_ip: 2,
+            ipv6_prefix: 64,
+            trusted_proxies: TrustedProxies::default(),
+            grace: Duration::ZERO,
+        };
+        let census = Arc::new(Census::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held = [census.admit(ip("2001:db8:0:1::1"), &limits), census.admit(ip("2001:db8:0:1::2"), &limits)];
+        assert!(held.iter().all(Option::is_some));
+        assert!(census.admit(ip("2001:db8:0:1:ffff::9"), &limits).is_none(), "a third from the same /64");
+        assert!(census.admit(ip("2001:db8:0:2::1"), &limits).is_some(), "another /64 has its own share");
+        drop(held);
+        assert!(census.admit(ip("2001:db8:0:1::3"), &limits).is_some(), "places come back when connections close");
     }
 }
 

@@ -129,7 +129,9 @@ pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: S
     }
     // Behind a trusted balancer each forwarded client has its own share of sockets (counted
     // from the upgrade, before connection_init), as it has its own request rate.
-    let counted_ip = peer.and_then(|p| state.proxies.counted(p, headers));
+    let counted_ip = peer
+        .and_then(|p| state.proxies.counted(p, headers))
+        .map(|ip| super::client_ip::address_key(ip, state.limits.ipv6_prefix));
     let place = match state.sockets.admit(counted_ip) {
         Ok(p) => p,
         Err(Full::Address) => {
