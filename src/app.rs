@@ -386,8 +386,8 @@ impl IdentityApp {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop = Stop::on(shutdown);
-        let grace = self.identity.config.listener.shutdown_grace;
-        let (a, b) = tokio::join!(self.rpc.run(stop.wait(), grace), self.identity.run(stop));
+        let limits = self.identity.config.listener.clone();
+        let (a, b) = tokio::join!(self.rpc.run(stop.wait(), limits), self.identity.run(stop));
         a.context("identity RPC listener")?;
         b
     }

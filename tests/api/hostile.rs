@@ -173,6 +173,40 @@ async fn two_thousand_silent_connections_are_closed_from_accept_and_traffic_keep
 }
 
 #[tokio::test]
+async fn silent_connections_to_the_identity_rpc_listener_are_capped_and_closed_and_gateways_keep_working() {
+    bankgraph::http::server::raise_descriptor_limit();
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--job-workers=0".into(), "--header-read-timeout-seconds=1".into()],
+        topology: Some(Topology::Split),
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("busy");
+    let read = || app.gql(Some(&t), "{ getPlaidBankAccounts { bankAccountId } }", json!({}));
+    assert!(read().await["data"]["getPlaidBankAccounts"].is_array());
+    let rpc: std::net::SocketAddr = app.rpc.as_deref().unwrap().trim_start_matches("http://").parse().unwrap();
+    // 1,500 connections that never send the HTTP/2 preface, from another address than the
+    // gateway's.
+    let mut silent = Vec::new();
+    for _ in 0..1500 {
+        silent.push(connect_from("127.0.0.2", rpc).await);
+    }
+    let opened = Instant::now();
+    let r = read().await;
+    assert!(r["data"]["getPlaidBankAccounts"].is_array(), "the gateway still reads while they are held: {r}");
+    // Beyond the per-address cap they are closed at accept...
+    let early = futures::future::join_all(silent.iter_mut().map(|s| closed_within(s, Duration::from_millis(500)))).await;
+    let held = early.iter().filter(|r| r.is_none()).count();
+    assert!(held <= 128, "{held} held from one address");
+    // ...and the rest within the first-byte timeout (1 s from accept).
+    let rest = silent.iter_mut().zip(&early).filter(|(_, e)| e.is_none()).map(|(s, _)| s);
+    let late = futures::future::join_all(rest.map(|s| closed_within(s, Duration::from_secs(4)))).await;
+    assert!(late.iter().all(Option::is_some), "{} still open", late.iter().filter(|r| r.is_none()).count());
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+    assert!(read().await["data"]["getPlaidBankAccounts"].is_array());
+}
+
+#[tokio::test]
 async fn one_address_gets_at_most_its_share_of_connections() {
     let app = TestApp::spawn_with(Options {
         args: vec!["--job-workers=0".into(), "--max-connections-per-ip=10".into()],
