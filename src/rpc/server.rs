@@ -96,10 +96,21 @@ fn span_for(method: &'static str, meta: &tonic::metadata::MetadataMap) -> tracin
     span
 }
 
-/// The caller a request names: the `sub` the gateway verified.
+/// The longest caller id (a token's `sub`) a request may name, in bytes.
+const MAX_USER_ID_BYTES: usize = 1024;
+
+/// The caller a request names: the `sub` the gateway verified. One with a control character
+/// (PostgreSQL refuses NUL in text, failing the statement it is in) or over-long is refused
+/// here, as GraphQL refuses such an id, before it reaches the store.
 fn caller(user_id: &str) -> AppResult<&str> {
-    if user_id.is_empty() || user_id.len() > 1024 {
+    if user_id.is_empty() {
         return Err(AppError::Unauthenticated("The request names no caller.".into()));
+    }
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(AppError::BadInput(format!("user_id is longer than {MAX_USER_ID_BYTES} bytes.")));
+    }
+    if user_id.chars().any(char::is_control) {
+        return Err(AppError::BadInput("user_id must not contain control characters.".into()));
     }
     Ok(user_id)
 }
@@ -422,6 +433,17 @@ impl Connected for FirstBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_id_with_a_control_character_or_over_long_is_bad_input_and_an_empty_one_no_caller() {
+        let code = |id: &str| caller(id).map(str::len).map_err(|e| e.code());
+        assert_eq!(code("auth0|abc-123"), Ok(13));
+        assert_eq!(code("a\u{0}b"), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code("a\u{7f}"), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code(&"u".repeat(MAX_USER_ID_BYTES + 1)), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code(&"u".repeat(MAX_USER_ID_BYTES)), Ok(MAX_USER_ID_BYTES));
+        assert_eq!(code(""), Err(crate::error::code::UNAUTHENTICATED));
+    }
 
     #[test]
     fn the_token_matches_only_itself() {

@@ -214,6 +214,41 @@ async fn errors_cross_the_boundary_with_their_code_exact_message_and_plaid_detai
 }
 
 #[tokio::test]
+async fn a_user_id_with_a_control_character_or_over_long_is_refused_at_the_rpc_boundary_and_fails_no_one_else() {
+    use prost::Message;
+    let app = TestApp::spawn_with(split()).await;
+    let mut client = IdentityServiceClient::connect(app.rpc.clone().unwrap()).await.unwrap();
+    fn req<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert("authorization", format!("Bearer {SERVICE_TOKEN}").parse().unwrap());
+        r
+    }
+    let one = |user_id: &str| pb::ListAccountsRequest { user_id: user_id.into(), filter: None };
+    let overlong = "u".repeat(1025);
+    for bad in ["nul\u{0}id", "bell\u{7}id", "line\nid", overlong.as_str()] {
+        let e = client.list_accounts(req(one(bad))).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+        assert_eq!(pb::ErrorDetail::decode(e.details()).unwrap().code, "BAD_USER_INPUT", "as GraphQL says of a bad id");
+    }
+    // Coalesced with good reads, a bad one fails only itself.
+    let batch = pb::ListAccountsBatchRequest {
+        requests: vec![one("good-1"), one("nul\u{0}id"), one("good-2")],
+        request_ids: vec![],
+    };
+    let results = client.list_accounts_batch(req(batch)).await.unwrap().into_inner().results;
+    use pb::list_accounts_result::Result as One;
+    let kinds: Vec<_> = results
+        .iter()
+        .map(|r| match &r.result {
+            Some(One::Accounts(a)) => Ok(a.accounts.len()),
+            Some(One::Error(d)) => Err(d.code.clone()),
+            None => Err("none".into()),
+        })
+        .collect();
+    assert_eq!(kinds, vec![Ok(0), Err("BAD_USER_INPUT".to_string()), Ok(0)]);
+}
+
+#[tokio::test]
 async fn one_request_id_and_one_trace_across_both_services() {
     let app = TestApp::spawn_with(split()).await;
     let t = app.token("split-trace");
