@@ -394,13 +394,13 @@ async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
 }
 
 #[tokio::test]
-async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_formed() {
+async fn a_clients_request_id_is_never_ours_and_reaches_the_log_beside_it_only_when_well_formed() {
     let app = TestApp::spawn().await;
     let huge = format!("evil-{}", "Qz".repeat(50_000));
     let body = json!({"query": "query Fine { __typename }", "operationName": format!("Fine{}", "Wv".repeat(25_000))});
     let r = app.http.post(&app.graphql).header("x-request-id", &huge).json(&body).send().await.unwrap();
     let echoed = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
-    assert!(echoed.len() <= 64 && !echoed.contains("QzQz"), "replaced by a fresh id: {echoed}");
+    assert!(echoed.len() <= 64 && !echoed.contains("QzQz"), "ours, fresh: {echoed}");
     let r = app
         .http
         .post(&app.graphql)
@@ -409,7 +409,15 @@ async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_for
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers().get("x-request-id").unwrap(), "abc-123", "a well-formed id is kept");
+    // Even a well-formed one is the client's, not ours: ours is always the server's own.
+    let ours = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&ours).is_ok(), "the server's own id answers: {ours}");
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(!logs.contains("QzQzQzQz") && !logs.contains("WvWvWvWv"), "no client text of that size in the log");
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!(" request_id={ours}")))
+        .unwrap_or_else(|| panic!("no log line carries our id {ours}"));
+    assert!(line.contains("client_request_id=abc-123"), "the client's id is logged in its own field: {line}");
+    assert!(!logs.contains(" request_id=abc-123"), "never as ours");
 }

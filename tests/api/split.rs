@@ -263,19 +263,22 @@ async fn one_request_id_and_one_trace_across_both_services() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "split-trace-request-1");
+    // Ours, not the client's, crosses to the identity service; the client's is logged beside it.
+    let ours = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(ours, "split-trace-request-1");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     let served = logs
         .lines()
-        .find(|l| l.contains("rpc served") && l.contains("split-trace-request-1"))
+        .find(|l| l.contains("rpc served") && l.contains(&ours))
         .unwrap_or_else(|| panic!("no identity service log line names the request"));
     assert!(served.contains("ListAccounts") && served.contains(&format!("trace_id={trace_id}")), "{served}");
     let gateway_line = logs
         .lines()
-        .find(|l| l.contains("graphql request") && l.contains("split-trace-request-1"))
+        .find(|l| l.contains("graphql request") && l.contains(&ours))
         .unwrap_or_else(|| panic!("no gateway log line names the request"));
     assert!(gateway_line.contains(&format!("trace_id={trace_id}")), "{gateway_line}");
+    assert!(gateway_line.contains("client_request_id=split-trace-request-1"), "{gateway_line}");
 }
 
 /// The identity service of `config` on `rpc`, until the returned sender fires.
