@@ -320,7 +320,10 @@ mod tests {
             log.lock().unwrap().push((keys.clone(), extras.to_vec()));
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(30)).await;
-                anyhow::ensure!(!keys.iter().any(|k| k.contains('\0')), "invalid byte sequence for encoding UTF8: 0x00");
+                anyhow::ensure!(
+                    !keys.iter().any(|k| k.contains('\0')),
+                    "invalid byte sequence for encoding UTF8: 0x00"
+                );
                 Ok(keys.into_iter().map(|k| (k.clone(), format!("{k}{k}"))).collect())
             })
         });

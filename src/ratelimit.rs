@@ -89,7 +89,12 @@ mod tests {
     use super::*;
 
     fn limits(ip: u32, user: u32, sensitive: u32) -> RateLimits {
-        RateLimits { per_ip_per_second: ip, per_user_per_second: user, sensitive_per_minute: sensitive, ipv6_prefix: 64 }
+        RateLimits {
+            per_ip_per_second: ip,
+            per_user_per_second: user,
+            sensitive_per_minute: sensitive,
+            ipv6_prefix: 64,
+        }
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub use dev_secrets::dev_secrets_path;
 pub use limits::{GraphqlLimits, HttpLimits, RateLimits, TrustedDocuments, WsLimits};
 pub use settings::{
     DEFAULT_DATABASE_URL, DatabaseUrl, GatewaySettings, IdentitySettings, JwtAlgorithm, ListenerSettings, LogFormat,
-    PlaidEnv, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings, StoreSettings,
-    ProxyHeader, TrustedMode, otlp_endpoint,
+    PlaidEnv, ProxyHeader, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings,
+    StoreSettings, TrustedMode, otlp_endpoint,
 };
 
 pub use split::{

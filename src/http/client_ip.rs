@@ -71,9 +71,9 @@ impl TrustedProxies {
 /// /128 would give one client 2^64 allowances).
 pub fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match canonical(ip) {
-        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, v6_prefix.min(128))
-            .map(|n| IpAddr::V6(n.trunc().addr()))
-            .unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => {
+            ipnet::Ipv6Net::new(v6, v6_prefix.min(128)).map(|n| IpAddr::V6(n.trunc().addr())).unwrap_or(IpAddr::V6(v6))
+        }
         v4 => v4,
     }
 }

@@ -195,7 +195,8 @@ async fn silent_connections_to_the_identity_rpc_listener_are_capped_and_closed_a
     let r = read().await;
     assert!(r["data"]["getPlaidBankAccounts"].is_array(), "the gateway still reads while they are held: {r}");
     // Beyond the per-address cap they are closed at accept...
-    let early = futures::future::join_all(silent.iter_mut().map(|s| closed_within(s, Duration::from_millis(500)))).await;
+    let early =
+        futures::future::join_all(silent.iter_mut().map(|s| closed_within(s, Duration::from_millis(500)))).await;
     let held = early.iter().filter(|r| r.is_none()).count();
     assert!(held <= 128, "{held} held from one address");
     // ...and the rest within the first-byte timeout (1 s from accept).

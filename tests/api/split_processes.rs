@@ -149,9 +149,8 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     let identity_log = std::fs::read_to_string(dir.join("identity.log")).unwrap();
     let gateway_logs =
         [dir.join("gateway-1.log"), dir.join("gateway-2.log")].map(|p| std::fs::read_to_string(p).unwrap()).join("\n");
-    let line = |log: &str, what: &str| {
-        log.lines().find(|l| l.contains(ours.as_str()) && l.contains(what)).map(str::to_string)
-    };
+    let line =
+        |log: &str, what: &str| log.lines().find(|l| l.contains(ours.as_str()) && l.contains(what)).map(str::to_string);
     let served =
         line(&identity_log, "public token exchanged").expect("the identity service logged the request by its id");
     assert!(served.contains(TRACE_ID) && served.contains("CompleteLink"), "{served}");
