@@ -67,7 +67,8 @@ fn internal_limits(listener: &crate::config::ListenerLimits) -> http::Connection
         idle_timeout: listener.idle_timeout,
         max_connections: 256,
         max_connections_per_ip: 256,
-        trusted_proxies: TrustedProxies::new(vec![]),
+        ipv6_prefix: listener.ipv6_prefix,
+        trusted_proxies: TrustedProxies::default(),
         grace: listener.shutdown_grace,
     }
 }
@@ -207,7 +208,7 @@ impl GatewayNode {
             limits: Arc::new(config.http.clone()),
             graphql_limits: Arc::new(config.graphql.clone()),
             limiters,
-            proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
+            proxies: TrustedProxies::new(config.http.trusted_proxies.clone(), config.http.trusted_proxy_header),
             sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
             demo,
         };
@@ -229,6 +230,7 @@ impl GatewayNode {
             idle_timeout: limits.idle_timeout,
             max_connections: limits.max_connections.min(descriptors.saturating_sub(512).max(64)),
             max_connections_per_ip: limits.max_connections_per_ip,
+            ipv6_prefix: limits.ipv6_prefix,
             trusted_proxies: self.state.proxies.clone(),
             grace: limits.shutdown_grace,
         };
@@ -386,8 +388,8 @@ impl IdentityApp {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop = Stop::on(shutdown);
-        let grace = self.identity.config.listener.shutdown_grace;
-        let (a, b) = tokio::join!(self.rpc.run(stop.wait(), grace), self.identity.run(stop));
+        let limits = self.identity.config.listener.clone();
+        let (a, b) = tokio::join!(self.rpc.run(stop.wait(), limits), self.identity.run(stop));
         a.context("identity RPC listener")?;
         b
     }
@@ -457,6 +459,7 @@ impl GatewayApp {
         let stop = Stop::on(shutdown);
         let listener = crate::config::ListenerLimits {
             header_read_timeout: self.gateway.config.http.header_read_timeout,
+            ipv6_prefix: self.gateway.config.http.ipv6_prefix,
             idle_timeout: self.gateway.config.http.idle_timeout,
             shutdown_grace: self.gateway.config.http.shutdown_grace,
         };

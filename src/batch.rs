@@ -10,6 +10,9 @@
 //! Freshness is that of a direct read: a call starts only after every read it answers was
 //! asked for, so each answer reflects every write committed before its caller asked. Nothing is
 //! kept after the call.
+//!
+//! A call that fails as a whole (one key the statement cannot take fails it for every key) is
+//! tried again key by key, so a bad key fails only its own callers.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,12 +24,19 @@ use tokio::sync::oneshot;
 /// What one call does: the values of the distinct keys it is given (every one of them), and
 /// what each of its callers brought along (a deadline, a request id) in `extras`.
 pub(crate) type Run<K, X, V> =
-    Arc<dyn Fn(Vec<K>, Vec<X>) -> BoxFuture<'static, anyhow::Result<HashMap<K, V>>> + Send + Sync>;
+    Arc<dyn Fn(Vec<K>, Arc<[X]>) -> BoxFuture<'static, anyhow::Result<HashMap<K, V>>> + Send + Sync>;
+
+/// Keys of a failed call tried again at once, at most.
+const RETRIES_IN_FLIGHT: usize = 4;
 
 type Answer<V> = Result<V, Arc<anyhow::Error>>;
 
 /// A waiting caller: its key, what it brought along, and where its answer goes.
 type Waiting<K, X, V> = (K, X, oneshot::Sender<Answer<V>>);
+
+/// The callers of one key in a call: where what each brought along is in the call's extras,
+/// and where each answer goes.
+type Callers<V> = (Vec<usize>, Vec<oneshot::Sender<Answer<V>>>);
 
 pub(crate) struct Batcher<K, X, V> {
     run: Run<K, X, V>,
@@ -66,7 +76,7 @@ impl std::error::Error for Shared {}
 impl<K, X, V> Batcher<K, X, V>
 where
     K: Eq + Hash + Ord + Clone + Send + 'static,
-    X: Send + 'static,
+    X: Clone + Send + Sync + 'static,
     V: Clone + Send + 'static,
 {
     pub(crate) fn new(max_in_flight: usize, max_callers: usize, run: Run<K, X, V>) -> Arc<Self> {
@@ -130,44 +140,75 @@ where
                 let n = state.queue.len().min(self.max_callers);
                 state.queue.drain(..n).collect()
             };
-            // The callers by key: each key is read once, and its last caller gets the value
-            // itself rather than a clone (so an `Arc` answer is that caller's alone).
-            let mut by_key: HashMap<K, Vec<oneshot::Sender<Answer<V>>>> = HashMap::new();
+            // The callers by key: each key is read once (its callers' extras named by their
+            // place in `extras`).
+            let mut by_key: HashMap<K, Callers<V>> = HashMap::new();
             let mut extras = Vec::with_capacity(callers.len());
             for (key, extra, tx) in callers {
-                by_key.entry(key).or_default().push(tx);
+                let (places, waiting) = by_key.entry(key).or_default();
+                places.push(extras.len());
+                waiting.push(tx);
                 extras.push(extra);
             }
+            let extras: Arc<[X]> = extras.into();
             let mut keys: Vec<K> = by_key.keys().cloned().collect();
             keys.sort_unstable();
-            match (self.run)(keys, extras).await {
+            let alone = keys.len() == 1;
+            match (self.run)(keys, extras.clone()).await {
                 Ok(mut values) => {
-                    for (key, mut waiting) in by_key {
-                        let Some(value) = values.remove(&key) else {
-                            let e =
-                                Arc::new(anyhow::anyhow!("the batched read returned no answer for a key it was given"));
-                            for tx in waiting {
-                                let _ = tx.send(Err(e.clone()));
-                            }
-                            continue;
-                        };
-                        let last = waiting.pop();
-                        for tx in waiting {
-                            let _ = tx.send(Ok(value.clone()));
-                        }
-                        if let Some(tx) = last {
-                            let _ = tx.send(Ok(value));
-                        }
+                    for (key, (_, waiting)) in by_key {
+                        answer(waiting, values.remove(&key));
                     }
                 }
-                Err(e) => {
+                Err(e) if alone => {
                     let e = Arc::new(e);
-                    for tx in by_key.into_values().flatten() {
+                    for tx in by_key.into_values().flat_map(|(_, waiting)| waiting) {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }
+                // One key may have failed the call for all: each key again on its own, so a
+                // bad one fails only its own callers.
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), keys = by_key.len(), "a batched read failed; reading its keys one by one");
+                    use futures::StreamExt;
+                    let retries = by_key.into_iter().map(|(key, (places, waiting))| {
+                        let extras: Arc<[X]> = places.iter().map(|&i| extras[i].clone()).collect();
+                        let run = self.run.clone();
+                        async move {
+                            match run(vec![key.clone()], extras).await {
+                                Ok(mut values) => answer(waiting, values.remove(&key)),
+                                Err(e) => {
+                                    let e = Arc::new(e);
+                                    for tx in waiting {
+                                        let _ = tx.send(Err(e.clone()));
+                                    }
+                                }
+                            }
+                        }
+                    });
+                    futures::stream::iter(retries).buffer_unordered(RETRIES_IN_FLIGHT).collect::<()>().await;
+                }
             }
         }
+    }
+}
+
+/// Gives a key's callers its value (the last of them the value itself rather than a clone, so
+/// an `Arc` answer is that caller's alone), or an error if the call did not answer the key.
+fn answer<V: Clone>(mut waiting: Vec<oneshot::Sender<Answer<V>>>, value: Option<V>) {
+    let Some(value) = value else {
+        let e = Arc::new(anyhow::anyhow!("the batched read returned no answer for a key it was given"));
+        for tx in waiting {
+            let _ = tx.send(Err(e.clone()));
+        }
+        return;
+    };
+    let last = waiting.pop();
+    for tx in waiting {
+        let _ = tx.send(Ok(value.clone()));
+    }
+    if let Some(tx) = last {
+        let _ = tx.send(Ok(value));
     }
 }
 
@@ -239,8 +280,8 @@ mod tests {
         type Calls = Arc<Mutex<Vec<(Vec<String>, Vec<u32>)>>>;
         let calls: Calls = Default::default();
         let log = calls.clone();
-        let run: Run<String, u32, u32> = Arc::new(move |keys: Vec<String>, extras: Vec<u32>| {
-            log.lock().unwrap().push((keys.clone(), extras));
+        let run: Run<String, u32, u32> = Arc::new(move |keys: Vec<String>, extras: Arc<[u32]>| {
+            log.lock().unwrap().push((keys.clone(), extras.to_vec()));
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 Ok(keys.into_iter().map(|k| (k, 1)).collect())
@@ -267,6 +308,57 @@ mod tests {
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert_eq!(calls[1].0, vec!["x", "y"]);
         assert_eq!(calls[1].1, vec![1, 2, 3], "one extra per caller, in the order they asked");
+    }
+
+    #[tokio::test]
+    async fn a_key_that_fails_its_statement_fails_only_its_own_callers() {
+        type Calls = Arc<Mutex<Vec<(Vec<String>, Vec<u32>)>>>;
+        let calls: Calls = Default::default();
+        let log = calls.clone();
+        // Like a statement PostgreSQL refuses for one NUL in one of its parameters.
+        let run: Run<String, u32, String> = Arc::new(move |keys: Vec<String>, extras: Arc<[u32]>| {
+            log.lock().unwrap().push((keys.clone(), extras.to_vec()));
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                anyhow::ensure!(
+                    !keys.iter().any(|k| k.contains('\0')),
+                    "invalid byte sequence for encoding UTF8: 0x00"
+                );
+                Ok(keys.into_iter().map(|k| (k.clone(), format!("{k}{k}"))).collect())
+            })
+        });
+        let b = Batcher::new(1, 64, run);
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.get("first".to_string(), 0).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let rest: Vec<_> = [("a", 1), ("bad\0", 2), ("c", 3), ("a", 4)]
+            .into_iter()
+            .map(|(k, x)| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(k.to_string(), x).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), "firstfirst");
+        let answers: Vec<_> = futures::future::join_all(rest).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers[0].as_deref().unwrap(), "aa");
+        assert!(format!("{:#}", answers[1].as_ref().unwrap_err()).contains("0x00"), "{:?}", answers[1]);
+        assert_eq!(answers[2].as_deref().unwrap(), "cc");
+        assert_eq!(answers[3].as_deref().unwrap(), "aa");
+        let mut calls = calls.lock().unwrap().clone();
+        assert_eq!(calls[1].0, vec!["a", "bad\0", "c"], "coalesced first: {calls:?}");
+        // Then each key alone, with its own callers' extras.
+        let mut singles = calls.split_off(2);
+        singles.sort();
+        assert_eq!(
+            singles,
+            vec![
+                (vec!["a".to_string()], vec![1, 4]),
+                (vec!["bad\0".to_string()], vec![2]),
+                (vec!["c".to_string()], vec![3])
+            ]
+        );
     }
 
     #[tokio::test]

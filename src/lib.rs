@@ -16,6 +16,7 @@
 //! - `batch`: concurrent reads coalesced into one call (statements, identity RPCs).
 //! - [`config`], [`app`], [`cli`], [`telemetry`], [`trace`], [`error`]: wiring.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub(crate) mod batch;

@@ -14,6 +14,8 @@ use crate::config::RateLimits;
 /// The limiters of one process. A limit of 0 is no limit.
 pub struct Limiters {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// IPv6 clients are keyed by this many leading bits.
+    ipv6_prefix: u8,
     per_user: Option<DefaultKeyedRateLimiter<String>>,
     sensitive: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
@@ -29,6 +31,7 @@ impl Limiters {
         let per_minute = |n: u32| NonZeroU32::new(n).map(|n| Quota::per_minute(n).allow_burst(n));
         Limiters {
             per_ip: keyed(per_second(limits.per_ip_per_second)),
+            ipv6_prefix: limits.ipv6_prefix,
             per_user: keyed(per_second(limits.per_user_per_second)),
             sensitive: keyed(per_minute(limits.sensitive_per_minute)),
             clock: DefaultClock::default(),
@@ -46,9 +49,10 @@ impl Limiters {
         }
     }
 
-    /// One request from this IP; `Err` holds how long to wait.
+    /// One request from this IP (an IPv6 one counted with its whole prefix); `Err` holds how
+    /// long to wait.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check(&self.per_ip, &ip)
+        self.check(&self.per_ip, &crate::http::client_ip::address_key(ip, self.ipv6_prefix))
     }
 
     /// One request from this caller.
@@ -85,7 +89,12 @@ mod tests {
     use super::*;
 
     fn limits(ip: u32, user: u32, sensitive: u32) -> RateLimits {
-        RateLimits { per_ip_per_second: ip, per_user_per_second: user, sensitive_per_minute: sensitive }
+        RateLimits {
+            per_ip_per_second: ip,
+            per_user_per_second: user,
+            sensitive_per_minute: sensitive,
+            ipv6_prefix: 64,
+        }
     }
 
     #[test]
@@ -103,6 +112,18 @@ mod tests {
         assert!(l.check_sensitive("u").is_ok());
         assert!(l.check_sensitive("u").unwrap_err() > Duration::from_secs(30));
         assert!(l.check_sensitive("v").is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_prefix_share_an_allowance() {
+        let l = Limiters::new(&limits(1, 0, 0));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(l.check_ip(ip("2001:db8:0:1::1")).is_ok());
+        assert!(l.check_ip(ip("2001:db8:0:1::2")).is_err(), "same /64, same bucket");
+        assert!(l.check_ip(ip("2001:db8:0:2::1")).is_ok(), "another /64 has its own");
+        let per_128 = Limiters::new(&RateLimits { ipv6_prefix: 128, ..limits(1, 0, 0) });
+        assert!(per_128.check_ip(ip("2001:db8:0:1::1")).is_ok());
+        assert!(per_128.check_ip(ip("2001:db8:0:1::2")).is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::TrustedMode;
+use super::{ProxyHeader, TrustedMode};
 
 /// What the listeners accept.
 #[derive(Debug, Clone)]
@@ -17,8 +17,12 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Per-address limits count an IPv6 client by this many leading bits.
+    pub ipv6_prefix: u8,
     /// Load balancers whose `Forwarded` / `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those balancers name the client in.
+    pub trusted_proxy_header: ProxyHeader,
     pub cors_origins: Vec<String>,
     pub shutdown_grace: Duration,
 }
@@ -29,6 +33,8 @@ pub struct RateLimits {
     pub per_ip_per_second: u32,
     pub per_user_per_second: u32,
     pub sensitive_per_minute: u32,
+    /// An IPv6 client is counted by this many leading bits of its address.
+    pub ipv6_prefix: u8,
 }
 
 /// The documents a deployment lets run, by the SHA-256 of their text (hex).

@@ -24,8 +24,8 @@ pub use dev_secrets::dev_secrets_path;
 pub use limits::{GraphqlLimits, HttpLimits, RateLimits, TrustedDocuments, WsLimits};
 pub use settings::{
     DEFAULT_DATABASE_URL, DatabaseUrl, GatewaySettings, IdentitySettings, JwtAlgorithm, ListenerSettings, LogFormat,
-    PlaidEnv, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings, StoreSettings,
-    TrustedMode, otlp_endpoint,
+    PlaidEnv, ProxyHeader, PublicSettings, RpcAuthSettings, RpcClientSettings, RpcServerSettings, Settings,
+    StoreSettings, TrustedMode, otlp_endpoint,
 };
 
 pub use split::{
@@ -88,6 +88,8 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     pub header_read_timeout: Duration,
+    /// Per-address limits count an IPv6 client by this many leading bits.
+    pub ipv6_prefix: u8,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -266,6 +268,7 @@ impl ListenerSettings {
     fn limits(&self) -> ListenerLimits {
         ListenerLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            ipv6_prefix: self.rate_limit_ipv6_prefix,
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
         }
@@ -298,6 +301,7 @@ impl PublicSettings {
                 per_ip_per_second: self.rate_limit_per_ip,
                 per_user_per_second: self.rate_limit_per_user,
                 sensitive_per_minute: self.rate_limit_sensitive_per_minute,
+                ipv6_prefix: listener.rate_limit_ipv6_prefix,
             },
             graphql: GraphqlLimits {
                 introspection: self.graphql_introspection,
@@ -441,7 +445,9 @@ impl PublicSettings {
             body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            ipv6_prefix: listener.rate_limit_ipv6_prefix,
             trusted_proxies: parse_networks(&self.trusted_proxies).map_err(|e| bad("TRUSTED_PROXIES", e))?,
+            trusted_proxy_header: self.trusted_proxy_header,
             cors_origins,
             shutdown_grace: Duration::from_secs(listener.shutdown_grace_seconds),
         })

@@ -130,6 +130,10 @@ pub struct PublicSettings {
     /// (empty: the socket peer is the client).
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// The one header a trusted proxy names the client in; the other is ignored entirely (a
+    /// client's own `Forwarded` passes through proxies that only append `X-Forwarded-For`).
+    #[arg(long, env = "TRUSTED_PROXY_HEADER", value_enum, default_value = "x-forwarded-for")]
+    pub trusted_proxy_header: ProxyHeader,
     /// Requests per second allowed per client IP (0: no limit).
     #[arg(long, env = "RATE_LIMIT_PER_IP", default_value = "50", value_parser = value_parser!(u32).range(0..=1_000_000))]
     pub rate_limit_per_ip: u32,
@@ -142,7 +146,7 @@ pub struct PublicSettings {
     /// GraphQL WebSockets (subscriptions) open at once in this gateway.
     #[arg(long, env = "WS_MAX_SOCKETS", default_value = "10000", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub ws_max_sockets: usize,
-    /// GraphQL WebSockets one client IP may hold (trusted proxies are exempt).
+    /// GraphQL WebSockets one client IP may hold (behind trusted proxies: per forwarded client).
     #[arg(long, env = "WS_MAX_SOCKETS_PER_IP", default_value = "64", value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub ws_max_sockets_per_ip: usize,
     /// GraphQL WebSockets one caller (token `sub`) may hold.
@@ -179,6 +183,10 @@ pub struct ListenerSettings {
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = value_parser!(u64).range(1..=600))]
     pub header_read_timeout_seconds: u64,
+    /// Per-address limits (request rates, connections, WebSockets) count an IPv6 client by this
+    /// many leading bits of its address: one host is usually handed a whole /64.
+    #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value = "64", value_parser = value_parser!(u8).range(1..=128))]
+    pub rate_limit_ipv6_prefix: u8,
     /// Seconds a kept-alive connection may idle between requests (HTTP/1.1 and HTTP/2).
     #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value = "60", value_parser = value_parser!(u64).range(1..=3600))]
     pub idle_timeout_seconds: u64,
@@ -505,6 +513,16 @@ pub fn otlp_endpoint(s: &str) -> Result<String, String> {
     } else {
         Err(format!("must be an http(s) URL, got {s:?}"))
     }
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1, ...`.
+    Forwarded,
 }
 
 /// What a document outside the trusted list meets.

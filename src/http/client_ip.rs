@@ -1,29 +1,44 @@
 //! Which address a request comes from, behind load balancers: the socket peer, unless it is a
-//! trusted proxy (`TRUSTED_PROXIES`), in which case the right-most address of
-//! `Forwarded`/`X-Forwarded-For` that is not a trusted proxy. Headers from any other peer are
-//! ignored: a client cannot choose its own rate-limit bucket.
+//! trusted proxy (`TRUSTED_PROXIES`), in which case the right-most address that is not a trusted
+//! proxy in the one header the operator named (`TRUSTED_PROXY_HEADER`: `X-Forwarded-For` or
+//! `Forwarded`). The other header is ignored entirely: a balancer that appends to one passes
+//! the client's own copy of the other through untouched. Headers from any other peer are
+//! ignored too: a client cannot choose its own rate-limit bucket.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// The networks whose peers may say who the client is.
+use crate::config::ProxyHeader;
+
+/// The networks whose peers may say who the client is, and the header they say it in.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ProxyHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        TrustedProxies(nets)
+    pub fn new(nets: Vec<IpNet>, header: ProxyHeader) -> Self {
+        TrustedProxies { nets, header }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.nets.is_empty()
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|n| n.contains(&ip))
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The address a request from `peer` is counted as in per-address caps: its client, or
+    /// `None` when that is a trusted proxy itself (a balancer that named no client is not held
+    /// to one client's share).
+    pub fn counted(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        let client = self.client(peer, headers);
+        (!self.contains(client)).then_some(client)
     }
 
     /// The client's address for a request that reached us from `peer`.
@@ -32,7 +47,7 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let hops = forwarded_for(headers);
+        let hops = forwarded_for(headers, self.header);
         // Right to left: the first hop we did not put there ourselves is the client.
         let mut client = peer;
         for hop in hops.iter().rev() {
@@ -51,6 +66,18 @@ impl TrustedProxies {
     }
 }
 
+/// The key an address is counted under in per-address limits: an IPv4 address itself, an IPv6
+/// one by its first `v6_prefix` bits (a host is usually handed a whole /64, so counting each
+/// /128 would give one client 2^64 allowances).
+pub fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            ipnet::Ipv6Net::new(v6, v6_prefix.min(128)).map(|n| IpAddr::V6(n.trunc().addr())).unwrap_or(IpAddr::V6(v6))
+        }
+        v4 => v4,
+    }
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -59,26 +86,34 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The hops of `Forwarded` (RFC 7239 `for=`) if present, else of `X-Forwarded-For`, left to
-/// right across all header lines; `None` for a hop that is not an address (`unknown`, an
-/// obfuscated name, garbage). At most 32 hops are read.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// The hops of the named header (RFC 7239 `Forwarded: for=`, or `X-Forwarded-For`), left to
+/// right across all its lines; `None` for a hop that is not an address (`unknown`, an
+/// obfuscated name, garbage, a line that is not text). At most the last 32 hops are read.
+fn forwarded_for(headers: &HeaderMap, header: ProxyHeader) -> Vec<Option<IpAddr>> {
     const MAX_HOPS: usize = 32;
-    let forwarded: Vec<&str> = headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()).collect();
     let mut hops = Vec::new();
-    if !forwarded.is_empty() {
-        for element in forwarded.iter().flat_map(|v| v.split(',')) {
-            let value = element.split(';').map(str::trim).find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"'))
-            });
-            hops.push(value.and_then(parse_node));
+    match header {
+        ProxyHeader::Forwarded => {
+            for v in headers.get_all("forwarded").iter() {
+                let Ok(v) = v.to_str() else {
+                    hops.push(None);
+                    continue;
+                };
+                for element in v.split(',') {
+                    let value = element.split(';').map(str::trim).find_map(|pair| {
+                        let (k, v) = pair.split_once('=')?;
+                        k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"'))
+                    });
+                    hops.push(value.and_then(parse_node));
+                }
+            }
         }
-    } else {
-        for v in headers.get_all("x-forwarded-for").iter() {
-            match v.to_str() {
-                Ok(v) => hops.extend(v.split(',').map(|h| parse_node(h.trim()))),
-                Err(_) => hops.push(None),
+        ProxyHeader::XForwardedFor => {
+            for v in headers.get_all("x-forwarded-for").iter() {
+                match v.to_str() {
+                    Ok(v) => hops.extend(v.split(',').map(|h| parse_node(h.trim()))),
+                    Err(_) => hops.push(None),
+                }
             }
         }
     }
@@ -106,7 +141,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<TrustedProxies, String> {
-        crate::config::parse_networks(text).map(TrustedProxies::new)
+        crate::config::parse_networks(text).map(|n| TrustedProxies::new(n, ProxyHeader::XForwardedFor))
+    }
+
+    fn parse_forwarded(text: &str) -> TrustedProxies {
+        TrustedProxies::new(crate::config::parse_networks(text).unwrap(), ProxyHeader::Forwarded)
     }
     use axum::http::HeaderValue;
 
@@ -135,12 +174,19 @@ mod tests {
         // Several header lines read as one list.
         let lines = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "1.2.3.4:5678")]);
         assert_eq!(t.client(ip("192.168.1.7"), &lines), ip("1.2.3.4"));
-        // Forwarded wins over X-Forwarded-For; quoted IPv6 with a port.
+        // Only the named header counts: a client's own Forwarded beside the balancer's
+        // X-Forwarded-For is ignored, and the other way round.
         let fwd = headers(&[
             ("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https"),
             ("x-forwarded-for", "9.9.9.9"),
         ]);
-        assert_eq!(t.client(ip("10.0.0.1"), &fwd), ip("2001:db8::1"));
+        assert_eq!(t.client(ip("10.0.0.1"), &fwd), ip("9.9.9.9"));
+        let f = parse_forwarded("10.0.0.0/8");
+        assert_eq!(f.client(ip("10.0.0.1"), &fwd), ip("2001:db8::1"), "quoted IPv6 with a port");
+        let only_xff = headers(&[("x-forwarded-for", "9.9.9.9")]);
+        assert_eq!(f.client(ip("10.0.0.1"), &only_xff), ip("10.0.0.1"));
+        let only_fwd = headers(&[("forwarded", "for=9.9.9.9")]);
+        assert_eq!(t.client(ip("10.0.0.1"), &only_fwd), ip("10.0.0.1"));
         // Garbage stops the walk at the last trusted address.
         let bad = headers(&[("x-forwarded-for", "1.2.3.4, nonsense")]);
         assert_eq!(t.client(ip("10.0.0.1"), &bad), ip("10.0.0.1"));
@@ -150,5 +196,26 @@ mod tests {
         assert!(t.contains(ip("::ffff:10.0.0.5")));
         assert!(parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::default().client(ip("10.0.0.1"), &spoofed) == ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix_and_ipv4_ones_by_their_address() {
+        let key = |s: &str, prefix: u8| address_key(ip(s), prefix);
+        assert_eq!(key("2001:db8:1:2::1", 64), key("2001:db8:1:2:ffff:ffff:ffff:fffe", 64));
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 64), ip("2001:db8:1:2::"));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:3::1", 48));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("192.0.2.1", 64), ip("192.0.2.1"));
+        assert_eq!(key("::ffff:192.0.2.1", 64), ip("192.0.2.1"), "mapped IPv4 stays one address");
+    }
+
+    #[test]
+    fn per_address_caps_count_the_forwarded_client_and_never_a_balancer() {
+        let t = parse("10.0.0.0/8").unwrap();
+        let fwd = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(t.counted(ip("10.0.0.1"), &fwd), Some(ip("1.2.3.4")));
+        assert_eq!(t.counted(ip("10.0.0.1"), &HeaderMap::new()), None, "a balancer that names no client");
+        assert_eq!(t.counted(ip("203.0.113.9"), &fwd), Some(ip("203.0.113.9")));
     }
 }

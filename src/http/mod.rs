@@ -52,35 +52,41 @@ pub struct AppState {
     pub demo: Option<Arc<demo::Demo>>,
 }
 
-/// Whether a client's `x-request-id` may be kept: 1 to 128 characters of `[A-Za-z0-9._:-]`.
-/// Anything else (100 KB of text, control characters, JSON) is replaced by a fresh id rather
-/// than written into every log line of the request.
+/// Whether a request id may be written to the log: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+/// Anything else (100 KB of text, control characters, JSON) is not.
 pub fn acceptable_request_id(v: &[u8]) -> bool {
     (1..=128).contains(&v.len()) && v.iter().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
 }
 
-async fn drop_unacceptable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+/// The `x-request-id` a client sent, when it is one well-formed id: logged beside ours as
+/// `client_request_id`, never taken as ours.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub String);
+
+/// Takes the client's `x-request-id` off the request (so the server always makes its own) and
+/// keeps a well-formed one as [`ClientRequestId`]; notes the client's trace context.
+async fn take_client_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
     let h = req.headers_mut();
     // A request joins its caller's trace when it names one correctly; otherwise it starts one.
     let trace = RequestTrace::from_header(h.get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok()));
-    req.extensions_mut().insert(trace);
-    let h = req.headers_mut();
-    let ok = {
+    let client = {
         let mut all = h.get_all(REQUEST_ID).iter();
         match (all.next(), all.next()) {
-            (Some(v), None) => acceptable_request_id(v.as_bytes()),
-            (None, _) => true,
-            _ => false,
+            (Some(v), None) if acceptable_request_id(v.as_bytes()) => v.to_str().ok().map(str::to_string),
+            _ => None,
         }
     };
-    if !ok {
-        h.remove(REQUEST_ID);
+    h.remove(REQUEST_ID);
+    req.extensions_mut().insert(trace);
+    if let Some(id) = client {
+        req.extensions_mut().insert(ClientRequestId(id));
     }
     req
 }
 
-/// Adds a request id to every request and response, a trace context to every request, and a
-/// span per request that carries both, so every log line of a request names them.
+/// Adds a request id of ours to every request and response, a trace context to every request,
+/// and a span per request that carries both (and the client's own request id, when it sent a
+/// well-formed one), so every log line of a request names them.
 fn observed(router: Router) -> Router {
     let header = header::HeaderName::from_static(REQUEST_ID);
     router
@@ -92,8 +98,12 @@ fn observed(router: Router) -> Router {
                 method = %req.method(),
                 path = %req.uri().path(),
                 request_id = %id,
+                client_request_id = tracing::field::Empty,
                 trace_id = tracing::field::Empty
             );
+            if let Some(ClientRequestId(client)) = req.extensions().get::<ClientRequestId>() {
+                span.record("client_request_id", tracing::field::display(client));
+            }
             if let Some(t) = trace {
                 // Exported spans continue the client's trace; without one, the exporter starts it.
                 if let Some(client) = t.client {
@@ -105,7 +115,7 @@ fn observed(router: Router) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_unacceptable_request_id))
+        .layer(axum::middleware::map_request(take_client_request_id))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

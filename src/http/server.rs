@@ -2,11 +2,10 @@
 //! in time (a first request within the header timeout from accept, an idle limit between
 //! requests, HTTP/2 pings), and shutdown closes connections even when a client holds them.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use super::client_ip::TrustedProxies;
+use crate::admission::{Admission, Admitted, Caps};
 
 /// How the accept loop bounds connections.
 #[derive(Debug, Clone)]
@@ -31,58 +31,11 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections from one client IP (trusted proxies are exempt).
     pub max_connections_per_ip: usize,
+    /// An IPv6 client is counted by this many leading bits of its address.
+    pub ipv6_prefix: u8,
     pub trusted_proxies: TrustedProxies,
     /// After shutdown starts: how long in-flight requests may take before connections close.
     pub grace: Duration,
-}
-
-/// Open connections, in total and by IP.
-#[derive(Default)]
-struct Census {
-    total: AtomicUsize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One admitted connection; dropping it frees its place.
-struct Admitted {
-    census: Arc<Census>,
-    ip: Option<IpAddr>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.census.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip {
-            let mut by_ip = self.census.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = by_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    by_ip.remove(&ip);
-                }
-            }
-        }
-    }
-}
-
-impl Census {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Admitted> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        if limits.trusted_proxies.contains(ip) {
-            return Some(Admitted { census: self.clone(), ip: None });
-        }
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let n = by_ip.entry(ip).or_insert(0);
-        if *n >= limits.max_connections_per_ip {
-            drop(by_ip);
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        *n += 1;
-        Some(Admitted { census: self.clone(), ip: Some(ip) })
-    }
 }
 
 /// What a connection's watchdog reads: requests in flight, requests started, when the last
@@ -193,28 +146,18 @@ pub async fn serve(
         .max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
     let limits = Arc::new(limits);
-    let census = Arc::new(Census::default());
+    let admission = Admission::new(Caps {
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        ipv6_prefix: limits.ipv6_prefix,
+        trusted_proxies: limits.trusted_proxies.clone(),
+    });
     let connections = TaskTracker::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors (EMFILE) or the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Some(admitted) = census.admit(peer.ip(), &limits) else {
-                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, peer, admitted) = admission.accept(&listener) => {
                 connections.spawn(connection(
                     stream,
                     peer,

@@ -2,6 +2,8 @@
 //! [`IdentityService`] of this process. Every call is authenticated first (the service token,
 //! compared in constant time, and the client certificate when mutual TLS is on), runs in a span
 //! that carries the gateway's request id and trace, and is bounded by the gateway's deadline.
+//! Connections are guarded at accept as the public listener's are ([`crate::admission`]): a cap
+//! in all and per address, and the HTTP/2 preface (or TLS handshake) within the header timeout.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -21,7 +23,8 @@ use super::convert as c;
 use super::pb;
 use super::pb::identity_service_server::{IdentityService as Rpc, IdentityServiceServer};
 use super::status::{detail, to_status};
-use crate::config::RpcServerConfig;
+use crate::admission::{Admission, Caps, FirstBytes};
+use crate::config::{ListenerLimits, RpcServerConfig};
 use crate::error::{AppError, AppResult};
 use crate::identity::{EventWatch, IdentityService, Watching};
 use crate::trace::{REQUEST_ID, TRACEPARENT, TraceParent};
@@ -35,6 +38,15 @@ const MAX_BATCH_REQUEST_IDS: usize = 256;
 
 /// The longest a call may run when the gateway sent no deadline (gateways always send one).
 const MAX_CALL: Duration = Duration::from_secs(60);
+
+/// Open connections the listener holds (each gateway keeps a few per endpoint), below the
+/// open-file limit; more are closed at accept.
+const MAX_CONNECTIONS: usize = 1024;
+/// Open connections from one address (a host may run several gateways).
+const MAX_CONNECTIONS_PER_IP: usize = 128;
+/// The HTTP/2 client preface (`PRI * HTTP/2.0...`): a connection must send this much within the
+/// header timeout of accept.
+const PREFACE_LEN: usize = 24;
 
 /// The shared service token, kept as its SHA-256 so every comparison takes the same time
 /// whatever the length or content of what was presented.
@@ -84,10 +96,21 @@ fn span_for(method: &'static str, meta: &tonic::metadata::MetadataMap) -> tracin
     span
 }
 
-/// The caller a request names: the `sub` the gateway verified.
+/// The longest caller id (a token's `sub`) a request may name, in bytes.
+const MAX_USER_ID_BYTES: usize = 1024;
+
+/// The caller a request names: the `sub` the gateway verified. One with a control character
+/// (PostgreSQL refuses NUL in text, failing the statement it is in) or over-long is refused
+/// here, as GraphQL refuses such an id, before it reaches the store.
 fn caller(user_id: &str) -> AppResult<&str> {
-    if user_id.is_empty() || user_id.len() > 1024 {
+    if user_id.is_empty() {
         return Err(AppError::Unauthenticated("The request names no caller.".into()));
+    }
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(AppError::BadInput(format!("user_id is longer than {MAX_USER_ID_BYTES} bytes.")));
+    }
+    if user_id.chars().any(char::is_control) {
+        return Err(AppError::BadInput("user_id must not contain control characters.".into()));
     }
     Ok(user_id)
 }
@@ -337,8 +360,13 @@ impl RpcServer {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then lets calls in flight finish within `grace`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> anyhow::Result<()> {
+    /// Serves until `shutdown` resolves, then lets calls in flight finish within the grace.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        limits: ListenerLimits,
+    ) -> anyhow::Result<()> {
+        let grace = limits.shutdown_grace;
         let token = self.config.token.as_ref().map(ServiceToken::new);
         let check = move |req: Request<()>| -> Result<Request<()>, Status> {
             if let Some(t) = &token {
@@ -357,9 +385,24 @@ impl RpcServer {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_nodelay(true);
         if let Some(tls) = &self.config.tls {
-            builder = builder.tls_config(super::tls::server(tls))?;
+            builder = builder.tls_config(super::tls::server(tls).timeout(limits.header_read_timeout))?;
         }
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let descriptors = crate::http::server::raise_descriptor_limit().unwrap_or(1024) as usize;
+        let admission = Admission::new(Caps {
+            max_connections: MAX_CONNECTIONS.min(descriptors.saturating_sub(512).max(64)),
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+            ipv6_prefix: limits.ipv6_prefix,
+            trusted_proxies: Default::default(),
+        });
+        let first_bytes = limits.header_read_timeout;
+        let incoming = Box::pin(futures::stream::unfold(self.listener, move |listener| {
+            let admission = admission.clone();
+            async move {
+                let (stream, _, admitted) = admission.accept(&listener).await;
+                let guarded = FirstBytes::new(stream, admitted, first_bytes, PREFACE_LEN);
+                Some((Ok::<_, std::io::Error>(guarded), listener))
+            }
+        }));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut serving =
             tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(incoming, async move {
@@ -378,9 +421,29 @@ impl RpcServer {
     }
 }
 
+/// An admitted gateway connection, as tonic takes it: the peer's address for its requests.
+impl Connected for FirstBytes {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.get_ref().connect_info()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_id_with_a_control_character_or_over_long_is_bad_input_and_an_empty_one_no_caller() {
+        let code = |id: &str| caller(id).map(str::len).map_err(|e| e.code());
+        assert_eq!(code("auth0|abc-123"), Ok(13));
+        assert_eq!(code("a\u{0}b"), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code("a\u{7f}"), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code(&"u".repeat(MAX_USER_ID_BYTES + 1)), Err(crate::error::code::BAD_USER_INPUT));
+        assert_eq!(code(&"u".repeat(MAX_USER_ID_BYTES)), Ok(MAX_USER_ID_BYTES));
+        assert_eq!(code(""), Err(crate::error::code::UNAUTHENTICATED));
+    }
 
     #[test]
     fn the_token_matches_only_itself() {

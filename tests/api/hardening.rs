@@ -401,8 +401,9 @@ async fn the_log_is_json_lines_one_per_request_all_written_by_exit() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.headers().get("x-request-id").unwrap(), id.as_str());
-        ids.push((id, name));
+        let ours = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+        assert_ne!(ours, id, "the server's own id answers, never the client's");
+        ids.push((id, ours, name));
     }
     assert!(server.terminate().await.success());
 
@@ -413,11 +414,12 @@ async fn the_log_is_json_lines_one_per_request_all_written_by_exit() {
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let requests: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "graphql request").collect();
     assert_eq!(requests.len(), ids.len(), "one line per request, all written before exit");
-    for (id, name) in &ids {
+    for (id, ours, name) in &ids {
         let line = requests
             .iter()
-            .find(|l| l["span"]["request_id"] == id.as_str())
+            .find(|l| l["span"]["client_request_id"] == id.as_str())
             .unwrap_or_else(|| panic!("no line for {id}"));
+        assert_eq!(line["span"]["request_id"], ours.as_str(), "{line}");
         let f = &line["fields"];
         assert_eq!((f["operation"].as_str(), f["sub"].as_str()), (Some(*name), Some("logged-caller")), "{line}");
         let fields = if *name == "Mine" { "getPlaidBankAccounts" } else { "unknown" };

@@ -173,6 +173,41 @@ async fn two_thousand_silent_connections_are_closed_from_accept_and_traffic_keep
 }
 
 #[tokio::test]
+async fn silent_connections_to_the_identity_rpc_listener_are_capped_and_closed_and_gateways_keep_working() {
+    bankgraph::http::server::raise_descriptor_limit();
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--job-workers=0".into(), "--header-read-timeout-seconds=1".into()],
+        topology: Some(Topology::Split),
+        ..Default::default()
+    })
+    .await;
+    let t = app.token("busy");
+    let read = || app.gql(Some(&t), "{ getPlaidBankAccounts { bankAccountId } }", json!({}));
+    assert!(read().await["data"]["getPlaidBankAccounts"].is_array());
+    let rpc: std::net::SocketAddr = app.rpc.as_deref().unwrap().trim_start_matches("http://").parse().unwrap();
+    // 1,500 connections that never send the HTTP/2 preface, from another address than the
+    // gateway's.
+    let mut silent = Vec::new();
+    for _ in 0..1500 {
+        silent.push(connect_from("127.0.0.2", rpc).await);
+    }
+    let opened = Instant::now();
+    let r = read().await;
+    assert!(r["data"]["getPlaidBankAccounts"].is_array(), "the gateway still reads while they are held: {r}");
+    // Beyond the per-address cap they are closed at accept...
+    let early =
+        futures::future::join_all(silent.iter_mut().map(|s| closed_within(s, Duration::from_millis(500)))).await;
+    let held = early.iter().filter(|r| r.is_none()).count();
+    assert!(held <= 128, "{held} held from one address");
+    // ...and the rest within the first-byte timeout (1 s from accept).
+    let rest = silent.iter_mut().zip(&early).filter(|(_, e)| e.is_none()).map(|(s, _)| s);
+    let late = futures::future::join_all(rest.map(|s| closed_within(s, Duration::from_secs(4)))).await;
+    assert!(late.iter().all(Option::is_some), "{} still open", late.iter().filter(|r| r.is_none()).count());
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+    assert!(read().await["data"]["getPlaidBankAccounts"].is_array());
+}
+
+#[tokio::test]
 async fn one_address_gets_at_most_its_share_of_connections() {
     let app = TestApp::spawn_with(Options {
         args: vec!["--job-workers=0".into(), "--max-connections-per-ip=10".into()],
@@ -288,6 +323,65 @@ async fn behind_a_trusted_balancer_each_client_has_its_own_rate_limit_and_spoofi
 }
 
 #[tokio::test]
+async fn behind_a_balancer_that_appends_x_forwarded_for_a_clients_own_forwarded_header_picks_no_bucket() {
+    let q = json!({"query": "{ __typename }"});
+    // The balancer (127.0.0.1) appends the client's address to X-Forwarded-For and passes the
+    // client's own `Forwarded` through untouched.
+    let send = |app: &TestApp, forwarded: String, xff: &'static str| {
+        let (http, url, q) = (app.http.clone(), app.graphql.clone(), q.clone());
+        async move {
+            let r = http.post(url).header("forwarded", forwarded).header("x-forwarded-for", xff).json(&q).send();
+            r.await.unwrap().status().as_u16()
+        }
+    };
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--rate-limit-per-ip=5".into(), "--trusted-proxies=127.0.0.1/32".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = vec![];
+    for n in 0..20 {
+        statuses.push(send(&app, format!("for=198.51.100.{n}"), "203.0.113.7").await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "one bucket, the appended address's: {statuses:?}");
+
+    // An operator whose balancer writes `Forwarded` names it; then X-Forwarded-For is ignored.
+    let app = TestApp::spawn_with(Options {
+        args: vec![
+            "--rate-limit-per-ip=5".into(),
+            "--trusted-proxies=127.0.0.1/32".into(),
+            "--trusted-proxy-header=forwarded".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let spoofs = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"];
+    let mut statuses = vec![];
+    for xff in spoofs {
+        statuses.push(send(&app, "for=203.0.113.7".into(), xff).await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(send(&app, "for=203.0.113.8".into(), "10.0.0.1").await, 200, "another client has its own");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_balancer_each_client_has_its_own_share_of_websockets() {
+    let app = TestApp::spawn_with(Options {
+        args: vec!["--ws-max-sockets-per-ip=2".into(), "--trusted-proxies=127.0.0.1/32".into()],
+        ..Default::default()
+    })
+    .await;
+    // Sockets that never send connection_init count too.
+    let one = [("x-forwarded-for", "198.51.100.1")];
+    let _held = (app.ws_raw(&one).await.unwrap(), app.ws_raw(&one).await.unwrap());
+    match app.ws_raw(&one).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected a 429 for the third socket of one client, got {:?}", other.map(|_| ())),
+    }
+    app.ws_raw(&[("x-forwarded-for", "198.51.100.2")]).await.expect("another client behind the balancer opens one");
+}
+
+#[tokio::test]
 async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
     let database_url = fresh_database().await;
     if !database_url.starts_with("postgres") {
@@ -301,13 +395,13 @@ async fn postgres_cancels_a_statement_that_runs_past_the_statement_timeout() {
 }
 
 #[tokio::test]
-async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_formed() {
+async fn a_clients_request_id_is_never_ours_and_reaches_the_log_beside_it_only_when_well_formed() {
     let app = TestApp::spawn().await;
     let huge = format!("evil-{}", "Qz".repeat(50_000));
     let body = json!({"query": "query Fine { __typename }", "operationName": format!("Fine{}", "Wv".repeat(25_000))});
     let r = app.http.post(&app.graphql).header("x-request-id", &huge).json(&body).send().await.unwrap();
     let echoed = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
-    assert!(echoed.len() <= 64 && !echoed.contains("QzQz"), "replaced by a fresh id: {echoed}");
+    assert!(echoed.len() <= 64 && !echoed.contains("QzQz"), "ours, fresh: {echoed}");
     let r = app
         .http
         .post(&app.graphql)
@@ -316,9 +410,17 @@ async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_for
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers().get("x-request-id").unwrap(), "abc-123", "a well-formed id is kept");
+    // Even a well-formed one is the client's, not ours: ours is always the server's own.
+    let ours = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&ours).is_ok(), "the server's own id answers: {ours}");
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(!logs.contains("QzQzQzQz") && !logs.contains("WvWvWvWv"), "no client text of that size in the log");
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!(" request_id={ours}")))
+        .unwrap_or_else(|| panic!("no log line carries our id {ours}"));
+    assert!(line.contains("client_request_id=abc-123"), "the client's id is logged in its own field: {line}");
+    assert!(!logs.contains(" request_id=abc-123"), "never as ours");
 }
 
 /// Round two of the nesting attack: an unclosed `"""` that the first scanner read as a block

@@ -214,6 +214,41 @@ async fn errors_cross_the_boundary_with_their_code_exact_message_and_plaid_detai
 }
 
 #[tokio::test]
+async fn a_user_id_with_a_control_character_or_over_long_is_refused_at_the_rpc_boundary_and_fails_no_one_else() {
+    use prost::Message;
+    let app = TestApp::spawn_with(split()).await;
+    let mut client = IdentityServiceClient::connect(app.rpc.clone().unwrap()).await.unwrap();
+    fn req<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert("authorization", format!("Bearer {SERVICE_TOKEN}").parse().unwrap());
+        r
+    }
+    let one = |user_id: &str| pb::ListAccountsRequest { user_id: user_id.into(), filter: None };
+    let overlong = "u".repeat(1025);
+    for bad in ["nul\u{0}id", "bell\u{7}id", "line\nid", overlong.as_str()] {
+        let e = client.list_accounts(req(one(bad))).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+        assert_eq!(pb::ErrorDetail::decode(e.details()).unwrap().code, "BAD_USER_INPUT", "as GraphQL says of a bad id");
+    }
+    // Coalesced with good reads, a bad one fails only itself.
+    let batch = pb::ListAccountsBatchRequest {
+        requests: vec![one("good-1"), one("nul\u{0}id"), one("good-2")],
+        request_ids: vec![],
+    };
+    let results = client.list_accounts_batch(req(batch)).await.unwrap().into_inner().results;
+    use pb::list_accounts_result::Result as One;
+    let kinds: Vec<_> = results
+        .iter()
+        .map(|r| match &r.result {
+            Some(One::Accounts(a)) => Ok(a.accounts.len()),
+            Some(One::Error(d)) => Err(d.code.clone()),
+            None => Err("none".into()),
+        })
+        .collect();
+    assert_eq!(kinds, vec![Ok(0), Err("BAD_USER_INPUT".to_string()), Ok(0)]);
+}
+
+#[tokio::test]
 async fn one_request_id_and_one_trace_across_both_services() {
     let app = TestApp::spawn_with(split()).await;
     let t = app.token("split-trace");
@@ -228,19 +263,22 @@ async fn one_request_id_and_one_trace_across_both_services() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "split-trace-request-1");
+    // Ours, not the client's, crosses to the identity service; the client's is logged beside it.
+    let ours = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(ours, "split-trace-request-1");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     let served = logs
         .lines()
-        .find(|l| l.contains("rpc served") && l.contains("split-trace-request-1"))
+        .find(|l| l.contains("rpc served") && l.contains(&ours))
         .unwrap_or_else(|| panic!("no identity service log line names the request"));
     assert!(served.contains("ListAccounts") && served.contains(&format!("trace_id={trace_id}")), "{served}");
     let gateway_line = logs
         .lines()
-        .find(|l| l.contains("graphql request") && l.contains("split-trace-request-1"))
+        .find(|l| l.contains("graphql request") && l.contains(&ours))
         .unwrap_or_else(|| panic!("no gateway log line names the request"));
     assert!(gateway_line.contains(&format!("trace_id={trace_id}")), "{gateway_line}");
+    assert!(gateway_line.contains("client_request_id=split-trace-request-1"), "{gateway_line}");
 }
 
 /// The identity service of `config` on `rpc`, until the returned sender fires.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bankgraph::config::{RpcClientConfig, RpcServerConfig};
+use bankgraph::config::{ListenerLimits, RpcClientConfig, RpcServerConfig};
 use bankgraph::domain::{Address, Balance, BankAccount, ConnectionStatus, RemovalReason};
 use bankgraph::error::{AppError, AppResult};
 use bankgraph::identity::{
@@ -102,7 +102,13 @@ async fn serve(service: Arc<Counting>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bind = listener.local_addr().unwrap();
     let server = RpcServer::new(listener, service, RpcServerConfig { bind, token: token(), tls: None });
-    tokio::spawn(server.run(std::future::pending(), Duration::from_secs(1)));
+    let limits = ListenerLimits {
+        header_read_timeout: Duration::from_secs(10),
+        ipv6_prefix: 64,
+        idle_timeout: Duration::from_secs(60),
+        shutdown_grace: Duration::from_secs(1),
+    };
+    tokio::spawn(server.run(std::future::pending(), limits));
     format!("http://{bind}")
 }
 

@@ -78,8 +78,8 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     let graphql = gw.values[0].clone();
     let as_alice = Endpoints { http: &http, graphql: &graphql, emulator: &plaid_url, bearer: &alice };
     let first = as_alice.link_session(json!({}), json!({})).await.unwrap();
-    // One request, named by the client, read in both logs.
-    let r: serde_json::Value = http
+    // One request, named by the gateway's own id in both logs (the client's id beside it).
+    let r = http
         .post(&graphql)
         .bearer_auth(&alice)
         .header("x-request-id", "split-process-request-1")
@@ -87,10 +87,10 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
         .json(&json!({"query": COMPLETE_LINK, "variables": {"input": {"publicToken": first.public_token}}}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    // The gateway's own id names the request in both logs; the client's is logged beside it.
+    let ours = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let r: serde_json::Value = r.json().await.unwrap();
     assert!(r["errors"].is_null(), "{r}");
 
     // The gateway dies while the identity service completes a link for bob.
@@ -149,14 +149,13 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     let identity_log = std::fs::read_to_string(dir.join("identity.log")).unwrap();
     let gateway_logs =
         [dir.join("gateway-1.log"), dir.join("gateway-2.log")].map(|p| std::fs::read_to_string(p).unwrap()).join("\n");
-    let line = |log: &str, what: &str| {
-        log.lines().find(|l| l.contains("split-process-request-1") && l.contains(what)).map(str::to_string)
-    };
+    let line =
+        |log: &str, what: &str| log.lines().find(|l| l.contains(ours.as_str()) && l.contains(what)).map(str::to_string);
     let served =
         line(&identity_log, "public token exchanged").expect("the identity service logged the request by its id");
     assert!(served.contains(TRACE_ID) && served.contains("CompleteLink"), "{served}");
     let answered = line(&gateway_logs, "graphql request").expect("the gateway logged the request by its id");
-    assert!(answered.contains(TRACE_ID), "{answered}");
+    assert!(answered.contains(TRACE_ID) && answered.contains("split-process-request-1"), "{answered}");
     for (what, secret) in [
         ("public token", first.public_token.as_str()),
         ("public token", second.public_token.as_str()),

@@ -170,6 +170,25 @@ async fn connection_events_follow_real_changes_only_in_commit_order_and_retentio
 /// typed pool kept every finished connection, and a read waiting on the pool waited until its
 /// acquire timed out).
 #[tokio::test]
+async fn an_account_read_the_database_refuses_fails_only_its_own_caller_not_those_coalesced_with_it() {
+    let store = Store::new(db().await);
+    // PostgreSQL refuses NUL in text: the statement with that id fails, whoever else it answers.
+    let reads: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let id = if i % 4 == 3 { format!("nul\u{0}{i}") } else { format!("user-{i}") };
+            tokio::spawn(async move { (id.clone(), store.accounts(&id).await) })
+        })
+        .collect();
+    for read in futures::future::join_all(reads).await {
+        let (id, answer) = read.unwrap();
+        if !id.contains('\0') {
+            assert!(answer.unwrap_or_else(|e| panic!("{id}: {e:#}")).is_empty());
+        }
+    }
+}
+
+#[tokio::test]
 async fn hot_reads_beyond_the_pool_size_are_all_answered_and_none_waits_on_a_kept_connection() {
     let db = db().await;
     let sql = match db.backend {

@@ -13,7 +13,7 @@
 //!
 //! Bounds, before any of the protocol runs: the `Origin` (same origin or `CORS_ALLOWED_ORIGINS`;
 //! clients that send none, as native apps, are let through), the address's request rate, and
-//! sockets in total and per IP (`WS_MAX_SOCKETS`, `WS_MAX_SOCKETS_PER_IP`); after
+//! sockets in total and per client IP, forwarded or not (`WS_MAX_SOCKETS`, `WS_MAX_SOCKETS_PER_IP`); after
 //! authentication, sockets per caller (`WS_MAX_SOCKETS_PER_USER`). Frames and messages are
 //! bounded by `MAX_BODY_BYTES`.
 
@@ -131,7 +131,11 @@ pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: S
         metrics::counter!(WS_CLOSED, "reason" => "rate_limited").increment(1);
         return Refusal::rate_limited(wait, "address").into_response();
     }
-    let counted_ip = peer.filter(|p| !state.proxies.contains(*p)).and(client);
+    // Behind a trusted balancer each forwarded client has its own share of sockets (counted
+    // from the upgrade, before connection_init), as it has its own request rate.
+    let counted_ip = peer
+        .and_then(|p| state.proxies.counted(p, headers))
+        .map(|ip| super::client_ip::address_key(ip, state.limits.ipv6_prefix));
     let place = match state.sockets.admit(counted_ip) {
         Ok(p) => p,
         Err(Full::Address) => {

@@ -59,7 +59,7 @@ impl AccountReads {
                 let inner = inner.upgrade();
                 Box::pin(async move {
                     let inner = inner.ok_or_else(|| anyhow::anyhow!("the identity client was dropped"))?;
-                    Ok(RemoteIdentity { inner }.read_batch(keys, callers).await)
+                    Ok(RemoteIdentity { inner }.read_batch(keys, &callers).await)
                 })
             }),
         );
@@ -124,7 +124,7 @@ impl RemoteIdentity {
     async fn read_batch(
         &self,
         keys: Vec<AccountsKey>,
-        callers: Vec<Option<RequestContext>>,
+        callers: &[Option<RequestContext>],
     ) -> HashMap<AccountsKey, AccountsAnswer> {
         metrics::histogram!(IDENTITY_RPC_BATCH_REQUESTS).record(callers.len() as f64);
         let request_ids = callers.iter().flatten().map(|c| c.request_id.clone()).collect();
