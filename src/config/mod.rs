@@ -296,6 +296,7 @@ impl PublicSettings {
                 max_complexity: self.graphql_max_complexity,
                 max_aliases: self.graphql_max_aliases,
                 max_directives: self.graphql_max_directives,
+                max_page_offset: self.max_page_offset,
                 trusted_documents: self.trusted_documents()?,
             },
         })

@@ -111,6 +111,10 @@ pub struct PublicSettings {
     /// Most aliases in one request.
     #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
     pub graphql_max_aliases: usize,
+    /// Deepest `paginate.offset` of a transactions page: each skipped row costs the database,
+    /// so deeper pages go by `paginate.after`, which costs the same at any depth.
+    #[arg(long, env = "MAX_PAGE_OFFSET", default_value = "10000", value_parser = value_parser!(i32).range(0..=10_000_000))]
+    pub max_page_offset: i32,
     /// Most directives in one request.
     #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
     pub graphql_max_directives: usize,

@@ -282,3 +282,13 @@ fn a_postgres_url_gets_an_explicit_sslmode_on_this_machine_and_a_warning_elsewhe
     assert!(!DatabaseUrl::parse("postgres://u@db.internal/db?sslmode=verify-full").unwrap().unverified_tls());
     assert!(!DatabaseUrl::parse("sqlite://bankgraph.db").unwrap().unverified_tls());
 }
+
+#[test]
+fn the_deepest_page_offset_is_configurable() {
+    let db = tmp_db();
+    assert_eq!(settings(&["--database-url", &db]).resolve().unwrap().gateway.graphql.max_page_offset, 10_000);
+    let c = settings(&["--database-url", &db, "--max-page-offset", "20"]).resolve().unwrap();
+    assert_eq!(c.gateway.graphql.max_page_offset, 20);
+    let e = parse(&["--database-url", &db, "--max-page-offset=-1"]).unwrap_err();
+    assert!(e.contains("<MAX_PAGE_OFFSET>"), "{e}");
+}
