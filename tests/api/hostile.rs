@@ -320,3 +320,35 @@ async fn client_request_ids_and_operation_names_reach_the_log_only_when_well_for
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(!logs.contains("QzQzQzQz") && !logs.contains("WvWvWvWv"), "no client text of that size in the log");
 }
+
+/// A directive the schema does not define is refused wherever it stands (async-graphql's own
+/// validation misses it on `__typename` and on variable definitions), and the ones it defines
+/// still work.
+#[tokio::test]
+async fn a_directive_the_schema_does_not_define_is_refused_wherever_it_stands() {
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let server = Server::start(&probe.database_url, &probe.emulator.url(), &[], &[]);
+    let http = reqwest::Client::new();
+    for q in [
+        "{ __typename @foo }",
+        "query Q @foo { __typename }",
+        "query Q($a: Boolean @foo) { __typename @include(if: $a) }",
+        "{ ...F @foo } fragment F on Query { __typename }",
+        "{ ...F } fragment F on Query @foo { __typename }",
+        "{ ... @foo { __typename } }",
+        "{ ... on Query @foo { __typename } }",
+        "{ __typename @include(if: true) @foo(x: 1) }",
+    ] {
+        let (_, body) = post_query(&http, &server, json!({"query": q})).await;
+        assert_eq!(code(&body).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{q}: {body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("\"@foo\""), "{q}: {body}");
+        assert!(body.get("data").is_none_or(Value::is_null), "{q}: {body}");
+    }
+    let (_, body) = post_query(
+        &http,
+        &server,
+        json!({"query": "{ a: __typename @include(if: true) b: __typename @skip(if: true) }"}),
+    )
+    .await;
+    assert_eq!(body["data"], json!({"a": "Query"}), "{body}");
+}
