@@ -208,6 +208,7 @@ impl GatewayNode {
             proxies: TrustedProxies::new(config.http.trusted_proxies.clone()),
             sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
             demo,
+            graphiql: config.graphiql,
         };
         Ok(GatewayNode { public, state, config })
     }

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub ws: WsLimits,
     /// `DEMO_ENABLED`, when set.
     pub demo: Option<bool>,
+    /// `GRAPHIQL_ENABLED`: GraphiQL at a GET without a query.
+    pub graphiql: bool,
 }
 
 /// The identity service: the system of record and its internal listener.
@@ -273,6 +275,7 @@ impl PublicSettings {
         Ok(GatewayConfig {
             public: self.bind_addr,
             demo: self.demo_enabled,
+            graphiql: self.graphiql_enabled,
             auth: self.auth(dev, development)?,
             http: self.http(listener)?,
             ws: WsLimits {

@@ -84,6 +84,9 @@ pub struct PublicSettings {
     /// Serve introspection (on for client codegen; turn off in production if you prefer).
     #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub graphql_introspection: bool,
+    /// GraphiQL at GET /api/v1/graphql (without a query); off answers 404 there instead.
+    #[arg(long, env = "GRAPHIQL_ENABLED", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub graphiql_enabled: bool,
     /// The demo app at /demo: sign in, link a bank through Link, see the data. Default: on
     /// against the Plaid emulator, off with real Plaid keys.
     #[arg(long, env = "DEMO_ENABLED", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
