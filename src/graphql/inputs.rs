@@ -191,7 +191,8 @@ impl PlaidConnectionEventsInput {
         Ok(crate::identity::EventWatch {
             plaid_item_id: id_arg("platformItemId", self.platform_item_id.as_deref())?,
             connection_id: id_arg("bankInstitutionAuthId", self.bank_institution_auth_id.as_ref().map(|a| a.as_str()))?,
-            after,
+            after: None,
+            after_own: after,
         })
     }
 }
