@@ -85,7 +85,7 @@ impl IdentityNode {
     /// configured, and checks the token keys against what the database holds.
     pub async fn build(
         mut config: IdentityConfig,
-        emulator_config: EmulatorConfig,
+        mut emulator_config: EmulatorConfig,
         internal: TcpListener,
     ) -> anyhow::Result<IdentityNode> {
         if config.db.url.unverified_tls() {
@@ -102,6 +102,9 @@ impl IdentityNode {
         }
         let (plaid_config, emulator) = match &config.plaid {
             PlaidTarget::Emulator(addr) => {
+                // The redirect URI bankgraph sends (PLAID_REDIRECT_URI, or the demo's) is
+                // registered, as it would be in Plaid's dashboard.
+                emulator_config.redirect_uris.extend(config.link.redirect_uri.clone());
                 let emu = RunningEmulator::start(emulator_config, *addr)
                     .await
                     .with_context(|| format!("could not start the Plaid emulator on {addr} (PLAID_EMULATOR_ADDR)"))?;

@@ -521,6 +521,7 @@ impl StoreSettings {
 
     fn plaid(&self, real_plaid: bool) -> Result<PlaidTarget, ConfigError> {
         if !real_plaid {
+            crate::emulator::check_bind(self.plaid_emulator_addr, self.emulator_allow_remote).map_err(ConfigError)?;
             return Ok(PlaidTarget::Emulator(self.plaid_emulator_addr));
         }
         let base_url = match nonempty(&self.plaid_base_url) {

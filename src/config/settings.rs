@@ -250,6 +250,10 @@ pub struct StoreSettings {
     /// Where the in-process emulator listens when no Plaid credentials are set.
     #[arg(long, env = "PLAID_EMULATOR_ADDR", default_value = "127.0.0.1:8002")]
     pub plaid_emulator_addr: SocketAddr,
+    /// Let the emulator listen on a non-loopback PLAID_EMULATOR_ADDR (its control API still
+    /// answers loopback peers only).
+    #[arg(long, env = "EMULATOR_ALLOW_REMOTE", default_value = "false", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub emulator_allow_remote: bool,
     /// Minimum seconds between two refreshPlaidBankConnections of one user.
     #[arg(long, env = "REFRESH_MIN_INTERVAL_SECONDS", default_value = "60", value_parser = value_parser!(u64))]
     pub refresh_min_interval_seconds: u64,
