@@ -86,7 +86,7 @@ impl IdentityNode {
     /// configured, and checks the token keys against what the database holds.
     pub async fn build(
         mut config: IdentityConfig,
-        emulator_config: EmulatorConfig,
+        mut emulator_config: EmulatorConfig,
         internal: TcpListener,
     ) -> anyhow::Result<IdentityNode> {
         if config.db.url.unverified_tls() {
@@ -103,6 +103,9 @@ impl IdentityNode {
         }
         let (plaid_config, emulator) = match &config.plaid {
             PlaidTarget::Emulator(addr) => {
+                // The redirect URI bankgraph sends (PLAID_REDIRECT_URI, or the demo's) is
+                // registered, as it would be in Plaid's dashboard.
+                emulator_config.redirect_uris.extend(config.link.redirect_uri.clone());
                 let emu = RunningEmulator::start(emulator_config, *addr)
                     .await
                     .with_context(|| format!("could not start the Plaid emulator on {addr} (PLAID_EMULATOR_ADDR)"))?;
@@ -211,6 +214,7 @@ impl GatewayNode {
             proxies: TrustedProxies::new(config.http.trusted_proxies.clone(), config.http.trusted_proxy_header),
             sockets: Arc::new(http::ws::Sockets::new(config.ws.clone())),
             demo,
+            graphiql: config.graphiql,
         };
         Ok(GatewayNode { public, state, config })
     }

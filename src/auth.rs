@@ -296,8 +296,15 @@ impl Authenticator {
         if claims.sub.len() > 255 || claims.sub.chars().any(char::is_control) {
             return Err("sub is too long or has control characters".into());
         }
+        let now = chrono::Utc::now().timestamp();
+        // A token its issuer dated later than now (beyond the clock-skew leeway) was minted by a
+        // clock or a key holder that cannot be trusted; jsonwebtoken does not check `iat`.
+        if let Some(iat) = claims.iat
+            && iat > now + self.validation.leeway as i64
+        {
+            return Err(format!("issued in the future (iat is {} s ahead)", iat - now));
+        }
         if let Some(max) = self.max_lifetime {
-            let now = chrono::Utc::now().timestamp();
             let max = max.as_secs() as i64 + self.validation.leeway as i64;
             let from = claims.iat.filter(|iat| *iat <= now).unwrap_or(now);
             if claims.exp - now > max || claims.exp - from > max {

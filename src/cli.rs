@@ -93,6 +93,13 @@ pub struct EmulatorArgs {
     /// Seconds between webhook delivery retries (Plaid retries twice, minutes apart).
     #[arg(long, env = "PLAID_EMULATOR_WEBHOOK_RETRY_SECONDS", default_value_t = 5.0)]
     pub webhook_retry_seconds: f64,
+    /// Comma-separated OAuth redirect URIs registered for the client (any other redirect_uri is
+    /// INVALID_FIELD, as at Plaid); default: the demo's and the tests'.
+    #[arg(long, env = "PLAID_EMULATOR_REDIRECT_URIS", value_delimiter = ',')]
+    pub redirect_uris: Vec<String>,
+    /// Serve on a non-loopback --addr (the control API still answers loopback peers only).
+    #[arg(long, env = "EMULATOR_ALLOW_REMOTE", default_value = "false", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_remote: bool,
 }
 
 impl EmulatorArgs {
@@ -105,6 +112,7 @@ impl EmulatorArgs {
             self.transactions_per_item <= 1_000_000,
             "PLAID_EMULATOR_TRANSACTIONS_PER_ITEM must be at most 1000000"
         );
+        crate::emulator::check_bind(self.addr, self.allow_remote).map_err(anyhow::Error::msg)?;
         let mut cfg = EmulatorConfig {
             client_id: self.client_id.clone(),
             secret: self.secret.clone(),
@@ -115,6 +123,11 @@ impl EmulatorArgs {
             ..EmulatorConfig::default()
         };
         cfg.webhook_policy.retry_delay = Duration::from_secs_f64(self.webhook_retry_seconds);
+        let registered: Vec<String> =
+            self.redirect_uris.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+        if !registered.is_empty() {
+            cfg.redirect_uris = registered;
+        }
         Ok(cfg)
     }
 }

@@ -126,6 +126,8 @@ impl EventChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionEvent {
     pub seq: i64,
+    /// The user's own number of the event (1, 2, 3, …): what clients see as its id.
+    pub user_seq: i64,
     pub user_id: String,
     pub connection_id: String,
     pub plaid_item_id: String,
@@ -141,13 +143,14 @@ pub struct ConnectionEvent {
     pub removed: Option<i64>,
 }
 
-/// The public form of an event's `seq`: opaque to clients, and ordered as text as the events
-/// are (fixed width), so a client may compare two ids.
-pub fn event_id(seq: i64) -> String {
-    format!("evt_{:016x}", seq.max(0))
+/// The public form of an event's `user_seq`: opaque to clients, and ordered as text as the
+/// user's events are (fixed width), so a client may compare two ids. It counts the user's own
+/// events only, so it says nothing of anyone else's.
+pub fn event_id(user_seq: i64) -> String {
+    format!("evt_{:016x}", user_seq.max(0))
 }
 
-/// The `seq` of a public event id; `None` for anything [`event_id`] did not produce.
+/// The `user_seq` of a public event id; `None` for anything [`event_id`] did not produce.
 pub fn parse_event_id(id: &str) -> Option<i64> {
     let hex = id.strip_prefix("evt_")?;
     if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {

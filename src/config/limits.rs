@@ -53,6 +53,8 @@ pub struct GraphqlLimits {
     pub max_complexity: usize,
     pub max_aliases: usize,
     pub max_directives: usize,
+    /// The deepest `paginate.offset` accepted (deeper pages go by cursor).
+    pub max_page_offset: i32,
     pub trusted_documents: Option<TrustedDocuments>,
 }
 

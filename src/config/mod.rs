@@ -65,6 +65,8 @@ pub struct GatewayConfig {
     pub ws: WsLimits,
     /// `DEMO_ENABLED`, when set.
     pub demo: Option<bool>,
+    /// `GRAPHIQL_ENABLED`: GraphiQL at a GET without a query.
+    pub graphiql: bool,
 }
 
 /// The identity service: the system of record and its internal listener.
@@ -285,6 +287,7 @@ impl PublicSettings {
         Ok(GatewayConfig {
             public: self.bind_addr,
             demo: self.demo_enabled,
+            graphiql: self.graphiql_enabled,
             auth: self.auth(dev, development)?,
             http: self.http(listener)?,
             ws: WsLimits {
@@ -310,6 +313,7 @@ impl PublicSettings {
                 max_complexity: self.graphql_max_complexity,
                 max_aliases: self.graphql_max_aliases,
                 max_directives: self.graphql_max_directives,
+                max_page_offset: self.max_page_offset,
                 trusted_documents: self.trusted_documents()?,
             },
         })
@@ -551,6 +555,7 @@ impl StoreSettings {
 
     fn plaid(&self, real_plaid: bool) -> Result<PlaidTarget, ConfigError> {
         if !real_plaid {
+            crate::emulator::check_bind(self.plaid_emulator_addr, self.emulator_allow_remote).map_err(ConfigError)?;
             return Ok(PlaidTarget::Emulator(self.plaid_emulator_addr));
         }
         let base_url = match nonempty(&self.plaid_base_url) {

@@ -84,6 +84,9 @@ pub struct PublicSettings {
     /// Serve introspection (on for client codegen; turn off in production if you prefer).
     #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub graphql_introspection: bool,
+    /// GraphiQL at GET /api/v1/graphql (without a query); off answers 404 there instead.
+    #[arg(long, env = "GRAPHIQL_ENABLED", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub graphiql_enabled: bool,
     /// The demo app at /demo: sign in, link a bank through Link, see the data. Default: on
     /// against the Plaid emulator, off with real Plaid keys.
     #[arg(long, env = "DEMO_ENABLED", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
@@ -111,6 +114,10 @@ pub struct PublicSettings {
     /// Most aliases in one request.
     #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "15", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
     pub graphql_max_aliases: usize,
+    /// Deepest `paginate.offset` of a transactions page: each skipped row costs the database,
+    /// so deeper pages go by `paginate.after`, which costs the same at any depth.
+    #[arg(long, env = "MAX_PAGE_OFFSET", default_value = "10000", value_parser = value_parser!(i32).range(0..=10_000_000))]
+    pub max_page_offset: i32,
     /// Most directives in one request.
     #[arg(long, env = "GRAPHQL_MAX_DIRECTIVES", default_value = "10", value_parser = RangedU64ValueParser::<usize>::new().range(0..=10_000))]
     pub graphql_max_directives: usize,
@@ -255,6 +262,10 @@ pub struct StoreSettings {
     /// Where the in-process emulator listens when no Plaid credentials are set.
     #[arg(long, env = "PLAID_EMULATOR_ADDR", default_value = "127.0.0.1:8002")]
     pub plaid_emulator_addr: SocketAddr,
+    /// Let the emulator listen on a non-loopback PLAID_EMULATOR_ADDR (its control API still
+    /// answers loopback peers only).
+    #[arg(long, env = "EMULATOR_ALLOW_REMOTE", default_value = "false", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub emulator_allow_remote: bool,
     /// Minimum seconds between two refreshPlaidBankConnections of one user.
     #[arg(long, env = "REFRESH_MIN_INTERVAL_SECONDS", default_value = "60", value_parser = value_parser!(u64))]
     pub refresh_min_interval_seconds: u64,

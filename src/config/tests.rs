@@ -282,3 +282,46 @@ fn a_postgres_url_gets_an_explicit_sslmode_on_this_machine_and_a_warning_elsewhe
     assert!(!DatabaseUrl::parse("postgres://u@db.internal/db?sslmode=verify-full").unwrap().unverified_tls());
     assert!(!DatabaseUrl::parse("sqlite://bankgraph.db").unwrap().unverified_tls());
 }
+
+/// The emulator takes no credentials: it binds a non-loopback address only when
+/// EMULATOR_ALLOW_REMOTE says so, and the refusal names that setting.
+#[test]
+fn the_emulator_binds_a_non_loopback_address_only_when_allowed() {
+    let db = tmp_db();
+    for addr in ["0.0.0.0:8002", "192.0.2.10:8002", "[::]:8002"] {
+        let e = settings(&["--database-url", &db, "--plaid-emulator-addr", addr]).resolve().unwrap_err();
+        assert!(e.0.contains("EMULATOR_ALLOW_REMOTE") && e.0.contains("PLAID_EMULATOR_ADDR"), "{addr}: {e}");
+    }
+    let allowed = ["--database-url", &db, "--plaid-emulator-addr", "0.0.0.0:8002", "--emulator-allow-remote", "true"];
+    assert!(matches!(settings(&allowed).resolve().unwrap().identity.plaid, PlaidTarget::Emulator(_)));
+    for addr in ["127.0.0.1:8002", "[::1]:8002"] {
+        settings(&["--database-url", &db, "--plaid-emulator-addr", addr]).resolve().unwrap();
+    }
+    // With real Plaid keys no emulator runs, so its address does not matter.
+    let key = STANDARD.encode([9u8; 32]);
+    let real = [
+        "--database-url",
+        &db,
+        "--plaid-client-id",
+        "id",
+        "--plaid-secret",
+        "s",
+        "--token-encryption-key",
+        &key,
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef",
+        "--plaid-emulator-addr",
+        "0.0.0.0:8002",
+    ];
+    settings(&real).resolve().unwrap();
+}
+
+#[test]
+fn the_deepest_page_offset_is_configurable() {
+    let db = tmp_db();
+    assert_eq!(settings(&["--database-url", &db]).resolve().unwrap().gateway.graphql.max_page_offset, 10_000);
+    let c = settings(&["--database-url", &db, "--max-page-offset", "20"]).resolve().unwrap();
+    assert_eq!(c.gateway.graphql.max_page_offset, 20);
+    let e = parse(&["--database-url", &db, "--max-page-offset=-1"]).unwrap_err();
+    assert!(e.contains("<MAX_PAGE_OFFSET>"), "{e}");
+}

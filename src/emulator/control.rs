@@ -22,6 +22,25 @@ use super::data::InstitutionFixture;
 use super::state::{Advance, LinkTokenRecord, State, TestUser, login};
 
 pub fn router() -> Router<Emulator> {
+    control_routes().layer(axum::middleware::from_fn(loopback_only))
+}
+
+/// The control API takes no credentials: only a peer on this machine may use it, whatever
+/// address the emulator listens on. A peer the server cannot name is refused too.
+async fn loopback_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if peer.is_some_and(|ip| ip.is_loopback()) {
+        return next.run(req).await;
+    }
+    let body = json!({
+        "error_type": "INVALID_REQUEST",
+        "error_code": "FORBIDDEN",
+        "error_message": "the emulator's control API answers loopback peers only",
+    });
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
+fn control_routes() -> Router<Emulator> {
     Router::new()
         .route("/emulator/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/emulator/link/complete", post(link_complete))
@@ -343,4 +362,52 @@ async fn rotate_key(AxState(emu): AxState<Emulator>) -> Response {
 
 async fn deliveries(AxState(emu): AxState<Emulator>) -> Response {
     Json(json!({"webhooks": emu.deliveries()})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn status(app: &Router, method: &str, path: &str, peer: Option<&str>) -> StatusCode {
+        let mut req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        if let Some(p) = peer {
+            req.extensions_mut().insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
+        }
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// The control API takes no credentials, so only this machine may use it: a peer from
+    /// anywhere else (or one the server cannot name) gets 403 on every control route, while
+    /// Plaid's API and Link's pages still answer it.
+    #[tokio::test]
+    async fn the_control_api_answers_loopback_peers_only() {
+        let app = Emulator::new(EmulatorConfig::default()).unwrap().router();
+        for peer in ["127.0.0.1:50000", "[::1]:50000"] {
+            assert_eq!(status(&app, "GET", "/emulator/health", Some(peer)).await, StatusCode::OK, "{peer}");
+        }
+        for peer in [Some("192.0.2.7:50000"), Some("[2001:db8::7]:50000"), None] {
+            for (method, path) in [
+                ("GET", "/emulator/health"),
+                ("POST", "/emulator/clock/advance"),
+                ("GET", "/emulator/faults"),
+                ("POST", "/emulator/webhook_keys/rotate"),
+            ] {
+                assert_eq!(
+                    status(&app, method, path, peer).await,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} from {peer:?}"
+                );
+            }
+        }
+        // Plaid's API still answers (here: a body error, not a refusal of the peer).
+        let remote = Some("192.0.2.7:50000");
+        assert_eq!(status(&app, "POST", "/link/token/create", remote).await, StatusCode::BAD_REQUEST);
+    }
 }

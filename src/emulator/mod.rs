@@ -56,6 +56,9 @@ pub struct EmulatorConfig {
     /// Days of history generated (24 months).
     pub history_days: u32,
     pub webhook_policy: DeliveryPolicy,
+    /// The OAuth redirect URIs registered for the client (Plaid's dashboard list): any other
+    /// `redirect_uri` is INVALID_FIELD.
+    pub redirect_uris: Vec<String>,
 }
 
 /// The credentials the emulator accepts unless configured otherwise.
@@ -63,6 +66,23 @@ pub const DEFAULT_CLIENT_ID: &str = "emulator_client_id";
 pub const DEFAULT_SECRET: &str = "emulator_sandbox_secret";
 pub const DEFAULT_PROXY_CLIENT_ID: &str = "emulator_fuse_client_id";
 pub const DEFAULT_PROXY_API_KEY: &str = "emulator_fuse_api_key";
+/// The redirect URIs registered unless configured otherwise: the demo's on the default
+/// address, and the one the tests and examples configure.
+pub const DEFAULT_REDIRECT_URIS: &[&str] =
+    &["http://localhost:8000/demo", "http://127.0.0.1:8000/demo", "https://app.example.com/plaid/oauth"];
+
+/// Refuses to serve the emulator on an address other hosts can reach unless `allow_remote`
+/// (EMULATOR_ALLOW_REMOTE): it takes no credentials for its control API, and any secret.
+pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || allow_remote {
+        return Ok(());
+    }
+    Err(format!(
+        "PLAID_EMULATOR_ADDR is {addr}, not a loopback address: the Plaid emulator is a test double that other hosts \
+         must not reach. Bind it to 127.0.0.1, or set EMULATOR_ALLOW_REMOTE=true to serve it there anyway (its \
+         control API still answers loopback only)."
+    ))
+}
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
@@ -79,6 +99,7 @@ impl Default for EmulatorConfig {
                 retries: 2,
                 retry_delay: Duration::from_secs(5),
             },
+            redirect_uris: DEFAULT_REDIRECT_URIS.iter().map(|u| u.to_string()).collect(),
         }
     }
 }
@@ -428,7 +449,8 @@ impl RunningEmulator {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let app = emulator.router();
+        // The peer's address reaches the handlers: the control API answers loopback only.
+        let app = emulator.router().into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {

@@ -15,7 +15,7 @@ use super::document;
 use super::guardrails::{self, Guardrails, Prepared};
 use super::mutation::Mutation;
 use super::persisted::PersistedDocuments;
-use super::query::Query;
+use super::query::{MaxPageOffset, Query};
 use super::subscription::Subscription;
 use crate::auth::AuthState;
 use crate::config::GraphqlLimits;
@@ -38,6 +38,7 @@ impl Gateway {
         let mut b = Schema::build(Query, Mutation, Subscription)
             .data(identity)
             .data(limiters)
+            .data(MaxPageOffset(limits.max_page_offset))
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
             .limit_recursive_depth(32)

@@ -55,6 +55,8 @@ pub struct Guardrails {
     introspection: bool,
     /// The schema's root fields (of Query and Mutation): the only names a label may carry.
     root_fields: HashSet<String>,
+    /// The directives the schema defines: the only ones a document may use.
+    directives: HashSet<String>,
     documents: quick_cache::sync::Cache<String, Prepared, QueryBytes>,
 }
 
@@ -66,6 +68,7 @@ impl Guardrails {
             max_directives,
             introspection,
             root_fields: root_fields(sdl),
+            directives: super::directives::defined_in(sdl),
             documents: quick_cache::sync::Cache::with_weighter(1024, CACHE_BYTES, QueryBytes),
         }
     }
@@ -105,6 +108,11 @@ impl Guardrails {
                 .any(|(_, op)| asks_for_schema(&op.node.selection_set.node, doc, &mut HashSet::new()))
         {
             return Err(refuse("Introspection is disabled on this server.".into()));
+        }
+        if let Some((name, pos)) = super::directives::first_unknown(doc, &self.directives) {
+            let mut e = refuse(format!("Unknown directive \"@{name}\"."));
+            e.locations = vec![pos];
+            return Err(e);
         }
         let mut c = Counts::default();
         for (_, op) in doc.operations.iter() {

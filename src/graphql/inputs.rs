@@ -95,14 +95,17 @@ impl PlaidBankBalanceFilterInput {
     }
 }
 
-/// Page window: `limit` 1..100 (default 50), and either `offset` ≥ 0 or `after` (a previous
-/// page's `pageInfo.endCursor`). Pages by `after` stay exact while new transactions arrive.
+/// Page window: `limit` 1..100 (default 50), and either `offset` (0 to 10,000 by default) or
+/// `after` (a previous page's `pageInfo.endCursor`). Pages by `after` stay exact while new
+/// transactions arrive, and cost the same at any depth.
 #[derive(InputObject, Debug)]
 pub struct PaginateInput {
     /// Page size, 1 to 100.
     #[graphql(default = 50)]
     pub limit: i32,
-    /// How many transactions to skip, 0 or more.
+    /// How many transactions to skip: 0 up to the server's maximum (10,000 by default;
+    /// `MAX_PAGE_OFFSET`), beyond which it is refused with BAD_USER_INPUT. Page deeper with
+    /// `after`.
     #[graphql(default = 0)]
     pub offset: i32,
     /// Start after this cursor (`pageInfo.endCursor` of the previous page): no duplicate and no
@@ -188,7 +191,8 @@ impl PlaidConnectionEventsInput {
         Ok(crate::identity::EventWatch {
             plaid_item_id: id_arg("platformItemId", self.platform_item_id.as_deref())?,
             connection_id: id_arg("bankInstitutionAuthId", self.bank_institution_auth_id.as_ref().map(|a| a.as_str()))?,
-            after,
+            after: None,
+            after_own: after,
         })
     }
 }

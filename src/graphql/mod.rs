@@ -7,6 +7,7 @@
 //! `query`, `mutation`, `error` (the GraphQL form of `AppError`).
 
 mod cursor;
+mod directives;
 mod document;
 mod error;
 mod flat;

@@ -17,6 +17,10 @@ use crate::identity::{IdentityService, TransactionFilter};
 
 pub struct Query;
 
+/// The deepest `paginate.offset` accepted (`MAX_PAGE_OFFSET`): the database reads every row it
+/// skips, so deeper pages go by `paginate.after`.
+pub struct MaxPageOffset(pub i32);
+
 /// The reads: the caller's stored data, never a call to Plaid.
 #[Object]
 impl Query {
@@ -68,6 +72,13 @@ impl Query {
         }
         if offset < 0 {
             return Err(bad(format!("paginate.offset must be 0 or more, got {offset}")));
+        }
+        let max_offset = ctx.data_unchecked::<MaxPageOffset>().0;
+        if offset > max_offset {
+            return Err(bad(format!(
+                "paginate.offset must be at most {max_offset}, got {offset}: to go deeper, page with paginate.after \
+                 (the previous page's pageInfo.endCursor)"
+            )));
         }
         let after = match after {
             Some(_) if offset > 0 => return Err(bad("paginate: give offset or after, not both")),

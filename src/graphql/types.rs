@@ -258,8 +258,8 @@ pub enum PlaidConnectionEventType {
 /// One change to one of the caller's connections.
 #[derive(SimpleObject, Debug)]
 pub struct PlaidConnectionEvent {
-    /// Opaque and ordered: pass the last one received as `after` when subscribing again, to get
-    /// every event missed in between.
+    /// Opaque and ordered among the caller's own events (it counts those only): pass the last
+    /// one received as `after` when subscribing again, to get every event missed in between.
     pub event_id: ID,
     /// What happened.
     #[graphql(name = "type")]
@@ -289,7 +289,7 @@ fn count(n: Option<i64>) -> Option<i32> {
 impl From<&domain::ConnectionEvent> for PlaidConnectionEvent {
     fn from(e: &domain::ConnectionEvent) -> Self {
         PlaidConnectionEvent {
-            event_id: ID(domain::event_id(e.seq)),
+            event_id: ID(domain::event_id(e.user_seq)),
             event_type: e.event_type.into(),
             occurred_at: DateTime(e.occurred_at),
             platform_item_id: e.plaid_item_id.clone(),

@@ -79,7 +79,7 @@ fn log_name(name: Option<&str>) -> &str {
 /// it (`query`, `operationName`, `variables` and `extensions` as JSON); a mutation is refused
 /// with 405, so a link or an image tag can never change anything (and Bearer tokens are never
 /// sent by a browser on its own, so there is no cross-site request to forge). Without one,
-/// GraphiQL.
+/// GraphiQL, or a 404 when `GRAPHIQL_ENABLED` is off.
 /// With `Upgrade: websocket`, a GraphQL WebSocket (`super::ws`).
 pub async fn get_graphql(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     let rid = req.extensions().get::<RequestId>().cloned();
@@ -106,7 +106,11 @@ async fn get_query(
         url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
     // A query, or a persisted query named by hash alone (APQ over GET).
     if !params.iter().any(|(k, _)| k == "query" || k == "extensions") {
-        return super::graphiql::page();
+        if state.graphiql {
+            return super::graphiql::page();
+        }
+        let message = "No query: send it as the query parameter of a GET, or POST it as JSON.";
+        return Refusal::new(StatusCode::NOT_FOUND, code::NOT_FOUND, "no_query", message).into_response();
     }
     let started = Instant::now();
     let answer = match preflight(&state, peer, &headers) {

@@ -50,6 +50,8 @@ pub struct AppState {
     pub sockets: Arc<ws::Sockets>,
     /// The demo app at `/demo`, when it is on.
     pub demo: Option<Arc<demo::Demo>>,
+    /// GraphiQL and its assets (`GRAPHIQL_ENABLED`).
+    pub graphiql: bool,
 }
 
 /// Whether a request id may be written to the log: 1 to 128 characters of `[A-Za-z0-9._:-]`.
@@ -141,14 +143,18 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// `POST /api/v1/graphql`, `GET /api/v1/graphql` (GraphiQL), `/healthz`, `/readyz`.
+/// `POST /api/v1/graphql`, `GET /api/v1/graphql` (GraphiQL unless `GRAPHIQL_ENABLED` is off),
+/// `/healthz`, `/readyz`.
 pub fn public_router(state: AppState) -> Router {
     let cors = cors(&state.limits.cors_origins);
     let mut router = Router::new()
         .route(GRAPHQL_PATH, get(graphql::get_graphql).post(graphql::post_graphql))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql::serve_asset))
+        .route("/readyz", get(health::readyz));
+    if state.graphiql {
+        router = router.route(&format!("{}/{{file}}", graphiql::ASSETS), get(graphiql::serve_asset));
+    }
+    let mut router = router
         .route(crate::config::DEMO_PATH, get(demo::page))
         .route("/demo/assets/{file}", get(demo::asset))
         .route("/demo/token", post(demo::token))

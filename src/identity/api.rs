@@ -106,6 +106,6 @@ impl IdentityService for PlaidIdentity {
             }
             (a, b) => a.or(b),
         };
-        self.inner.events.watch(user_id, connection_id, watch.after).await
+        self.inner.events.watch(user_id, connection_id, watch.after, watch.after_own).await
     }
 }

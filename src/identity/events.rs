@@ -43,9 +43,15 @@ pub struct EventWatch {
     pub plaid_item_id: Option<String>,
     /// One connection, by id.
     pub connection_id: Option<String>,
-    /// Resume after this event (`seq`); `None`: live events only.
+    /// Resume after this event (`seq`: a stream reopened inside the service); `None`: live
+    /// events only, unless `after_own` is set.
     pub after: Option<i64>,
+    /// Resume after the caller's own event of this number (`user_seq`, the public eventId).
+    pub after_own: Option<i64>,
 }
+
+const EXPIRED: &str =
+    "Events after the given eventId are no longer kept; read the current state and subscribe again without after.";
 
 type Routes = Mutex<HashMap<String, broadcast::Sender<Arc<ConnectionEvent>>>>;
 
@@ -140,17 +146,27 @@ impl EventHub {
     /// A user's events (of one connection, when `connection_id` is set), after `after` or from
     /// now on. Fails before the first event when `after` is older than the retention window or
     /// names no event.
-    pub async fn watch(&self, user_id: &str, connection_id: Option<String>, after: Option<i64>) -> AppResult<Watching> {
+    pub async fn watch(
+        &self,
+        user_id: &str,
+        connection_id: Option<String>,
+        after: Option<i64>,
+        after_own: Option<i64>,
+    ) -> AppResult<Watching> {
         // Subscribe before reading where the log stands: an event committed in between is
         // both in the table and in the queue, and the cursor keeps it from being sent twice.
         let route = self.subscribe(user_id);
         let log = self.store.event_log().await?;
+        let after = match after_own {
+            None => after,
+            Some(own) => match self.store.event_resume_point(user_id, own, log.pruned_through).await? {
+                Some(seq) => Some(seq),
+                None => return Err(AppError::EventsExpired(EXPIRED.into())),
+            },
+        };
         let cursor = match after {
             Some(seq) if seq < log.pruned_through => {
-                return Err(AppError::EventsExpired(
-                    "Events after the given eventId are no longer kept; read the current state and subscribe again without after."
-                        .into(),
-                ));
+                return Err(AppError::EventsExpired(EXPIRED.into()));
             }
             Some(seq) if seq > log.last_seq => {
                 return Err(AppError::BadInput("after does not name an event of this service.".into()));

@@ -178,6 +178,7 @@ pub fn from_account(a: pb::BankAccount) -> AppResult<BankAccount> {
 pub fn event(e: &ConnectionEvent) -> pb::ConnectionEvent {
     pb::ConnectionEvent {
         seq: e.seq,
+        user_seq: e.user_seq,
         connection_id: e.connection_id.clone(),
         plaid_item_id: e.plaid_item_id.clone(),
         event_type: e.event_type.as_str().to_string(),
@@ -194,6 +195,7 @@ pub fn event(e: &ConnectionEvent) -> pb::ConnectionEvent {
 pub fn from_event(e: pb::ConnectionEvent, user_id: &str) -> AppResult<ConnectionEvent> {
     Ok(ConnectionEvent {
         seq: e.seq,
+        user_seq: e.user_seq,
         user_id: user_id.to_string(),
         event_type: parsed(&e.event_type, EventType::parse, "event_type")?,
         occurred_at: time(e.occurred_at, "occurred_at")?,

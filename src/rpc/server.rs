@@ -315,8 +315,12 @@ impl Rpc for IdentityRpc {
         let opened = self
             .run("WatchConnectionEvents", req, |s, r| async move {
                 let user = caller(&r.user_id)?.to_string();
-                let watch =
-                    EventWatch { plaid_item_id: r.platform_item_id, connection_id: r.connection_id, after: r.after };
+                let watch = EventWatch {
+                    plaid_item_id: r.platform_item_id,
+                    connection_id: r.connection_id,
+                    after: r.after,
+                    after_own: r.after_own,
+                };
                 s.connection_events(&user, watch).await.map(Opened)
             })
             .await?;

@@ -82,6 +82,11 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
         ("no scope", Some(bearer(sign(with("scope", json!("READ_ONLY")), JWT_SECRET))), "FORBIDDEN"),
         ("not yet valid (nbf)", Some(bearer(sign(with("nbf", json!(now + 600)), JWT_SECRET))), "UNAUTHENTICATED"),
         (
+            "issued in the future (iat)",
+            Some(bearer(sign(with("iat", json!(now + 600)), JWT_SECRET))),
+            "UNAUTHENTICATED",
+        ),
+        (
             "aud list without ours",
             Some(bearer(sign(with("aud", json!(["other", "x"])), JWT_SECRET))),
             "UNAUTHENTICATED",
@@ -124,6 +129,9 @@ async fn every_operation_refuses_every_bad_credential_and_accepts_a_valid_one() 
             with("scope", json!(["READ", "MANAGE_PAYMENT"])),
             with("aud", json!(["other", "bankgraph"])),
             with("nbf", json!(now - 10)),
+            with("iat", json!(now - 10)),
+            // A clock a little ahead of ours, within the leeway.
+            with("iat", json!(now + 3)),
             with("scopes", json!(["MANAGE_PAYMENT"]))
                 .as_object()
                 .map(|o| {

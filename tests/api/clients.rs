@@ -331,3 +331,20 @@ async fn graphiql_is_served_from_the_binary_under_a_self_only_policy() {
     let missing = raw.get(format!("{}/graphiql/3.8.3/nope.js", app.base)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// GRAPHIQL_ENABLED=false: a GET without a query is a 404, never the page, and its assets are
+/// gone too; queries over GET still run.
+#[tokio::test]
+async fn graphiql_can_be_switched_off() {
+    let app =
+        TestApp::spawn_with(Options { args: vec!["--graphiql-enabled=false".into()], ..Default::default() }).await;
+    let page = app.http.get(&app.graphql).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(code(&body).as_deref(), Some("NOT_FOUND"), "{body}");
+    assert!(!body.to_string().contains("GraphiQL"), "{body}");
+    let asset = app.http.get(format!("{}/graphiql/3.8.3/graphiql.min.js", app.base)).send().await.unwrap();
+    assert_eq!(asset.status(), 404);
+    let q = app.http.get(format!("{}?query=%7B__typename%7D", app.graphql)).send().await.unwrap();
+    assert_eq!(q.json::<Value>().await.unwrap()["data"]["__typename"], "Query");
+}

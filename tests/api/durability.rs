@@ -59,21 +59,22 @@ async fn a_process_killed_mid_sync_resumes_and_ends_with_exactly_the_banks_histo
         .await;
     let upstream = probe.upstream_ids(&item).await;
     assert_eq!(upstream.len(), 20000);
+    // Walked by cursor: offsets past MAX_PAGE_OFFSET are refused.
+    let pages = "query($input: PlaidBankTransactionFilterInput) { getPlaidBankTransactions(input: $input) {
+        transactions { transactionId } pageInfo { endCursor hasNextPage } } }";
     let mut stored = std::collections::BTreeSet::new();
-    let mut offset = 0;
-    while offset < 20000 {
-        let r = gql(
-            &http,
-            &server.graphql,
-            &token,
-            TRANSACTIONS,
-            json!({"input": {"paginate": {"limit": 100, "offset": offset}}}),
-        )
-        .await;
-        for t in r["data"]["getPlaidBankTransactions"]["transactions"].as_array().unwrap() {
+    let mut after = Value::Null;
+    loop {
+        let input = json!({"input": {"paginate": {"limit": 100, "after": after}}});
+        let r = gql(&http, &server.graphql, &token, pages, input).await;
+        let page = &r["data"]["getPlaidBankTransactions"];
+        for t in page["transactions"].as_array().unwrap_or_else(|| panic!("{r}")) {
             assert!(stored.insert(t["transactionId"].as_str().unwrap().to_string()), "no duplicate");
         }
-        offset += 100;
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
     }
     assert_eq!(stored, upstream, "no gap, no duplicate");
     drop(server);

@@ -536,3 +536,35 @@ async fn nesting_hidden_behind_an_unclosed_block_string_is_refused_on_both_topol
     drop(identity);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A directive the schema does not define is refused wherever it stands (async-graphql's own
+/// validation misses it on `__typename` and on variable definitions), and the ones it defines
+/// still work.
+#[tokio::test]
+async fn a_directive_the_schema_does_not_define_is_refused_wherever_it_stands() {
+    let probe = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let server = Server::start(&probe.database_url, &probe.emulator.url(), &[], &[]);
+    let http = reqwest::Client::new();
+    for q in [
+        "{ __typename @foo }",
+        "query Q @foo { __typename }",
+        "query Q($a: Boolean @foo) { __typename @include(if: $a) }",
+        "{ ...F @foo } fragment F on Query { __typename }",
+        "{ ...F } fragment F on Query @foo { __typename }",
+        "{ ... @foo { __typename } }",
+        "{ ... on Query @foo { __typename } }",
+        "{ __typename @include(if: true) @foo(x: 1) }",
+    ] {
+        let (_, body) = post_query(&http, &server, json!({"query": q})).await;
+        assert_eq!(code(&body).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{q}: {body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("\"@foo\""), "{q}: {body}");
+        assert!(body.get("data").is_none_or(Value::is_null), "{q}: {body}");
+    }
+    let (_, body) = post_query(
+        &http,
+        &server,
+        json!({"query": "{ a: __typename @include(if: true) b: __typename @skip(if: true) }"}),
+    )
+    .await;
+    assert_eq!(body["data"], json!({"a": "Query"}), "{body}");
+}

@@ -103,3 +103,20 @@ async fn a_bad_variable_is_bad_input_and_a_bad_literal_is_a_validation_failure()
     let unknown = app.gql(Some(&t), "{ getPlaidBankAccounts(bogus: 1) { bankAccountId } }", json!({})).await;
     assert_eq!(code(&unknown).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{unknown}");
 }
+
+/// A deep `offset` costs the database the rows it skips: past MAX_PAGE_OFFSET (10,000 by
+/// default) it is refused, and the message points to the `after` cursor, which costs the same
+/// at any depth.
+#[tokio::test]
+async fn an_offset_past_the_maximum_is_refused_and_points_to_the_cursor() {
+    let app = TestApp::spawn().await;
+    let t = app.token("olga");
+    app.link(&t).await;
+    let r = app.transactions(&t, json!({"paginate": {"limit": 10, "offset": 10_000}})).await;
+    assert!(r["data"]["getPlaidBankTransactions"]["transactions"].is_array(), "at the maximum: {r}");
+    for offset in [10_001, 99_000, i32::MAX] {
+        let r = app.transactions(&t, json!({"paginate": {"limit": 10, "offset": offset}})).await;
+        expect_bad(&r, "paginate.offset must be at most 10000");
+        expect_bad(&r, "paginate.after");
+    }
+}

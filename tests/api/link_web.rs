@@ -482,3 +482,36 @@ async fn with_plaid_keys_the_demo_is_off_unless_enabled_and_then_loads_plaids_ow
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "no emulator in this process");
     app.stop().await;
 }
+
+/// As Plaid's dashboard does, the emulator accepts only the redirect URIs registered for the
+/// client (the demo's and the tests' by default): any other is INVALID_FIELD, and no token is
+/// made for it.
+#[tokio::test]
+async fn an_unregistered_redirect_uri_is_refused_as_plaid_refuses_it() {
+    let app = TestApp::spawn().await;
+    let mut body = json!({
+        "client_id": bankgraph::emulator::DEFAULT_CLIENT_ID,
+        "secret": bankgraph::emulator::DEFAULT_SECRET,
+        "client_name": "bankgraph tests",
+        "language": "en",
+        "country_codes": ["US"],
+        "user": {"client_user_id": "user-1"},
+        "products": ["transactions"],
+    });
+    for uri in
+        ["https://evil.example/callback", "http://localhost:8000/demo/../steal", "https://app.example.com/plaid/oauth2"]
+    {
+        body["redirect_uri"] = json!(uri);
+        let r = app.emu_post("/link/token/create", body.clone()).await;
+        assert_eq!(
+            (r["error_type"].as_str(), r["error_code"].as_str()),
+            (Some("INVALID_REQUEST"), Some("INVALID_FIELD")),
+            "{uri}: {r}"
+        );
+        assert!(r["error_message"].as_str().unwrap().contains("redirect_uri"), "{uri}: {r}");
+        assert!(r.get("link_token").is_none(), "{uri}: {r}");
+    }
+    for uri in ["http://localhost:8000/demo", "https://app.example.com/plaid/oauth"] {
+        assert!(emulator_link_token(&app, json!({"redirect_uri": uri})).await.starts_with("link-sandbox-"), "{uri}");
+    }
+}

@@ -82,6 +82,12 @@ pub(super) fn link_token_create(emu: &Emulator, call: &Call, body: Value) -> Res
     }
     if let Some(r) = req.redirect_uri.as_deref() {
         check_url("redirect_uri", r, false)?;
+        if !emu.config().redirect_uris.iter().any(|u| u == r) {
+            return Err(ApiError::invalid_field(
+                "redirect_uri must be an OAuth redirect URI registered for this client (Plaid: the dashboard's \
+                 allowed redirect URIs; the emulator: PLAID_EMULATOR_REDIRECT_URIS or PLAID_REDIRECT_URI)",
+            ));
+        }
     }
     let mut state = emu.state();
     let item_id = match req.access_token.take() {

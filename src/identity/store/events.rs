@@ -37,6 +37,17 @@ impl Written {
         )
         .fetch_one(&mut **tx)
         .await?;
+        // The user's own number, under the event log's lock (see migration 0007).
+        let user_seq: i64 = sqlx::query_scalar(
+            "insert into connection_event_users (user_id, last_user_seq) \
+             select c.user_id, 1 from bank_connections c where c.id = $1 \
+             on conflict (user_id) do update set last_user_seq = connection_event_users.last_user_seq + 1 \
+             returning last_user_seq",
+        )
+        .bind(connection_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no connection {connection_id} to record an event for"))?;
         let (status, counts) = match change {
             EventChange::StatusChanged(s) => (Some(s.as_str()), None),
             EventChange::TransactionsUpdated { added, modified, removed } => (None, Some((added, modified, removed))),
@@ -44,9 +55,9 @@ impl Written {
         };
         let counted = matches!(change, EventChange::HistorySyncProgress | EventChange::HistoryReady);
         let sql = format!(
-            "insert into connection_events (seq, user_id, connection_id, plaid_item_id, event_type, status, \
+            "insert into connection_events (seq, user_seq, user_id, connection_id, plaid_item_id, event_type, status, \
              transactions, added, modified, removed, occurred_at) \
-             select $1, c.user_id, c.id, c.plaid_item_id, $2, $3, {}, $4, $5, $6, $7 from bank_connections c where c.id = $8",
+             select $1, $9, c.user_id, c.id, c.plaid_item_id, $2, $3, {}, $4, $5, $6, $7 from bank_connections c where c.id = $8",
             if counted { TRANSACTIONS_OF_CONNECTION } else { "null" }
         );
         let inserted = sqlx::query(&sql)
@@ -58,6 +69,7 @@ impl Written {
             .bind(counts.map(|c| c.2))
             .bind(at)
             .bind(connection_id)
+            .bind(user_seq)
             .execute(&mut **tx)
             .await?;
         anyhow::ensure!(inserted.rows_affected() == 1, "no connection {connection_id} to record an event for");
@@ -129,7 +141,7 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ConnectionEvent>> {
         let mut sql = String::from(
-            "select seq, user_id, connection_id, plaid_item_id, event_type, status, transactions, added, modified, \
+            "select seq, user_seq, user_id, connection_id, plaid_item_id, event_type, status, transactions, added, modified, \
              removed, occurred_at from connection_events where seq > $1",
         );
         let mut n = 1;
@@ -146,6 +158,38 @@ impl Store {
         }
         let rows = q.bind(limit).fetch_all(&self.db.read).await?;
         rows.into_iter().map(ConnectionEvent::try_from).collect()
+    }
+
+    /// Where a user's stream resumes after the user's own event number `own` (the public
+    /// event id): the global seq to read after, or `None` when events the user has not seen were
+    /// dropped by retention (`pruned_through` and before). A number the user was never given
+    /// (beyond its last event) resumes as its last event does: nothing tells it from a real one.
+    pub async fn event_resume_point(
+        &self,
+        user_id: &str,
+        own: i64,
+        pruned_through: i64,
+    ) -> anyhow::Result<Option<i64>> {
+        let (first_kept, last, through_own): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+            "select (select min(user_seq) from connection_events where user_id = $1 and seq > $2), \
+                    (select last_user_seq from connection_event_users where user_id = $1), \
+                    (select max(seq) from connection_events where user_id = $1 and user_seq <= $3)",
+        )
+        .bind(user_id)
+        .bind(pruned_through)
+        .bind(own)
+        .fetch_one(&self.db.read)
+        .await?;
+        // The user's kept events are the numbers first_kept..=last; any number after `own`
+        // below them is gone.
+        let missed = match first_kept {
+            Some(first) => own < first - 1,
+            None => own < last.unwrap_or(0),
+        };
+        if missed {
+            return Ok(None);
+        }
+        Ok(Some(through_own.unwrap_or(0).max(pruned_through)))
     }
 
     /// Drops the events older than `before` and moves the horizon past them; returns how many.

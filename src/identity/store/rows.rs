@@ -221,6 +221,7 @@ impl From<AccountRead> for BankAccount {
 #[derive(sqlx::FromRow)]
 pub(super) struct EventRead {
     seq: i64,
+    user_seq: i64,
     user_id: String,
     connection_id: String,
     plaid_item_id: String,
@@ -248,6 +249,7 @@ impl TryFrom<EventRead> for ConnectionEvent {
         };
         Ok(ConnectionEvent {
             seq: r.seq,
+            user_seq: r.user_seq,
             user_id: r.user_id,
             connection_id: r.connection_id,
             plaid_item_id: r.plaid_item_id,

@@ -22,7 +22,7 @@ impl RemoteIdentity {
     /// endpoint of the identity service loses nothing; when it cannot be reopened within
     /// [`RESUME_WITHIN`], the subscriber gets UPSTREAM_UNAVAILABLE (and resumes itself).
     pub(super) async fn watch_events(&self, user_id: &str, watch: EventWatch) -> AppResult<Watching> {
-        let (start, stream) = self.open_events(user_id, &watch, watch.after).await?;
+        let (start, stream) = self.open_events(user_id, &watch, watch.after, watch.after_own).await?;
         let resume = Resume {
             remote: self.clone(),
             user_id: user_id.to_string(),
@@ -41,12 +41,14 @@ impl RemoteIdentity {
         user_id: &str,
         watch: &EventWatch,
         after: Option<i64>,
+        after_own: Option<i64>,
     ) -> AppResult<(i64, tonic::Streaming<pb::WatchedEvent>)> {
         let msg = pb::WatchConnectionEventsRequest {
             user_id: user_id.to_string(),
             platform_item_id: watch.plaid_item_id.clone(),
             connection_id: watch.connection_id.clone(),
             after,
+            after_own,
         };
         let mut stream = self
             .call_on(
@@ -102,7 +104,7 @@ impl Resume {
         loop {
             let Some(stream) = self.stream.as_mut() else {
                 let since = *broken_since.get_or_insert_with(Instant::now);
-                match self.remote.open_events(&self.user_id, &self.watch, Some(self.last)).await {
+                match self.remote.open_events(&self.user_id, &self.watch, Some(self.last), None).await {
                     Ok((_, s)) => {
                         tracing::info!(after = self.last, "identity event stream reopened");
                         self.stream = Some(s);
