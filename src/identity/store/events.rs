@@ -37,7 +37,7 @@ impl Written {
         )
         .fetch_one(&mut **tx)
         .await?;
-        // The user's own number, under the event log's lock (see migration 0007).
+        // The user's own number, under the event log's lock (see migration 0009).
         let user_seq: i64 = sqlx::query_scalar(
             "insert into connection_event_users (user_id, last_user_seq) \
              select c.user_id, 1 from bank_connections c where c.id = $1 \
