@@ -19,7 +19,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
-targets=(graphql_prepare graphql_nesting)
+targets=(graphql_prepare graphql_nesting ws_message webhook_verify rpc_convert client_ip)
 if [ $# -ge 1 ]; then targets=("$1"); fi
 seconds="${2:-${FUZZ_SECONDS:-30}}"
 

@@ -6,7 +6,7 @@
 //! client sees.
 
 pub mod client;
-mod convert;
+pub mod convert;
 pub mod server;
 mod status;
 pub mod tls;

@@ -172,10 +172,10 @@ pub async fn upgrade(state: AppState, req: axum::extract::Request, request_id: S
     })
 }
 
-/// A client's message.
+/// A client's message (graphql-transport-ws).
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
+pub enum ClientMessage {
     ConnectionInit {
         #[serde(default)]
         payload: Option<serde_json::Value>,
@@ -198,15 +198,64 @@ enum ClientMessage {
     },
 }
 
+/// What a `subscribe` message carries.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SubscribePayload {
-    query: Option<String>,
-    operation_name: Option<String>,
+pub struct SubscribePayload {
+    pub query: Option<String>,
+    pub operation_name: Option<String>,
     #[serde(default)]
-    variables: Option<serde_json::Value>,
+    pub variables: Option<serde_json::Value>,
     #[serde(default)]
-    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Reads one text frame as a client's message; `None` when it is not one (the session closes
+/// with 4400).
+pub fn read_message(text: &str) -> Option<ClientMessage> {
+    serde_json::from_str::<ClientMessage>(text).ok()
+}
+
+/// The GraphQL request a `subscribe` message asks for: its query within `max_query_length`
+/// characters, variables a JSON object, extensions kept when they are GraphQL values. `Err`
+/// holds the error to answer with, in graphql-transport-ws's `error` payload form.
+pub fn subscribe_request(
+    payload: SubscribePayload,
+    max_query_length: usize,
+) -> Result<async_graphql::Request, Vec<serde_json::Value>> {
+    let query = payload.query.unwrap_or_default();
+    if query.chars().count() > max_query_length {
+        let message = format!("The query is longer than {max_query_length} characters.");
+        return Err(payload_error(message, code::BAD_REQUEST, None));
+    }
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = payload.operation_name.filter(|n| !n.is_empty()) {
+        request = request.operation_name(name);
+    }
+    match payload.variables {
+        None | Some(serde_json::Value::Null) => {}
+        Some(v @ serde_json::Value::Object(_)) => {
+            request = request.variables(async_graphql::Variables::from_json(v));
+        }
+        Some(_) => return Err(payload_error("variables must be a JSON object.".into(), code::BAD_REQUEST, None)),
+    }
+    if let Some(ext) = payload.extensions {
+        for (k, v) in ext {
+            if let Ok(v) = async_graphql::Value::from_json(v) {
+                request.extensions.insert(k, v);
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// One error, as an `error` message's payload carries it.
+fn payload_error(message: String, code: &str, extra: Option<(&str, serde_json::Value)>) -> Vec<serde_json::Value> {
+    let mut extensions = json!({"code": code});
+    if let Some((k, v)) = extra {
+        extensions[k] = v;
+    }
+    vec![json!({"message": message, "extensions": extensions})]
 }
 
 /// How a session ends.
@@ -306,9 +355,9 @@ impl Session {
                         Some(Ok(Message::Close(_))) => return Closing(1000, "", "client"),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                         Some(Ok(Message::Binary(_))) => return Closing(close::BAD_MESSAGE, "Messages are JSON text.", "protocol"),
-                        Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
-                            Ok(m) => m,
-                            Err(_) => return Closing(close::BAD_MESSAGE, "Invalid message received", "protocol"),
+                        Some(Ok(Message::Text(t))) => match read_message(t.as_str()) {
+                            Some(m) => m,
+                            None => return Closing(close::BAD_MESSAGE, "Invalid message received", "protocol"),
                         },
                     };
                     match message {
@@ -384,15 +433,8 @@ impl Session {
         active: usize,
         limits: &WsLimits,
     ) -> Result<Answers, Vec<serde_json::Value>> {
-        let error = |message: String, code: &str, extra: Option<(&str, serde_json::Value)>| {
-            let mut extensions = json!({"code": code});
-            if let Some((k, v)) = extra {
-                extensions[k] = v;
-            }
-            vec![json!({"message": message, "extensions": extensions})]
-        };
         if active >= limits.max_subscriptions_per_socket {
-            return Err(error(
+            return Err(payload_error(
                 format!(
                     "At most {} subscriptions may be active on one WebSocket; complete one first.",
                     limits.max_subscriptions_per_socket
@@ -403,35 +445,13 @@ impl Session {
         }
         if let Err(wait) = self.state.limiters.check_user(user) {
             let secs = retry_after_secs(wait);
-            return Err(error(
+            return Err(payload_error(
                 format!("Too many requests from this caller; retry in {secs} s."),
                 code::RATE_LIMITED,
                 Some(("retryAfterSeconds", secs.into())),
             ));
         }
-        let query = payload.query.unwrap_or_default();
-        let max = self.state.graphql_limits.max_query_length;
-        if query.chars().count() > max {
-            return Err(error(format!("The query is longer than {max} characters."), code::BAD_REQUEST, None));
-        }
-        let mut request = async_graphql::Request::new(query);
-        if let Some(name) = payload.operation_name.filter(|n| !n.is_empty()) {
-            request = request.operation_name(name);
-        }
-        match payload.variables {
-            None | Some(serde_json::Value::Null) => {}
-            Some(v @ serde_json::Value::Object(_)) => {
-                request = request.variables(async_graphql::Variables::from_json(v));
-            }
-            Some(_) => return Err(error("variables must be a JSON object.".into(), code::BAD_REQUEST, None)),
-        }
-        if let Some(ext) = payload.extensions {
-            for (k, v) in ext {
-                if let Ok(v) = async_graphql::Value::from_json(v) {
-                    request.extensions.insert(k, v);
-                }
-            }
-        }
+        let request = subscribe_request(payload, self.state.graphql_limits.max_query_length)?;
         match self.state.gateway.subscribe(request, auth.clone(), self.request_id.clone()) {
             Ok(answers) => Ok(answers.map(Some).chain(futures::stream::once(async { None })).boxed()),
             Err(errors) => Err(errors.into_iter().map(server_error).collect()),
