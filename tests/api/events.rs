@@ -98,7 +98,8 @@ async fn a_subscriber_follows_its_connection_from_link_to_removal_and_sees_nobod
         .lines()
         .find_map(|l| l.strip_prefix("bankgraph_events_delivered_total "))
         .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(delivered, Some(events.len() as f64 + 4.0), "{metrics}");
+    // A counter of the whole test process too: at least this test's deliveries.
+    assert!(delivered.is_some_and(|n| n >= events.len() as f64 + 4.0), "{metrics}");
 }
 
 #[tokio::test]

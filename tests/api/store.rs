@@ -49,13 +49,14 @@ async fn a_claim_whose_process_died_is_taken_over_by_exactly_one_request() {
     let store = Store::new(db().await);
     let (now, stale) = (Utc::now(), chrono::Duration::minutes(2));
     assert_eq!(store.claim_completion("u", "h", now, stale).await.unwrap(), Claim::Mine);
-    // No heartbeat for longer than `stale`: the claim is free, and only one request gets it.
+    // No heartbeat for longer than `stale`: the claim is free, and only one request takes it
+    // over (told so, since the dead attempt may have exchanged the token already).
     let later = now + chrono::Duration::minutes(5);
     let (a, b) =
         tokio::join!(store.claim_completion("u", "h", later, stale), store.claim_completion("u", "h", later, stale));
     let mut got = [a.unwrap(), b.unwrap()];
     got.sort_by_key(|c| matches!(c, Claim::Busy));
-    assert_eq!(got, [Claim::Mine, Claim::Busy]);
+    assert_eq!(got, [Claim::TakenOver { exchanged_item: None }, Claim::Busy]);
 }
 
 #[tokio::test]
