@@ -57,6 +57,8 @@ pub struct Guardrails {
     root_fields: HashSet<String>,
     /// The directives the schema defines: the only ones a document may use.
     directives: HashSet<String>,
+    /// The input types a variable may have (see `super::variable_types`).
+    input_types: HashSet<String>,
     documents: quick_cache::sync::Cache<String, Prepared, QueryBytes>,
 }
 
@@ -69,6 +71,7 @@ impl Guardrails {
             introspection,
             root_fields: root_fields(sdl),
             directives: super::directives::defined_in(sdl),
+            input_types: super::variable_types::input_types_in(sdl),
             documents: quick_cache::sync::Cache::with_weighter(1024, CACHE_BYTES, QueryBytes),
         }
     }
@@ -111,6 +114,12 @@ impl Guardrails {
         }
         if let Some((name, pos)) = super::directives::first_unknown(doc, &self.directives) {
             let mut e = refuse(format!("Unknown directive \"@{name}\"."));
+            e.locations = vec![pos];
+            return Err(e);
+        }
+        if let Some((name, pos)) = super::variable_types::first_unknown(doc, &self.input_types) {
+            let mut e =
+                refuse(format!("Unknown type \"{name}\": a variable's type must be one of the schema's input types."));
             e.locations = vec![pos];
             return Err(e);
         }

@@ -21,6 +21,7 @@ mod query;
 mod scalars;
 mod subscription;
 mod types;
+mod variable_types;
 
 use async_graphql::Schema;
 

@@ -568,3 +568,30 @@ async fn a_directive_the_schema_does_not_define_is_refused_wherever_it_stands() 
     .await;
     assert_eq!(body["data"], json!({"a": "Query"}), "{body}");
 }
+
+/// Found by the `graphql_prepare` fuzz target: a variable of a type the schema does not define,
+/// with a list default value, panicked inside async-graphql's validation (`Type \`Ynt\` not
+/// defined`), before its own check of type names answered. Refused in the guardrails now, over
+/// both transports that take documents.
+#[tokio::test]
+async fn a_variable_of_an_undefined_type_is_refused_not_a_panic() {
+    let app = TestApp::spawn_with(Options { args: vec!["--job-workers=0".into()], ..Default::default() }).await;
+    let http = reqwest::Client::new();
+    let token = app.token("undefined-type");
+    let server = Server::start(&app.database_url, &app.emulator.url(), &[], &[]);
+    let found = [
+        "query($a: [[Ynt!]!] = [[1]], $b: In = {x: {y: [2]}}) @d(x: [[[3]]]) { a }",
+        "query($a: [[Ynt!]!] = [[1]]) { __typename }",
+        "query($a: [Nope] = [{x: 1}]) { __typename }",
+        "query($a: PlaidBankAccount = [1]) { __typename }",
+    ];
+    for q in found {
+        let (status, b) = post_query(&http, &server, json!({"query": q})).await;
+        assert_eq!(code(&b).as_deref(), Some("GRAPHQL_VALIDATION_FAILED"), "{status} {b}");
+        let mut socket = Socket::connect(&server.graphql, &token).await;
+        socket.subscribe("1", &q.replacen("query", "subscription", 1), json!({})).await;
+        let answer = socket.recv().await.expect("an answer on the socket");
+        assert_eq!(answer["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{answer}");
+    }
+    still_serving(&http, &server, &token).await;
+}
