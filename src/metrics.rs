@@ -11,6 +11,9 @@ pub const GRAPHQL_OPERATION_SECONDS: &str = "bankgraph_graphql_operation_duratio
 pub const GRAPHQL_REQUESTS: &str = "bankgraph_graphql_requests_total";
 /// Requests refused before execution by `reason` (body_too_large, rate_limited, …): a counter.
 pub const REQUESTS_REFUSED: &str = "bankgraph_requests_refused_total";
+/// Requests whose handler panicked (answered 500 with the generic internal error): a counter.
+/// Any increase is a bug to fix; alert on it.
+pub const HANDLER_PANICS: &str = "bankgraph_handler_panics_total";
 /// Documents outside the trusted list, by `mode` (refused when `enforce`, run when `log`).
 pub const UNTRUSTED_DOCUMENTS: &str = "bankgraph_untrusted_documents_total";
 /// Connections closed at accept because a connection cap was reached: a counter.

@@ -18,6 +18,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -92,6 +94,7 @@ async fn take_client_request_id(mut req: axum::extract::Request) -> axum::extrac
 fn observed(router: Router) -> Router {
     let header = header::HeaderName::from_static(REQUEST_ID);
     router
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             let trace = req.extensions().get::<RequestTrace>().copied();
@@ -118,6 +121,26 @@ fn observed(router: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
         .layer(axum::middleware::map_request(take_client_request_id))
+}
+
+/// The answer to a request whose handler panicked: the generic internal error, as any other
+/// (the request id header is still added), logged and counted. A panic is a bug; this keeps
+/// it to the one request, never the connection or the process.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %what, "a request handler panicked");
+    metrics::counter!(crate::metrics::HANDLER_PANICS).increment(1);
+    let body = serde_json::json!({"errors": [{
+        "message": crate::error::INTERNAL_MESSAGE,
+        "extensions": {"code": crate::error::code::INTERNAL_SERVER_ERROR},
+    }]});
+    let mut resp = (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -184,4 +207,27 @@ pub fn gateway_internal_router(identity: Arc<dyn IdentityService>) -> Router {
 
 fn health_router(ready: health::Readiness) -> Router {
     Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz)).with_state(ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_the_generic_internal_error_with_our_request_id() {
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = observed(Router::new().route("/boom", get(boom)));
+        let request = axum::http::Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap();
+        let resp = app.oneshot(request).await.expect("an answer, not a dropped connection");
+        assert_eq!(resp.status(), 500);
+        assert!(resp.headers().contains_key(REQUEST_ID));
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(v["errors"][0]["message"], crate::error::INTERNAL_MESSAGE);
+    }
 }
