@@ -36,6 +36,7 @@ pub fn harness() -> &'static Harness {
             max_aliases: 15,
             max_directives: 10,
             trusted_documents: None,
+            max_page_offset: 10_000,
         };
         let limiters = Arc::new(Limiters::new(&RateLimits {
             per_ip_per_second: 0,
