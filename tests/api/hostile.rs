@@ -490,35 +490,8 @@ async fn nesting_hidden_behind_an_unclosed_block_string_is_refused_on_both_topol
     std::fs::create_dir_all(&dir).unwrap();
     let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
     let plaid_url = probe.emulator.url();
-    let identity = Process::start(
-        &["identity"],
-        &[
-            ("IDENTITY_BIND_ADDR", "127.0.0.1:0"),
-            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
-            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
-            ("DATABASE_URL", &probe.database_url),
-            ("TOKEN_ENCRYPTION_KEY", &key),
-            ("PLAID_CLIENT_ID", bankgraph::emulator::DEFAULT_CLIENT_ID),
-            ("PLAID_SECRET", bankgraph::emulator::DEFAULT_SECRET),
-            ("PLAID_BASE_URL", &plaid_url),
-        ],
-        &dir.join("identity.log"),
-        &["identity RPC:"],
-    );
-    let gateway = Process::start(
-        &["gateway"],
-        &[
-            ("BIND_ADDR", "127.0.0.1:0"),
-            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
-            ("JWT_SECRET", JWT_SECRET),
-            ("IDENTITY_URL", &format!("http://{}", identity.values[0])),
-            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
-            ("RATE_LIMIT_PER_IP", "0"),
-            ("RATE_LIMIT_PER_USER", "0"),
-        ],
-        &dir.join("gateway.log"),
-        &["GraphQL and GraphiQL: "],
-    );
+    let identity = identity_process(&probe.database_url, &plaid_url, &key, &dir.join("identity.log"));
+    let gateway = gateway_process(&identity.values[0], &dir.join("gateway.log"));
     let graphql = gateway.values[0].clone();
     hidden_nesting_is_refused(&http, &graphql, &token).await;
     let r: Value = http

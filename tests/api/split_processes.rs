@@ -15,25 +15,6 @@ use crate::helpers::*;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
-fn gateway(identity_rpc: &str, log: &std::path::Path) -> Process {
-    let url = format!("http://{identity_rpc}");
-    Process::start(
-        &["gateway"],
-        &[
-            ("BIND_ADDR", "127.0.0.1:0"),
-            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
-            ("JWT_SECRET", JWT_SECRET),
-            ("IDENTITY_URL", &url),
-            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
-            ("RATE_LIMIT_PER_IP", "0"),
-            ("RATE_LIMIT_PER_USER", "0"),
-            ("RATE_LIMIT_SENSITIVE_PER_MINUTE", "0"),
-        ],
-        log,
-        &["GraphQL and GraphiQL: "],
-    )
-}
-
 #[tokio::test]
 async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhere() {
     let mut emu = EmulatorConfig { transactions_per_item: 120, ..Default::default() };
@@ -45,23 +26,9 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     let key = base64::engine::general_purpose::STANDARD.encode([11u8; 32]);
     let plaid_url = emulator.url();
 
-    let identity = Process::start(
-        &["identity"],
-        &[
-            ("IDENTITY_BIND_ADDR", "127.0.0.1:0"),
-            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
-            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
-            ("DATABASE_URL", &database_url),
-            ("TOKEN_ENCRYPTION_KEY", &key),
-            ("PLAID_CLIENT_ID", bankgraph::emulator::DEFAULT_CLIENT_ID),
-            ("PLAID_SECRET", bankgraph::emulator::DEFAULT_SECRET),
-            ("PLAID_BASE_URL", &plaid_url),
-        ],
-        &dir.join("identity.log"),
-        &["identity RPC:"],
-    );
+    let identity = identity_process(&database_url, &plaid_url, &key, &dir.join("identity.log"));
     let rpc = identity.values[0].clone();
-    let mut gw = gateway(&rpc, &dir.join("gateway-1.log"));
+    let mut gw = gateway_process(&rpc, &dir.join("gateway-1.log"));
 
     // Nothing of the identity service's in the gateway's environment.
     let environ = std::fs::read(format!("/proc/{}/environ", gw.child.pid())).unwrap();
@@ -116,7 +83,7 @@ async fn two_processes_a_gateway_killed_mid_completion_and_nothing_secret_anywhe
     gw.child.kill();
     assert!(cut.await.unwrap().is_err(), "the client lost its gateway mid-call");
 
-    let gw2 = gateway(&rpc, &dir.join("gateway-2.log"));
+    let gw2 = gateway_process(&rpc, &dir.join("gateway-2.log"));
     let graphql2 = gw2.values[0].clone();
     let as_bob = Endpoints { http: &http, graphql: &graphql2, emulator: &plaid_url, bearer: &bob };
     let retry = as_bob.graphql(COMPLETE_LINK, json!({"input": {"publicToken": second.public_token}})).await.unwrap();

@@ -2,6 +2,7 @@
 
 use base64::Engine;
 
+use super::app::SERVICE_TOKEN;
 use super::queries::JWT_SECRET;
 
 /// A child process that is killed when dropped.
@@ -176,4 +177,45 @@ pub fn refusal(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     (status.code(), stderr)
+}
+
+/// `bankgraph identity` on `database_url` against the Plaid at `plaid_url`, sealing tokens with
+/// `key` (base64), logging into `log`. `values[0]` is its RPC address.
+pub fn identity_process(database_url: &str, plaid_url: &str, key: &str, log: &std::path::Path) -> Process {
+    Process::start(
+        &["identity"],
+        &[
+            ("IDENTITY_BIND_ADDR", "127.0.0.1:0"),
+            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
+            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
+            ("DATABASE_URL", database_url),
+            ("TOKEN_ENCRYPTION_KEY", key),
+            ("PLAID_CLIENT_ID", bankgraph::emulator::DEFAULT_CLIENT_ID),
+            ("PLAID_SECRET", bankgraph::emulator::DEFAULT_SECRET),
+            ("PLAID_BASE_URL", plaid_url),
+        ],
+        log,
+        &["identity RPC:"],
+    )
+}
+
+/// `bankgraph gateway` in front of the identity service at `identity_rpc` (`host:port`), with
+/// no rate limits, logging into `log`. `values[0]` is its GraphQL URL.
+pub fn gateway_process(identity_rpc: &str, log: &std::path::Path) -> Process {
+    let url = format!("http://{identity_rpc}");
+    Process::start(
+        &["gateway"],
+        &[
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("INTERNAL_BIND_ADDR", "127.0.0.1:0"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("IDENTITY_URL", &url),
+            ("IDENTITY_SERVICE_TOKEN", SERVICE_TOKEN),
+            ("RATE_LIMIT_PER_IP", "0"),
+            ("RATE_LIMIT_PER_USER", "0"),
+            ("RATE_LIMIT_SENSITIVE_PER_MINUTE", "0"),
+        ],
+        log,
+        &["GraphQL and GraphiQL: "],
+    )
 }
