@@ -24,7 +24,9 @@ def emulator_url():
     env = dict(os.environ, RUST_LOG="warn")
     proc = subprocess.Popen(
         [_binary(), "plaid-emulator", "--addr", "127.0.0.1:0", "--transactions-per-item", "1200",
-         "--webhook-retry-seconds", "0.2"],
+         "--webhook-retry-seconds", "0.2",
+         # As an app registers its OAuth redirect URI in Plaid's dashboard.
+         "--redirect-uris", "https://app.example.com/oauth"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
     try:
