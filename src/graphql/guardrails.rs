@@ -202,7 +202,10 @@ pub fn parse_bounded(query: &str) -> Result<ExecutableDocument, ServerError> {
         let message = format!("The document has more than {MAX_BRACKETS} brackets.");
         return Err(with_code(ServerError::new(message, None), code::GRAPHQL_PARSE_FAILED));
     }
-    stacker::grow(PARSE_STACK_BASE + brackets * PARSE_STACK_PER_BRACKET, || {
+    // On the current stack when enough of it is left (a short document on a worker), else on a
+    // new one of that size: either way the parse has the room its brackets could need.
+    let needed = PARSE_STACK_BASE + brackets * PARSE_STACK_PER_BRACKET;
+    stacker::maybe_grow(needed, needed, || {
         let document = async_graphql::parser::parse_query(query).map_err(parse_error)?;
         if document_depth(&document) > MAX_NESTING {
             // Dropped here, on the large stack: dropping a deep document recurses too.
