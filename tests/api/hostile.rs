@@ -1,6 +1,18 @@
 //! Attacks by anonymous clients, each reproduced against a real `bankgraph serve` process (a
 //! crash there would take a test binary down with it): the process must refuse them and keep
 //! answering everyone else.
+//!
+//! Attacks that need a room of their own are tested beside what they attack:
+//! - forged random-kid webhooks across restarts and key rotations: `webhook_keys.rs`, and a
+//!   failing key endpoint in `tests/plaid_client.rs`;
+//! - a key id reused for a new encryption key: `custody.rs` (the rotation table);
+//! - WebSocket clients that stop reading: `slow_readers.rs`;
+//! - a completion killed mid-way: `completion.rs`;
+//! - a control character in an RPC `user_id`: `split.rs` and `store.rs`;
+//! - deep `offset` pages: `input.rs`; event ids: `events.rs`; a future `iat`: `auth.rs`;
+//! - the emulator's redirect URIs: `link_web.rs`; GraphiQL switched off: `clients.rs`.
+//!
+//! What no list of cases covers is searched for by the fuzz targets in `fuzz/`.
 
 use std::time::{Duration, Instant};
 
