@@ -579,3 +579,30 @@ async fn the_client_follows_no_redirect_and_reads_no_oversized_body() {
     let e = client.accounts_get(&token, None).await.unwrap_err();
     assert!(format!("{e}").contains("larger than"), "{e}");
 }
+
+/// From the review of round two: a kid is remembered by the lookup gate (4,096 of them) and
+/// sent to Plaid, so one of 300 KB from an anonymous sender would cost memory and a lookup.
+/// Plaid's kids are UUIDs: anything longer than 64 bytes, or outside `[A-Za-z0-9_-]`, is
+/// refused as malformed, before any lookup.
+#[tokio::test]
+async fn a_kid_that_is_no_plaid_kid_is_refused_before_any_lookup() {
+    let emu = TestEmulator::start(10).await;
+    let client = emu.client();
+    let (url, mut hooks) = receiver().await;
+    let (_token, _item) = emu.item(&client, Some(url)).await;
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), hooks.recv()).await.unwrap().unwrap();
+    let jwt = headers.get("plaid-verification").unwrap().to_str().unwrap().to_string();
+    let verifier = WebhookVerifier::new(client.clone());
+    emu.fault("/webhook_verification_key/get", json!({"kind": "latency", "ms": 1, "times": 1000})).await;
+    for kid in ["k".repeat(65), "a b".into(), "kid\n".into(), "é".into(), "../../x".into()] {
+        let forged =
+            with_header(&headers, &replace_jwt_header(&jwt, json!({"alg": "ES256", "kid": kid, "typ": "JWT"})));
+        let r = verifier.verify(&forged, &body).await;
+        assert!(matches!(r, Err(WebhookRejection::Malformed)), "{kid:?}: {r:?}");
+    }
+    let faults = emu.get("/emulator/faults").await;
+    let left = faults["faults"].as_array().unwrap().iter().find_map(|f| f["times"].as_u64()).unwrap();
+    assert_eq!(left, 1000, "no key was looked up: {faults}");
+    // A UUID kid still verifies.
+    assert!(verifier.verify(&headers, &body).await.is_ok());
+}

@@ -70,6 +70,11 @@ impl WebhookRejection {
     }
 }
 
+/// Whether `kid` could be one of Plaid's: 1 to 64 bytes of `[A-Za-z0-9_-]`.
+fn plausible_kid(kid: &str) -> bool {
+    (1..=64).contains(&kid.len()) && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// What a verified webhook proved.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -187,6 +192,11 @@ impl WebhookVerifier {
             return Err(WebhookRejection::WrongAlgorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(WebhookRejection::MissingKid)?;
+        // Plaid's kids are UUIDs. A longer or stranger one is never looked up, remembered by
+        // the lookup gate or written to a log.
+        if !plausible_kid(&kid) {
+            return Err(WebhookRejection::Malformed);
+        }
         let jwk = self.key(&kid).await?;
         if jwk.expired_at.is_some() {
             return Err(WebhookRejection::ExpiredKey);
