@@ -117,19 +117,21 @@ impl PlaidIdentity {
         let work = self.inner.tasks.spawn(
             async move {
                 // Keep the claim fresh while working, so it is never taken over as stale.
+                // Aborted when dropped: also when `complete` panics, so a dead completion's
+                // claim is never kept fresh.
                 let heartbeat = {
                     let (store, user, hash) = (this.inner.store.clone(), user.clone(), hash.clone());
-                    tokio::spawn(async move {
+                    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                         loop {
                             tokio::time::sleep(heartbeat).await;
                             if let Err(e) = store.touch_completion(&user, &hash, Utc::now()).await {
                                 tracing::warn!(error = %format!("{e:#}"), "could not renew a completion claim");
                             }
                         }
-                    })
+                    }))
                 };
                 let outcome = this.complete(&user, public_token, platform_item_id).await;
-                heartbeat.abort();
+                drop(heartbeat);
                 this.record(&user, &hash, &outcome).await;
                 outcome
             }
