@@ -132,6 +132,8 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into());
+    // At most 256 characters of it: a panic message may quote what the request carried.
+    let what: String = what.chars().take(256).collect();
     tracing::error!(panic = %what, "a request handler panicked");
     metrics::counter!(crate::metrics::HANDLER_PANICS).increment(1);
     let body = serde_json::json!({"errors": [{
