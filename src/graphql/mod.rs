@@ -16,6 +16,7 @@ pub mod guardrails;
 mod guards;
 mod inputs;
 mod mutation;
+mod nesting;
 mod persisted;
 mod query;
 mod scalars;
