@@ -50,7 +50,8 @@ pub(super) struct Inner {
 /// The status a Plaid item error puts a connection in; `None` when the error says nothing
 /// about the item's health (it passes, or it is about one product or one Link session).
 /// The one rule, used by relink, refresh, sync, webhooks, health checks and the reconciler
-/// (`../shared/docs/plaid-reference.md` §3.2–3.4).
+/// (Plaid's item errors: `ITEM_LOGIN_REQUIRED` and its kin ask the user to relink, the
+/// others say the item is gone or broken).
 pub fn item_error_status(error_type: &str, error_code: &str) -> Option<ConnectionStatus> {
     match error_code {
         // The user can repair it through Link update mode (after unlocking the account or
